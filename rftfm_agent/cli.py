@@ -1,0 +1,337 @@
+"""The `rftfm` command line: ingest logs, list and show runs, query the store, run benchmarks.
+
+Every command takes `--json` for machine-readable output. Bad input ends in one line on stderr that
+names the file and what is wrong, a non-zero exit, and a store left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.store import Store, default_store_path
+from rftfm_agent.telemetry.vocabulary import MAIN_METRICS
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="rftfm: automatic failure management for reinforcement fine-tuning.",
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="store folder (default: $RFTFM_STORE or ~/.rftfm/store)")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(fn: F) -> F:
+    """Turn rftfm's own errors into one line on stderr and exit code 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RftfmError as exc:
+            err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/Inf are not JSON: print them as the strings 'NaN' / 'Infinity' / '-Infinity'."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def emit_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _store(path: Path | None) -> Store:
+    return Store(path if path is not None else default_store_path())
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+@app.command()
+@friendly_errors
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="log files or run folders")],
+    store: StoreOpt = None,
+    replace: Annotated[bool, typer.Option(help="replace a stored run of the same name")] = False,
+    skip_bad: Annotated[bool, typer.Option(help="store the readable inputs even if some are bad")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import training logs (TRL, HF console, verl, RFT-FaultBench, CSV/W&B, TensorBoard, notebook HTML).
+
+    All inputs are read before anything is written: if one is bad, nothing is stored (unless --skip-bad).
+    """
+    st = _store(store)
+    loaded, errors = [], []
+    for path in paths:
+        try:
+            loaded.extend(importers.load(path))
+        except RftfmError as exc:
+            errors.append(str(exc))
+    for line in errors:
+        err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
+    if errors and not skip_bad:
+        if len(paths) > 1:
+            err_console.print("nothing was stored (--skip-bad stores the readable inputs)", markup=False)
+        raise typer.Exit(1)
+    results = []
+    for run in loaded:
+        manifest, outcome = st.write_run(run, replace=replace)
+        results.append(
+            {
+                "run_id": manifest.run_id,
+                "name": manifest.name,
+                "format": manifest.source.format,
+                "steps": manifest.n_steps,
+                "trajectories": manifest.n_trajectories,
+                "outcome": outcome,
+            }
+        )
+    if as_json:
+        emit_json({"store": str(st.root), "runs": results, "errors": errors})
+    else:
+        table = Table("run", "format", "steps", "trajectories", "outcome", title=f"ingested into {st.root}")
+        for r in results:
+            table.add_row(r["run_id"], r["format"], str(r["steps"]), str(r["trajectories"]), r["outcome"])
+        console.print(table)
+    if errors:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def _run_summary(st: Store, run_id: str) -> dict[str, Any]:
+    m = st.manifest(run_id)
+    return {
+        "run_id": m.run_id,
+        "name": m.name,
+        "format": m.source.format,
+        "framework": m.source.framework,
+        "status": m.status,
+        "steps": m.n_steps,
+        "first_step": m.first_step,
+        "last_step": m.last_step,
+        "trajectories": m.n_trajectories,
+        "label": m.label,
+        "fault": m.fault.model_dump() if m.fault else None,
+        "mapped": {k: m.metric_sources[k] for k in MAIN_METRICS if k in m.metric_sources},
+        "missing": [k for k in MAIN_METRICS if k not in m.metric_sources],
+        "n_metrics": len(m.metrics),
+    }
+
+
+@app.command()
+@friendly_errors
+def runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List stored runs with their step counts and which main metrics were found."""
+    st = _store(store)
+    rows = [_run_summary(st, r) for r in st.run_ids()]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("run", "format", "steps", "traj", "label", "main metrics", "not logged", title=f"runs in {st.root}")
+    for r in rows:
+        label = r["label"] + (f" {r['fault']['type']}/{r['fault']['strength']}" if r["fault"] else "")
+        found = f"{len(r['mapped'])}/{len(MAIN_METRICS)}"
+        table.add_row(
+            r["run_id"], r["format"], str(r["steps"]), str(r["trajectories"]), label, found,
+            ", ".join(r["missing"]) or "-",
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------- show
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 40) -> str:
+    """A terminal plot of a series: resampled to `width`, NaN as '·', ±Inf as '!'."""
+    if not values:
+        return ""
+    if len(values) > width:
+        step = len(values) / width
+        values = [values[int(i * step)] for i in range(width)]
+    finite = [v for v in values if math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    out = []
+    for v in values:
+        if math.isnan(v):
+            out.append("·")
+        elif math.isinf(v):
+            out.append("!")
+        else:
+            idx = 0 if hi == lo else int((v - lo) / (hi - lo) * (len(_SPARKS) - 1))
+            out.append(_SPARKS[idx])
+    return "".join(out)
+
+
+def _metric_stats(values: list[float]) -> dict[str, Any]:
+    finite = [v for v in values if math.isfinite(v)]
+    return {
+        "first": finite[0] if finite else None,
+        "last": finite[-1] if finite else None,
+        "min": min(finite) if finite else None,
+        "max": max(finite) if finite else None,
+        "nan": sum(1 for v in values if math.isnan(v)),
+        "inf": sum(1 for v in values if math.isinf(v)),
+        "logged_steps": len(values),
+    }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+@app.command()
+@friendly_errors
+def show(
+    run: Annotated[str, typer.Argument(help="run id, name or unique id prefix")],
+    store: StoreOpt = None,
+    png: Annotated[Path | None, typer.Option(help="also write a PNG plot of the main metrics here")] = None,
+    all_metrics: Annotated[bool, typer.Option("--all", help="every metric, not only the main ones")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run: what it is, a table of its metrics with a sparkline each, optionally a PNG plot."""
+    st = _store(store)
+    run_id = st.resolve(run)
+    m = st.manifest(run_id)
+    # Statistics come from the long table: a NaN there was logged as NaN, whereas the wide table also
+    # has NaN where a metric simply was not logged at that step.
+    long = st.steps(run_id, wide=False).sort_values("step", kind="stable")
+    series = {str(k): g["value"].astype(float).tolist() for k, g in long.groupby("metric", sort=False)}
+    shown = [c for c in (m.metrics if all_metrics else MAIN_METRICS) if c in series]
+    extra = [] if all_metrics else sorted(c for c in series if c.startswith("traj/"))
+    stats = {c: _metric_stats(series[c]) for c in shown + extra}
+    if png is not None:
+        from rftfm_agent.telemetry.plots import plot_run
+
+        plot_run(st.steps(run_id), shown + extra, title=f"{m.name} ({m.source.format})", out=png)
+    if as_json:
+        emit_json(
+            {
+                "run": _run_summary(st, run_id),
+                "source": m.source.model_dump(),
+                "task": m.task,
+                "model": m.model,
+                "config": m.config,
+                "metrics": stats,
+                "png": str(png) if png else None,
+            }
+        )
+        return
+    console.print(f"[bold]{m.name}[/bold]  ({m.run_id})")
+    console.print(
+        f"format {m.source.format} · framework {m.source.framework or '?'} · {m.n_steps} steps "
+        f"({m.first_step}…{m.last_step}) · {m.n_trajectories} trajectories · label {m.label}"
+        + (f" · fault {m.fault.family}/{m.fault.type}/{m.fault.strength} from step {m.fault.onset_step}"
+           if m.fault else "")
+    )
+    for note in m.source.notes:
+        console.print(f"[dim]note: {note}[/dim]")
+    table = Table("metric", "logged as", "first", "last", "min", "max", "NaN/Inf", "trend")
+    for c in shown + extra:
+        s = stats[c]
+        table.add_row(
+            c, m.metric_sources.get(c, c), _fmt(s["first"]), _fmt(s["last"]), _fmt(s["min"]), _fmt(s["max"]),
+            f"{s['nan']}/{s['inf']}" if s["nan"] or s["inf"] else "", sparkline(series[c]),
+        )
+    console.print(table)
+    missing = [c for c in MAIN_METRICS if c not in series]
+    if missing:
+        console.print(f"[yellow]not logged by this run:[/yellow] {', '.join(missing)}")
+    if png is not None:
+        console.print(f"plot written to {png}")
+
+
+# ---------------------------------------------------------------------------------------------- sql
+@app.command()
+@friendly_errors
+def sql(
+    query: Annotated[str, typer.Argument(help="one SELECT over the views runs, steps, trajectories")],
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a read-only SQL query over the store (the entry point the agent's tools use)."""
+    df = _store(store).sql(query)
+    if as_json:
+        emit_json(json.loads(df.to_json(orient="records")))
+        return
+    table = Table(*[str(c) for c in df.columns])
+    for row in df.head(200).itertuples(index=False):
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+    if len(df) > 200:
+        console.print(f"[dim]… {len(df) - 200} more rows (use --json for all)[/dim]")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command()
+@friendly_errors
+def demo(
+    store: StoreOpt = None,
+    png: Annotated[Path | None, typer.Option(help="where to write the plot")] = Path("rftfm-demo.png"),
+) -> None:
+    """Ingest the bundled example run (a real tiny GRPO run recorded by TRL) and show it."""
+    from rftfm_agent.resources import example_path
+
+    st = _store(store)
+    example = example_path("tiny_grpo_trainer_state.json")
+    console.print(f"[bold]1. ingest[/bold] {example}")
+    ingest([example], store=st.root, replace=False, skip_bad=False, as_json=False)
+    console.print("[bold]2. runs[/bold]")
+    runs(store=st.root, as_json=False)
+    console.print("[bold]3. show[/bold]")
+    show("tiny_grpo_trainer_state", store=st.root, png=png, all_metrics=False, as_json=False)
+
+
+# ---------------------------------------------------------------------------------------------- bench
+@bench_app.command("ingest")
+@friendly_errors
+def bench_ingest(
+    records: Annotated[int, typer.Option(help="trajectory records to generate and ingest")] = 1_000_000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time ingesting N trajectory records (RFT-FaultBench JSONL → store) on this machine."""
+    from rftfm_agent.evals.bench_ingest import run_benchmark
+
+    result = run_benchmark(records)
+    if as_json:
+        emit_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>28}: {value}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

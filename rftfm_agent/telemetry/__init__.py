@@ -1,0 +1,1 @@
+"""Telemetry: the record schema, metric vocabulary, store, importers and the live recorder."""

@@ -1,0 +1,125 @@
+"""Per-step summaries of trajectory records, logged beside a step's metrics under `traj/` names.
+
+Detectors read step rows, not trajectories, so the shape of a step's completions (how many were cut at
+the length cap, how repetitive they were, how many groups gave no learning signal) is condensed into a
+few numbers per step. The live recorder adds them to every logged step; importers that carry
+trajectories can call the same function so that imported and live runs expose the same `traj/` metrics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PREFIX = "traj/"
+
+# Equal-reward tolerance for `traj/zero_std_group_frac`, close to TRL's `torch.isclose(std, 0)`.
+_ZERO_STD_RTOL = 1e-6
+_ZERO_STD_ATOL = 1e-8
+
+AGGREGATE_NAMES: tuple[str, ...] = (
+    "traj/count",
+    "traj/reward_mean",
+    "traj/advantage_abs_mean",
+    "traj/response_length_mean",
+    "traj/truncated_frac",
+    "traj/empty_frac",
+    "traj/short_frac",
+    "traj/long_frac",
+    "traj/repetition_ratio_mean",
+    "traj/unique_token_ratio_mean",
+    "traj/zero_std_group_frac",
+)
+
+# aggregate name → (store column, how): "mean" of a float column, "frac" of a boolean column, "abs_mean".
+_SIMPLE: tuple[tuple[str, str, str], ...] = (
+    ("traj/reward_mean", "reward", "mean"),
+    ("traj/advantage_abs_mean", "advantage", "abs_mean"),
+    ("traj/response_length_mean", "response_length", "mean"),
+    ("traj/truncated_frac", "truncated", "frac"),
+    ("traj/empty_frac", "empty_response", "frac"),
+    ("traj/short_frac", "short_response", "frac"),
+    ("traj/long_frac", "long_response", "frac"),
+    ("traj/repetition_ratio_mean", "repetition_ratio", "mean"),
+    ("traj/unique_token_ratio_mean", "unique_token_ratio", "mean"),
+)
+
+
+def _as_float(series: pd.Series) -> np.ndarray:
+    """Any column (float, int, bool, or object holding None) as float64 with NaN for missing values.
+
+    Columns read back from Parquet hold None in object dtype when a boolean column has nulls, so a plain
+    `astype(float)` is not enough.
+    """
+    if series.dtype == object:
+        series = pd.to_numeric(series.astype("Float64"), errors="coerce")
+    return series.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    """Mean over the non-NaN values; None when there are none (the caller then omits the key)."""
+    valid = values[~np.isnan(values)]
+    return float(valid.mean()) if valid.size else None
+
+
+def _zero_std_group_frac(df: pd.DataFrame) -> float | None:
+    """Fraction of prompt groups whose finite rewards are all equal (or fewer than two are finite).
+
+    Such a group gets zero advantage for every completion in GRPO: it costs compute and teaches nothing.
+    Groups are keyed by (step, group_id) so that a frame spanning several steps is handled correctly.
+    """
+    if "group_id" not in df.columns or "reward" not in df.columns:
+        return None
+    group = _as_float(df["group_id"])
+    reward = _as_float(df["reward"])
+    if np.isnan(group).all() or np.isnan(reward).all():
+        return None
+    step = _as_float(df["step"]) if "step" in df.columns else np.zeros(len(df))
+    frame = pd.DataFrame({"step": step, "group": group, "reward": reward})
+    frame = frame[~np.isnan(frame["group"].to_numpy())]
+    finite = frame["reward"].where(np.isfinite(frame["reward"]))
+    stats = finite.groupby([frame["step"], frame["group"]], dropna=False).agg(["min", "max", "count"])
+    flat = np.isclose(stats["max"], stats["min"], rtol=_ZERO_STD_RTOL, atol=_ZERO_STD_ATOL)
+    zero = (stats["count"].to_numpy() < 2) | flat
+    return float(zero.mean()) if len(zero) else None
+
+
+def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
+    """Summarise one step's trajectory rows (columns named as in the store's TRAJECTORY_SCHEMA).
+
+    Definitions (each over the rows of `df`; NaN and null values are left out of means and fractions):
+
+    - traj/count: number of rows (completions).
+    - traj/reward_mean: mean total reward; NaN rewards (unscorable completions) are excluded.
+    - traj/advantage_abs_mean: mean |advantage|; near 0 means the step had almost no learning signal.
+    - traj/response_length_mean: mean completion length in tokens.
+    - traj/truncated_frac: fraction of completions that ended without an EOS token (cut at the cap).
+    - traj/empty_frac, traj/short_frac, traj/long_frac: fraction flagged empty / short / long.
+    - traj/repetition_ratio_mean: mean of 1 − distinct 3-grams / 3-grams (degenerate loops → near 1).
+    - traj/unique_token_ratio_mean: mean of distinct tokens / tokens.
+    - traj/zero_std_group_frac: fraction of (step, group_id) groups whose finite rewards are all equal or
+      that have fewer than two finite rewards, i.e. groups that give GRPO no signal.
+
+    A key is left out when its column is absent or holds no value at all, so that a source without, say,
+    token statistics yields no made-up number. (Pandas cannot tell a missing float from a NaN one, so a
+    step whose rewards are all NaN has no traj/reward_mean; the step metric `reward` still shows the NaN.)
+    """
+    out: dict[str, float] = {"traj/count": float(len(df))}
+    if df.empty:
+        return out
+    for name, column, how in _SIMPLE:
+        if column not in df.columns:
+            continue
+        values = _as_float(df[column])
+        if how == "abs_mean":
+            values = np.abs(values)
+        mean = _nanmean(values)
+        if mean is not None:
+            out[name] = mean
+    zero_std = _zero_std_group_frac(df)
+    if zero_std is not None:
+        out["traj/zero_std_group_frac"] = zero_std
+    return out
+
+
+__all__ = ["AGGREGATE_NAMES", "PREFIX", "aggregate_trajectories"]

@@ -1,0 +1,214 @@
+"""What every importer returns, and the careful file reading they all share.
+
+Importers are chosen by what a file contains, never by its name: each one offers `sniff(path, head)`
+and `read(path)`. They return raw rows (framework keys, unmapped); mapping to the vocabulary happens in
+one place, `ImportedRun.step_rows()`, so every source is mapped the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry.schema import FaultSpec, SourceInfo
+
+HEAD_BYTES = 64 * 1024
+ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+@dataclass
+class RawStep:
+    """One logged row as the framework wrote it: step, optional wall time, key → float."""
+
+    step: int
+    values: dict[str, float]
+    wall_time: float | None = None
+
+
+@dataclass
+class ImportedRun:
+    """A run read from a source, before it is written to the store."""
+
+    name: str
+    source: SourceInfo
+    steps: list[RawStep] = field(default_factory=list)
+    trajectories: pa.Table | None = None
+    task: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str = "unknown"
+    fault: FaultSpec | None = None
+    experiment_id: str | None = None
+    provenance: str | None = None
+
+
+class Importer(Protocol):
+    """The interface each importer module implements."""
+
+    NAME: str
+
+    def sniff(self, path: Path, head: bytes) -> bool: ...
+
+    def read(self, path: Path) -> list[ImportedRun]: ...
+
+
+def read_head(path: Path) -> bytes:
+    """The first bytes of a file, for sniffing."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(HEAD_BYTES)
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def looks_binary(head: bytes) -> bool:
+    """True when the bytes are not text. A stray NUL (seen in real verl logs) does not count."""
+    if not head:
+        return False
+    if head.count(b"\x00") > max(4, len(head) // 1000):
+        return True
+    control = sum(1 for b in head if b < 9 or 13 < b < 27 or 27 < b < 32)
+    if control > len(head) * 0.05:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut at the end of the head is fine; invalid bytes earlier are not.
+        if exc.start < len(head) - 4:
+            bad = head[exc.start :].decode("utf-8", errors="replace").count("\ufffd")
+            return bad > len(head) * 0.02
+    return False
+
+
+def read_text(path: Path) -> str:
+    """Whole file as text, with checks that turn bad input into one clear error."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise InputError(path, "file is empty")
+    if looks_binary(data[:HEAD_BYTES]):
+        raise InputError(path, "binary file, not a training log")
+    return data.decode("utf-8", errors="replace")
+
+
+def strip_terminal(text: str) -> str:
+    """Remove ANSI colour codes and split carriage-return progress-bar redraws into lines."""
+    return ANSI_RE.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def sha256_of(paths: Iterable[Path]) -> str:
+    """Content hash of one or more files: the same bytes always ingest to the same run."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def to_float(value: Any) -> float | None:
+    """A logged value as float: numbers, numeric strings ('1e-05', 'nan', 'inf'), bools. Else None."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        s = value.strip().lower()
+        if s in {"nan", "+nan", "-nan"}:
+            return math.nan
+        if s in {"inf", "+inf", "infinity", "+infinity"}:
+            return math.inf
+        if s in {"-inf", "-infinity"}:
+            return -math.inf
+        try:
+            return float(s)
+        except ValueError:
+            return None
+    return None
+
+
+def numeric_items(row: dict[str, Any], skip: Callable[[str], bool] | None = None) -> dict[str, float]:
+    """The numeric entries of a logged dict (strings that hold numbers included)."""
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        if skip is not None and skip(key):
+            continue
+        f = to_float(value)
+        if f is not None:
+            out[str(key)] = f
+    return out
+
+
+def provenance_beside(path: Path) -> str | None:
+    """Text of a PROVENANCE/README note shipped in the run's folder, kept in the manifest."""
+    folder = path if path.is_dir() else path.parent
+    for name in ("PROVENANCE.txt", "PROVENANCE.md"):
+        note = folder / name
+        if note.is_file():
+            return note.read_text(errors="replace")[:8000]
+    return None
+
+
+def _decimals(x: float) -> int:
+    text = repr(x)
+    if "e-" in text:
+        mantissa, exp = text.split("e-")
+        return int(exp) + (len(mantissa.split(".")[1]) if "." in mantissa else 0)
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def infer_steps_from_epochs(epochs: list[float | None], steps_per_epoch: float | None) -> list[int] | None:
+    """Optimizer steps of logged rows from their fractional epochs, or None when that is not possible.
+
+    Loggers print the epoch rounded (often to 2 decimals), so `epoch × steps_per_epoch` can be off by
+    many steps. When the rows fit a regular logging interval within that rounding, the regular grid
+    is returned (it is exact when logging_steps is constant); otherwise the rounded products, if they
+    rise strictly.
+    """
+    if not steps_per_epoch or not epochs or any(e is None or not math.isfinite(e) for e in epochs):
+        return None
+    values = [float(e) for e in epochs]  # type: ignore[arg-type]
+    interval = max(1, round(values[-1] * steps_per_epoch / len(values)))
+    grid = [(i + 1) * interval for i in range(len(values))]
+    if all(
+        abs(e * steps_per_epoch - g) <= 0.5 + steps_per_epoch * 0.5 * 10 ** -_decimals(e)
+        for e, g in zip(values, grid, strict=True)
+    ):
+        return grid
+    steps = [round(e * steps_per_epoch) for e in values]
+    if steps[0] >= 1 and all(b > a for a, b in itertools.pairwise(steps)):
+        return steps
+    return None
+
+
+def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 << 20) -> bool:
+    """Whether `pattern` occurs in the first `limit` bytes of a text file.
+
+    Console logs can open with megabytes of progress bars before the first metrics line, so sniffers
+    of console formats look past the head; binary files are ruled out first by the caller's head check.
+    """
+    overlap = 4096
+    tail = b""
+    read = 0
+    with path.open("rb") as fh:
+        while read < limit:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                return False
+            read += len(chunk)
+            if pattern.search(tail + chunk):
+                return True
+            tail = chunk[-overlap:]
+    return False

@@ -1,0 +1,477 @@
+"""The embedded run store: Parquet files per run, a JSON manifest that commits them, DuckDB to query.
+
+Layout (no server needed):
+
+    ROOT/runs/<run_id>/manifest.json          what the run is, and which part files are committed
+    ROOT/runs/<run_id>/steps/part-*.parquet   long format: run_id, step, wall_time, metric, source_key, value
+    ROOT/runs/<run_id>/trajectories/part-*.parquet
+
+Atomicity: a part file is written under a temporary name and renamed; it only becomes visible when a
+new manifest that lists it replaces the old one with `os.replace`. A crash at any point therefore
+leaves the last committed state readable, and leftovers of an interrupted write are simply ignored
+(and removed by the next write to the run). A new run is built in a staging folder and renamed into
+place in one step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rftfm_agent.errors import StoreError
+from rftfm_agent.telemetry import vocabulary
+from rftfm_agent.telemetry.importers.base import ImportedRun, RawStep
+from rftfm_agent.telemetry.schema import RunManifest, SourceInfo, TrajectoryRecord
+
+STEP_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("step", pa.int64()),
+        ("wall_time", pa.float64()),
+        ("metric", pa.string()),
+        ("source_key", pa.string()),
+        ("value", pa.float64()),
+    ]
+)
+
+TRAJECTORY_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("step", pa.int64()),
+        ("prompt_id", pa.string()),
+        ("group_id", pa.int64()),
+        ("sample_index", pa.int64()),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
+        ("reward", pa.float64()),
+        ("rewards", pa.map_(pa.string(), pa.float64())),
+        ("advantage", pa.float64()),
+        ("advantage_mean", pa.float64()),
+        ("advantage_std", pa.float64()),
+        ("return", pa.float64()),
+        ("response_length", pa.int64()),
+        ("truncated", pa.bool_()),
+        ("repetition_ratio", pa.float64()),
+        ("unique_token_ratio", pa.float64()),
+        ("tool_call_count", pa.int64()),
+        ("tool_error_count", pa.int64()),
+        ("empty_response", pa.bool_()),
+        ("short_response", pa.bool_()),
+        ("long_response", pa.bool_()),
+        ("fault_injected", pa.bool_()),
+        ("fault_injection_type", pa.string()),
+        ("fault_injection_strength", pa.string()),
+    ]
+)
+
+# Readers may hold many small parts from a live run; past this many, appends merge them into one.
+COMPACT_AFTER_PARTS = 64
+
+_SELECT_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+def default_store_path() -> Path:
+    """$RFTFM_STORE, else ~/.rftfm/store."""
+    env = os.environ.get("RFTFM_STORE")
+    return Path(env).expanduser() if env else Path.home() / ".rftfm" / "store"
+
+
+def slugify(name: str) -> str:
+    """A run id from a human name: lower case, [a-z0-9._-], at most 80 characters."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    return slug[:80] or "run"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _write_part(folder: Path, table: pa.Table) -> str:
+    """Write a Parquet part under a temporary name, then rename it; returns its name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"part-{uuid.uuid4().hex[:16]}.parquet"
+    tmp = folder / f".{name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, folder / name)
+    return name
+
+
+def step_table(run_id: str, steps: Iterable[RawStep]) -> pa.Table:
+    """Map raw rows through the vocabulary into the long step table (one row per step × metric)."""
+    cols: dict[str, list] = {name: [] for name in STEP_SCHEMA.names}
+    for raw in steps:
+        for metric, source_key, value in vocabulary.map_row(raw.values):
+            cols["run_id"].append(run_id)
+            cols["step"].append(raw.step)
+            cols["wall_time"].append(raw.wall_time)
+            cols["metric"].append(metric)
+            cols["source_key"].append(source_key)
+            cols["value"].append(value)
+    return pa.table(cols, schema=STEP_SCHEMA)
+
+
+def trajectory_table(run_id: str, records: Sequence[TrajectoryRecord]) -> pa.Table:
+    """Trajectory records (pydantic) as an Arrow table in the store's schema."""
+    rows = []
+    for r in records:
+        d = r.model_dump(by_alias=True)
+        d["run_id"] = run_id
+        d["rewards"] = list(d["rewards"].items())
+        rows.append(d)
+    return pa.Table.from_pylist(rows, schema=TRAJECTORY_SCHEMA)
+
+
+def conform_trajectories(run_id: str, table: pa.Table) -> pa.Table:
+    """Give an importer's trajectory table the store's exact schema (missing columns become nulls)."""
+    n = table.num_rows
+    arrays = []
+    for fld in TRAJECTORY_SCHEMA:
+        if fld.name == "run_id":
+            arrays.append(pa.array([run_id] * n, pa.string()))
+        elif fld.name in table.column_names:
+            arrays.append(table.column(fld.name).cast(fld.type))
+        else:
+            arrays.append(pa.nulls(n, fld.type))
+    return pa.Table.from_arrays(arrays, schema=TRAJECTORY_SCHEMA)
+
+
+class Store:
+    """Many runs in one folder; safe to read while a live run appends to it."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_store_path()
+        self.runs_dir = self.root / "runs"
+
+    # ------------------------------------------------------------------ reading
+    def run_ids(self) -> list[str]:
+        """Ids of committed runs (a folder without a manifest is an interrupted write: ignored)."""
+        if not self.runs_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.runs_dir.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "manifest.json").is_file()
+        )
+
+    def manifest(self, run_id: str) -> RunManifest:
+        path = self.runs_dir / run_id / "manifest.json"
+        try:
+            return RunManifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise StoreError(f"{self.root}: no run {run_id!r} in the store") from None
+
+    def manifests(self) -> list[RunManifest]:
+        return [self.manifest(r) for r in self.run_ids()]
+
+    def resolve(self, ref: str) -> str:
+        """A run id from an id, a name, or an unambiguous id prefix."""
+        ids = self.run_ids()
+        if ref in ids:
+            return ref
+        by_name = [m.run_id for m in self.manifests() if m.name == ref]
+        if len(by_name) == 1:
+            return by_name[0]
+        prefixed = [i for i in ids if i.startswith(ref)]
+        if len(prefixed) == 1:
+            return prefixed[0]
+        if len(prefixed) > 1 or len(by_name) > 1:
+            raise StoreError(f"{self.root}: {ref!r} is ambiguous: {', '.join((by_name or prefixed)[:5])}")
+        raise StoreError(f"{self.root}: no run {ref!r} in the store (see `rftfm runs`)")
+
+    def _parts(self, run_id: str, kind: str) -> list[Path]:
+        m = self.manifest(run_id)
+        names = m.step_parts if kind == "steps" else m.trajectory_parts
+        return [self.runs_dir / run_id / kind / n for n in names]
+
+    def steps(self, run_id: str, wide: bool = True) -> pd.DataFrame:
+        """Step metrics of a run: wide (one column per canonical metric) or long (as stored)."""
+        parts = self._parts(run_id, "steps")
+        table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else STEP_SCHEMA.empty_table()
+        df = table.to_pandas()
+        if not wide:
+            return df
+        if df.empty:
+            return pd.DataFrame({"step": pd.Series(dtype="int64")})
+        values = df.pivot_table(index="step", columns="metric", values="value", aggfunc="last", dropna=False)
+        wall = df.groupby("step")["wall_time"].max()
+        values.insert(0, "wall_time", wall)
+        values = values.reset_index()
+        values.columns.name = None
+        return values
+
+    def trajectories(self, run_id: str, columns: list[str] | None = None) -> pd.DataFrame:
+        parts = self._parts(run_id, "trajectories")
+        if not parts:
+            return TRAJECTORY_SCHEMA.empty_table().to_pandas()
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]).to_pandas()
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Run one read-only SQL query over the views `runs`, `steps` and `trajectories`.
+
+        This is the entry point the agent's tools use, so it refuses anything but SELECT / EXPLAIN and
+        cannot reach files outside the store.
+        """
+        con = duckdb.connect(":memory:")
+        try:
+            statements = con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise StoreError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
+        if len(statements) != 1 or statements[0].type not in _SELECT_ONLY:
+            raise StoreError("only one read-only SELECT statement is allowed")
+        self._create_views(con)
+        con.execute(f"SET allowed_directories = ['{self.runs_dir.resolve()}/']")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            return con.execute(query).df()
+        except duckdb.Error as exc:
+            raise StoreError(f"SQL failed: {str(exc).splitlines()[0]}") from None
+        finally:
+            con.close()
+
+    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        manifests = self.manifests()
+        runs = pd.DataFrame(
+            [
+                {
+                    "run_id": m.run_id,
+                    "name": m.name,
+                    "format": m.source.format,
+                    "framework": m.source.framework,
+                    "task": m.task,
+                    "model": m.model,
+                    "label": m.label,
+                    "fault_family": m.fault.family if m.fault else None,
+                    "fault_type": m.fault.type if m.fault else None,
+                    "fault_strength": m.fault.strength if m.fault else None,
+                    "fault_onset": m.fault.onset_step if m.fault else None,
+                    "n_steps": m.n_steps,
+                    "n_trajectories": m.n_trajectories,
+                    "status": m.status,
+                }
+                for m in manifests
+            ],
+            columns=[
+                "run_id", "name", "format", "framework", "task", "model", "label", "fault_family",
+                "fault_type", "fault_strength", "fault_onset", "n_steps", "n_trajectories", "status",
+            ],
+        )
+        con.register("runs_df", runs)
+        con.execute("CREATE VIEW runs AS SELECT * FROM runs_df")
+        for kind, schema in (("steps", STEP_SCHEMA), ("trajectories", TRAJECTORY_SCHEMA)):
+            files = [str(p) for m in manifests for p in self._parts(m.run_id, kind)]
+            if files:
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                source = f"read_parquet([{listing}], union_by_name=true)"
+                con.execute(f"CREATE VIEW {kind} AS SELECT * FROM {source}")
+            else:
+                con.register(f"{kind}_empty", schema.empty_table())
+                con.execute(f"CREATE VIEW {kind} AS SELECT * FROM {kind}_empty")
+
+    # ------------------------------------------------------------------ writing
+    @contextlib.contextmanager
+    def _locked(self, run_id: str) -> Iterator[None]:
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.runs_dir / f".{run_id}.lock"
+        with lock_path.open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _commit_manifest(self, run_dir: Path, manifest: RunManifest) -> None:
+        _atomic_write_bytes(run_dir / "manifest.json", manifest.model_dump_json(indent=2).encode())
+
+    @staticmethod
+    def _summarise(manifest: RunManifest, steps: pd.DataFrame | None, n_traj: int) -> None:
+        if steps is not None and not steps.empty:
+            manifest.n_steps = int(steps["step"].nunique())
+            manifest.first_step = int(steps["step"].min())
+            manifest.last_step = int(steps["step"].max())
+            manifest.metrics = sorted(set(steps["metric"]))
+            firsts = steps.drop_duplicates("metric")
+            manifest.metric_sources = dict(zip(firsts["metric"], firsts["source_key"], strict=True))
+        manifest.n_trajectories = n_traj
+
+    def write_run(self, run: ImportedRun, replace: bool = False) -> tuple[RunManifest, str]:
+        """Store an imported run; returns (manifest, 'new' | 'unchanged' | 'replaced').
+
+        Ingesting the same bytes twice is a no-op. A different run under a taken name gets a suffix,
+        unless `replace` is set, in which case the new content replaces the old one atomically.
+        """
+        base = slugify(run.name)
+        run_id = base
+        outcome = "new"
+        for n in range(2, 10_000):
+            if not (self.runs_dir / run_id / "manifest.json").is_file():
+                break
+            existing = self.manifest(run_id)
+            if run.source.sha256 and existing.source.sha256 == run.source.sha256:
+                return existing, "unchanged"
+            if replace and existing.name == run.name:
+                outcome = "replaced"
+                break
+            run_id = f"{base}-{n}"
+        steps = step_table(run_id, run.steps)
+        traj = conform_trajectories(run_id, run.trajectories) if run.trajectories is not None else None
+        manifest = RunManifest(
+            run_id=run_id,
+            name=run.name,
+            source=run.source,
+            task=run.task,
+            model=run.model,
+            seed=run.seed,
+            config=run.config,
+            label=run.label,  # type: ignore[arg-type]
+            fault=run.fault,
+            experiment_id=run.experiment_id,
+            provenance=run.provenance,
+            status="imported",
+        )
+        summary_cols = steps.select(["step", "metric", "source_key"]).to_pandas()
+        self._summarise(manifest, summary_cols, traj.num_rows if traj else 0)
+        with self._locked(run_id):
+            if outcome == "replaced":
+                self._replace_contents(run_id, manifest, steps, traj)
+            else:
+                self._create(run_id, manifest, steps, traj)
+        return manifest, outcome
+
+    def _create(self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> None:
+        staging = self.runs_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            manifest.step_parts = [_write_part(staging / "steps", steps)]
+            if traj is not None and traj.num_rows:
+                manifest.trajectory_parts = [_write_part(staging / "trajectories", traj)]
+            self._commit_manifest(staging, manifest)
+            target = self.runs_dir / run_id
+            if target.exists():  # a folder left without a manifest by a crash: not a committed run
+                shutil.rmtree(target)
+            os.rename(staging, target)
+            _fsync_dir(self.runs_dir)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _replace_contents(
+        self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None
+    ) -> None:
+        run_dir = self.runs_dir / run_id
+        manifest.step_parts = [_write_part(run_dir / "steps", steps)]
+        if traj is not None and traj.num_rows:
+            manifest.trajectory_parts = [_write_part(run_dir / "trajectories", traj)]
+        self._commit_manifest(run_dir, manifest)
+        self._collect_garbage(run_dir, manifest)
+
+    @staticmethod
+    def _collect_garbage(run_dir: Path, manifest: RunManifest) -> None:
+        """Remove part files no manifest lists (replaced content, interrupted writes)."""
+        for kind, keep in (("steps", manifest.step_parts), ("trajectories", manifest.trajectory_parts)):
+            folder = run_dir / kind
+            if folder.is_dir():
+                for p in folder.iterdir():
+                    if p.name not in keep:
+                        p.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ live runs
+    def create_live_run(self, manifest: RunManifest) -> RunManifest:
+        """Register a run that a recorder will append to; the id is made unique if taken."""
+        base = slugify(manifest.run_id or manifest.name)
+        run_id = base
+        n = 2
+        while (self.runs_dir / run_id).exists():
+            run_id, n = f"{base}-{n}", n + 1
+        manifest = manifest.model_copy(update={"run_id": run_id, "status": "live"})
+        with self._locked(run_id):
+            self._create(run_id, manifest, STEP_SCHEMA.empty_table(), None)
+        return self.manifest(run_id)
+
+    def append(
+        self,
+        run_id: str,
+        steps: Sequence[RawStep] = (),
+        trajectories: pa.Table | None = None,
+        status: str | None = None,
+    ) -> RunManifest:
+        """Append step rows and/or trajectory rows to a run, atomically; compacts many small parts."""
+        with self._locked(run_id):
+            manifest = self.manifest(run_id)
+            run_dir = self.runs_dir / run_id
+            if steps:
+                manifest.step_parts.append(_write_part(run_dir / "steps", step_table(run_id, steps)))
+            if trajectories is not None and trajectories.num_rows:
+                table = conform_trajectories(run_id, trajectories)
+                manifest.trajectory_parts.append(_write_part(run_dir / "trajectories", table))
+            for kind in ("steps", "trajectories"):
+                parts = manifest.step_parts if kind == "steps" else manifest.trajectory_parts
+                if len(parts) > COMPACT_AFTER_PARTS:
+                    merged = pa.concat_tables([pq.read_table(run_dir / kind / p) for p in parts])
+                    parts[:] = [_write_part(run_dir / kind, merged)]
+            if status is not None:
+                manifest.status = status  # type: ignore[assignment]
+            self._refresh_counts(run_dir, manifest)
+            self._commit_manifest(run_dir, manifest)
+            self._collect_garbage(run_dir, manifest)
+            return manifest
+
+    @staticmethod
+    def _refresh_counts(run_dir: Path, manifest: RunManifest) -> None:
+        step_files = [run_dir / "steps" / p for p in manifest.step_parts]
+        steps = (
+            pa.concat_tables(
+                [pq.read_table(p, columns=["step", "metric", "source_key"]) for p in step_files]
+            ).to_pandas()
+            if step_files
+            else None
+        )
+        n_traj = sum(pq.ParquetFile(run_dir / "trajectories" / p).metadata.num_rows
+                     for p in manifest.trajectory_parts)
+        Store._summarise(manifest, steps, n_traj)
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """JSON-safe float: NaN/Inf become None (for --json output only; the store keeps them)."""
+    return x if x is not None and math.isfinite(x) else None
+
+
+__all__ = [
+    "STEP_SCHEMA",
+    "TRAJECTORY_SCHEMA",
+    "SourceInfo",
+    "Store",
+    "default_store_path",
+    "finite_or_none",
+    "slugify",
+    "step_table",
+    "trajectory_table",
+]
