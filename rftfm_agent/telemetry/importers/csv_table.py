@@ -1,10 +1,329 @@
-"""(being written)"""
-NAME = "csv_table"
+"""CSV / TSV metric exports: plain step tables, W&B run-history exports and W&B panel exports.
+
+People share runs as whatever their dashboard lets them download. Three shapes are read:
+
+* a plain table with a step column (`step`, `global_step`, `train/global_step`, `_step`) and metric columns,
+  e.g. `pd.DataFrame(trainer.state.log_history).to_csv()` or TensorBoard's "Wall time,Step,Value" CSV;
+* a W&B run-history export (`_step`, `_runtime`, `_timestamp`, `train/reward`, …): `_timestamp` becomes the
+  wall time and the trainer's `train/global_step`, when present, is preferred over W&B's own `_step`;
+* a W&B panel export (`Step`, `<run> - <metric>`, `<run> - <metric>__MIN`, `<run> - <metric>__MAX`): one run
+  per run name; the `__MIN`/`__MAX` columns are smoothing envelopes, not data, and are ignored.
+
+A CSV without a step column is not a training log (names and addresses, a data set) and is not claimed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry.importers.base import (
+    ImportedRun,
+    RawStep,
+    looks_binary,
+    read_text,
+    sha256_of,
+    to_float,
+)
+from rftfm_agent.telemetry.schema import SourceInfo
+
+NAME = "csv_export"
+
+_DELIMITERS = (",", "\t", ";", "|")
+# Step columns in order of preference: the trainer's own step beats W&B's log-call counter `_step`.
+_STEP_COLUMNS = ("step", "global_step", "train/global_step", "trainer/global_step", "_step")
+_WALL_COLUMNS = ("_timestamp", "wall time", "wall_time", "walltime", "timestamp")
+_ABSENT = {"", "none", "null", "no log", "-"}
+_PANEL_COLUMN = re.compile(r"^(?P<run>.+?) - (?P<metric>.+?)(?P<env>__MIN|__MAX)?$")
+_WANDB_MARKERS = {"_step", "_runtime", "_timestamp"}
+
+csv.field_size_limit(1 << 24)  # W&B history cells can hold long JSON (tables, histograms)
 
 
-def sniff(path, head):
-    return False
+@dataclass
+class _Table:
+    header: list[str]
+    rows: list[tuple[int, list[str]]]  # (line number, cells)
+    delimiter: str
 
 
-def read(path):
-    raise NotImplementedError
+def _split(text: str, delimiter: str, limit: int | None = None) -> list[tuple[int, list[str]]]:
+    """Rows with the line each starts on; blank lines are dropped."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    out: list[tuple[int, list[str]]] = []
+    line = 1
+    for row in reader:
+        if any(cell.strip() for cell in row):
+            out.append((line, row))
+            if limit is not None and len(out) >= limit:
+                break
+        line = reader.line_num + 1
+    return out
+
+
+def _delimiter(text: str) -> str | None:
+    """The delimiter that splits the header into the most columns and the next rows into as many."""
+    best: tuple[int, str] | None = None
+    for d in _DELIMITERS:
+        try:
+            rows = _split(text, d, limit=6)
+        except csv.Error:
+            continue
+        if not rows or len(rows[0][1]) < 2:
+            continue
+        width = len(rows[0][1])
+        if any(len(r) != width for _, r in rows[1:-1]):  # the last row of a head may be cut
+            continue
+        if best is None or width > best[0]:
+            best = (width, d)
+    return best[1] if best else None
+
+
+def _step_index(header: list[str]) -> list[int]:
+    """Indexes of the step-like columns, most preferred first."""
+    lowered = [h.strip().lower() for h in header]
+    return [lowered.index(name) for name in _STEP_COLUMNS if name in lowered]
+
+
+def _is_absent(cell: str) -> bool:
+    return cell.strip().lower() in _ABSENT
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    """A delimited header with a step column, and a first data row with a numeric step and a number."""
+    try:
+        if not head.strip() or looks_binary(head):
+            return False
+        text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+        delimiter = _delimiter(text)
+        if delimiter is None:
+            return False
+        rows = _split(text, delimiter, limit=2)
+        header = [h.strip() for h in rows[0][1]]
+        steps = _step_index(header)
+        if not steps or len([h for h in header if h]) < 2:
+            return False
+        if len(rows) < 2:
+            return True  # a header alone: ours, and read() says that it holds no rows
+        cells = rows[1][1]
+        if len(cells) != len(header):
+            return False
+        if not any(to_float(cells[i]) is not None for i in steps):
+            return False
+        return any(to_float(c) is not None for i, c in enumerate(cells) if i not in steps and header[i])
+    except Exception:  # sniffing must never raise on arbitrary bytes
+        return False
+
+
+def _table(path: Path) -> _Table:
+    text = read_text(path).lstrip("\ufeff")
+    delimiter = _delimiter(text)
+    if delimiter is None:
+        raise InputError(path, "not a delimited table: the first line has a single column")
+    try:
+        rows = _split(text, delimiter)
+    except csv.Error as exc:
+        raise InputError(path, f"malformed CSV: {exc}") from None
+    header = [h.strip() for h in rows[0][1]]
+    named = [h for h in header if h]
+    duplicates = sorted({h for h in named if named.count(h) > 1})
+    if duplicates:
+        raise InputError(path, f"duplicate column name(s) in the header: {', '.join(duplicates)}")
+    for line, cells in rows[1:]:
+        if len(cells) != len(header):
+            raise InputError(
+                path,
+                f"line {line}: {len(cells)} fields but the header has {len(header)} (file cut or malformed)",
+            )
+    return _Table(header=header, rows=rows[1:], delimiter=delimiter)
+
+
+def _whole_number(path: Path, line: int, column: str, cell: str) -> int:
+    value = to_float(cell)
+    if value is None or not math.isfinite(value) or value < 0 or not value.is_integer():
+        problem = f"line {line}: step {cell.strip()!r} in column '{column}' is not a whole number"
+        raise InputError(path, problem)
+    return int(value)
+
+
+def _numeric_columns(path: Path, table: _Table, columns: list[int], notes: list[str]) -> list[int]:
+    """Columns holding numbers. All-text columns (names, JSON) are skipped; a stray word in a number column
+    is an error, because it means the row was not read the way it was written."""
+    keep: list[int] = []
+    text_columns: list[str] = []
+    for i in columns:
+        numeric, first_text = 0, None
+        for line, cells in table.rows:
+            cell = cells[i]
+            if _is_absent(cell):
+                continue
+            if to_float(cell) is None:
+                first_text = first_text or (line, cell)
+            else:
+                numeric += 1
+        if first_text is None:
+            keep.append(i)
+        elif numeric > sum(1 for _, c in table.rows if not _is_absent(c[i])) // 2:
+            line, cell = first_text
+            problem = f"line {line}: {cell.strip()[:40]!r} is not a number (column '{table.header[i]}')"
+            raise InputError(path, problem)
+        else:
+            text_columns.append(table.header[i])
+    if text_columns:
+        notes.append(f"non-numeric column(s) skipped: {', '.join(text_columns)}")
+    return keep
+
+
+def _choose_step(path: Path, table: _Table, metric_columns: list[int]) -> int:
+    """The preferred step column that is filled on every row holding a value."""
+    candidates = _step_index(table.header)
+    for i in candidates:
+        if all(not _is_absent(cells[i]) for _, cells in table.rows
+               if any(not _is_absent(cells[j]) for j in metric_columns)):
+            return i
+    for line, cells in table.rows:
+        if all(_is_absent(cells[i]) for i in candidates):
+            raise InputError(path, f"line {line}: the step column is empty")
+    return candidates[0]
+
+
+def _framework(keys: list[str]) -> str | None:
+    """Guess the trainer from its metric names (TRL's `rewards/…`, verl's `actor/…`)."""
+    stripped = [k.removeprefix("train/") for k in keys]
+    if any(k.startswith(("actor/", "critic/", "response_length/", "timing_s/")) for k in stripped):
+        return "verl"
+    if any(k in {"reward", "kl", "completion_length"} or k.startswith(("rewards/", "completions/"))
+           for k in stripped):
+        return "trl"
+    return None
+
+
+def _merge(rows: list[tuple[int, float | None, dict[str, float]]], notes: list[str]) -> list[RawStep]:
+    """One RawStep per step, in step order. W&B logs train and eval rows at one global step: they merge."""
+    by_step: dict[int, RawStep] = {}
+    repeats = 0
+    for step, wall, values in rows:
+        held = by_step.get(step)
+        if held is None:
+            by_step[step] = RawStep(step=step, values=dict(values), wall_time=wall)
+        else:
+            repeats += 1
+            held.values.update(values)
+            if held.wall_time is None:
+                held.wall_time = wall
+    if repeats:
+        notes.append(f"{repeats} row(s) repeated an earlier step and were merged into it (later values win)")
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] | None:
+    """W&B panel export: every other column is '<run> - <metric>' (with __MIN/__MAX envelopes)."""
+    columns: dict[str, list[tuple[int, str]]] = {}
+    envelopes = 0
+    for i, name in enumerate(table.header):
+        if i == step_col or not name:
+            continue
+        m = _PANEL_COLUMN.match(name)
+        if m is None:
+            return None
+        if m.group("env"):
+            envelopes += 1
+            continue
+        run, metric = name.rsplit(" - ", 1)
+        columns.setdefault(run, []).append((i, metric))
+    if not columns:
+        return None
+    notes_common = ["W&B panel export"]
+    if envelopes:
+        notes_common.append(f"{envelopes} __MIN/__MAX smoothing-envelope column(s) ignored")
+    runs: list[ImportedRun] = []
+    sha = sha256_of([path])
+    for run, cols in columns.items():
+        notes = list(notes_common)
+        keep = set(_numeric_columns(path, table, [i for i, _ in cols], notes))
+        rows: list[tuple[int, float | None, dict[str, float]]] = []
+        for line, cells in table.rows:
+            values: dict[str, float] = {}
+            for i, metric in cols:
+                v = to_float(cells[i]) if i in keep else None
+                if v is not None:
+                    values[metric] = v
+            if not values:
+                continue
+            step = _whole_number(path, line, table.header[step_col], cells[step_col])
+            rows.append((step, None, values))
+        steps = _merge(rows, notes)
+        source = SourceInfo(format=NAME, framework=_framework([m for _, m in cols]), paths=[str(path)],
+                            sha256=sha, notes=notes)
+        runs.append(ImportedRun(name=run, source=source, steps=steps))
+    return runs
+
+
+def read(path: Path) -> list[ImportedRun]:
+    """The runs in a CSV/TSV export: one for a table or history export, one per run for a panel export."""
+    table = _table(path)
+    if not _step_index(table.header):
+        raise InputError(path, "CSV without a step column (step, global_step, train/global_step or _step)")
+    if not table.rows:
+        raise InputError(path, "CSV has a header but no data rows")
+    lowered = [h.lower() for h in table.header]
+
+    panel_step = _step_index(table.header)[0]
+    panel = _panel_runs(path, table, panel_step)
+    if panel is not None:
+        return panel
+
+    notes: list[str] = []
+    if _WANDB_MARKERS & set(lowered):
+        notes.append("W&B run-history export")
+    elif lowered == ["wall time", "step", "value"]:
+        notes.append("TensorBoard scalar CSV: one metric per file, kept under the name 'Value'")
+    else:
+        notes.append("CSV metrics table")
+    if table.delimiter != ",":
+        notes.append(f"delimiter {table.delimiter!r}")
+    wall_col = next((lowered.index(w) for w in _WALL_COLUMNS if w in lowered), None)
+    others = [i for i, h in enumerate(table.header) if h and i != wall_col]
+    if "" in table.header:
+        notes.append("unnamed index column skipped")
+
+    numeric = _numeric_columns(path, table, others, notes)
+    step_candidates = set(_step_index(table.header))
+    metric_cols = [i for i in numeric if i not in step_candidates]
+    step_col = _choose_step(path, table, metric_cols)
+    if len(step_candidates) > 1:
+        notes.append(f"step taken from column '{table.header[step_col]}'")
+    value_cols = [i for i in numeric if i not in step_candidates]
+    if len(step_candidates) > 1:
+        dropped = [table.header[i] for i in sorted(step_candidates) if i != step_col]
+        notes.append(f"step counter column(s) not kept as metrics: {', '.join(dropped)}")
+    if wall_col is not None and any(to_float(c[wall_col]) is None and not _is_absent(c[wall_col])
+                                    for _, c in table.rows):
+        notes.append(f"wall-time column '{table.header[wall_col]}' is not numeric and was skipped")
+        wall_col = None
+
+    rows: list[tuple[int, float | None, dict[str, float]]] = []
+    for line, cells in table.rows:
+        values: dict[str, float] = {}
+        for i in value_cols:
+            if not _is_absent(cells[i]):
+                v = to_float(cells[i])
+                if v is not None:
+                    values[table.header[i]] = v
+        if not values or _is_absent(cells[step_col]):
+            continue  # nothing logged on this row (an empty step with values was refused by _choose_step)
+        step = _whole_number(path, line, table.header[step_col], cells[step_col])
+        wall = to_float(cells[wall_col]) if wall_col is not None and not _is_absent(cells[wall_col]) else None
+        rows.append((step, wall, values))
+    steps = _merge(rows, notes)
+    if not any(s.values for s in steps):
+        raise InputError(path, "CSV has a step column but no numeric metric columns")
+    keys = [table.header[i] for i in value_cols]
+    source = SourceInfo(format=NAME, framework=_framework(keys), paths=[str(path)], sha256=sha256_of([path]),
+                        notes=notes)
+    return [ImportedRun(name=path.stem, source=source, steps=steps)]

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry.aggregates import aggregate_trajectories
 from rftfm_agent.telemetry.importers.base import ImportedRun, RawStep, looks_binary, numeric_items, sha256_of
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, SourceInfo
 
@@ -269,11 +270,13 @@ def _with_trajectory_aggregates(steps: list[RawStep], traj: pa.Table | None) -> 
     """Add per-step trajectory aggregates (traj/*) to the step rows, creating rows where none exist."""
     if traj is None or traj.num_rows == 0:
         return steps
-    from rftfm_agent.telemetry.aggregates import aggregate_by_step
-
+    needed = ["step", "group_id", "reward", "advantage", "response_length", "truncated", "empty_response",
+              "short_response", "long_response", "repetition_ratio", "unique_token_ratio"]
+    frame = traj.select([c for c in needed if c in traj.column_names]).to_pandas()
     by_step = {s.step: s for s in steps}
-    for step, values in aggregate_by_step(traj).items():
-        row = by_step.setdefault(step, RawStep(step=step, values={}))
+    for step, group in frame.groupby("step", sort=True):
+        values = aggregate_trajectories(group)
+        row = by_step.setdefault(int(step), RawStep(step=int(step), values={}))
         row.values.update(values)
     return [by_step[s] for s in sorted(by_step)]
 

@@ -9,6 +9,7 @@ maps them later. A table cut mid-way keeps the rows that were complete and says 
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -274,10 +275,10 @@ def read(path: Path) -> list[ImportedRun]:
         step_is_epoch = step_is_epoch or is_epoch
         headers_seen.extend(h for h in header if h not in headers_seen)
         if not table.closed:
-            notes.append(f"the table starting at line {table.line} has no closing </table>: the file is cut off")
+            notes.append(f"the table from line {table.line} has no closing </table>: the file is cut off")
         for row in table.rows:
             if not row.ended:
-                notes.append(f"the unfinished last row (line {row.line}) was dropped: the file is cut mid-row")
+                notes.append(f"the unfinished last row (line {row.line}) was dropped: the file ends mid-row")
                 continue
             if len(row.cells) != len(header):
                 raise InputError(
@@ -329,7 +330,8 @@ def _steps_for(parsed: list[tuple[float, dict[str, float]]], step_is_epoch: bool
     if inferred is not None:
         notes.append(f"steps inferred from the Epoch column at {per_epoch:g} steps per epoch (progress bar)")
         return inferred
-    if all(o.is_integer() for o, _ in parsed) and all(b > a for (a, _), (b, _) in zip(parsed, parsed[1:], strict=False)):
+    orders = [o for o, _ in parsed]
+    if all(o.is_integer() for o in orders) and all(b > a for a, b in itertools.pairwise(orders)):
         notes.append("the table has no Step column: steps are the epoch numbers")
         return [int(o) for o, _ in parsed]
     notes.append("the table has no Step column and epochs are fractional: steps are row numbers from 1")

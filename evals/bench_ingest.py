@@ -1,0 +1,102 @@
+"""Benchmark: how long ingesting N trajectory records takes here (RFT-FaultBench JSONL → store).
+
+Run with `rftfm bench ingest --records 1000000`. The input is generated first (not timed): runs of
+40 steps × 64 trajectories in the paper's layout, with per-function rewards, flags and a registry.
+The timed part is what `rftfm ingest DIR` does: read and validate the JSONL, compute per-step
+trajectory aggregates, and write Parquet parts atomically into a fresh store.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.faultbench_export import step_row, trajectory_row, write_registry, write_run_folder
+from rftfm_agent.telemetry.store import Store
+
+STEPS_PER_RUN = 40
+TRAJ_PER_STEP = 64
+
+
+def _run_rows(rng: random.Random, steps: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    step_rows, traj_rows = [], []
+    for step in range(1, steps + 1):
+        rewards = []
+        for i in range(TRAJ_PER_STEP):
+            r = float(rng.random() < 0.4)
+            rewards.append(r)
+            length = rng.randint(3, 64)
+            traj_rows.append(
+                trajectory_row(
+                    step,
+                    {"reward": r, "rewards": {"correct": r, "format": 0.0}, "response_length": length,
+                     "advantage_mean": 0.0, "advantage_std": 1.0, "return": r,
+                     "repetition_ratio": rng.random() * 0.2, "unique_token_ratio": 0.5 + rng.random() * 0.5,
+                     "tool_call_count": 0, "tool_error_count": 0},
+                    {"empty_response": False, "short_response": length < 4, "long_response": length > 60},
+                    group_id=i // 8, sample_index=i, prompt="12+7=", response="19",
+                )
+            )
+        step_rows.append(step_row(step, {"reward": sum(rewards) / len(rewards), "kl": 0.01, "entropy": 1.2,
+                                         "policy_loss": 0.1, "response_length": 30.0}))
+    return step_rows, traj_rows
+
+
+def run_benchmark(records: int = 1_000_000, seed: int = 0) -> dict[str, Any]:
+    """Generate `records` trajectory rows, ingest them into a fresh store, return measured figures."""
+    per_run = STEPS_PER_RUN * TRAJ_PER_STEP
+    n_runs = max(1, -(-records // per_run))
+    rng = random.Random(seed)
+    work = Path(tempfile.mkdtemp(prefix="rftfm-bench-ingest-"))
+    try:
+        export, store_dir = work / "export", work / "store"
+        t0 = time.perf_counter()
+        remaining = records
+        registry = []
+        for r in range(n_runs):
+            steps = min(STEPS_PER_RUN, -(-remaining // TRAJ_PER_STEP))
+            step_rows, traj_rows = _run_rows(rng, steps)
+            traj_rows = traj_rows[:remaining]
+            remaining -= len(traj_rows)
+            write_run_folder(export / "runs" / f"exp{r:05d}", step_rows, traj_rows)
+            registry.append({"experiment_id": f"exp{r:05d}", "control_or_fault": "control",
+                             "task_group": "arith_a", "seed": r})
+        write_registry(export, "bench", registry)
+        generate_s = time.perf_counter() - t0
+        input_mb = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 1e6
+
+        t0 = time.perf_counter()
+        runs = importers.load(export)
+        read_s = time.perf_counter() - t0
+        store = Store(store_dir)
+        t1 = time.perf_counter()
+        for run in runs:
+            store.write_run(run)
+        write_s = time.perf_counter() - t1
+        total_s = read_s + write_s
+        stored = sum(m.n_trajectories for m in store.manifests())
+        store_mb = sum(p.stat().st_size for p in store_dir.rglob("*") if p.is_file()) / 1e6
+        return {
+            "trajectory_records": stored,
+            "runs": len(runs),
+            "input_jsonl_MB": round(input_mb, 1),
+            "store_parquet_MB": round(store_mb, 1),
+            "generate_input_s (not timed)": round(generate_s, 1),
+            "read_and_validate_s": round(read_s, 2),
+            "write_store_s": round(write_s, 2),
+            "ingest_total_s": round(total_s, 2),
+            "records_per_s": round(stored / total_s),
+            "target": "under 60 s for 1,000,000 records",
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    for key, value in run_benchmark().items():
+        print(f"{key:>28}: {value}")

@@ -1,0 +1,132 @@
+"""trainer_state.json, HF/TRL console and verl console importers, on hand-written fixtures."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry import importers
+
+
+def _by_step(run: importers.ImportedRun) -> dict[int, dict[str, float]]:
+    return {s.step: s.values for s in run.steps}
+
+
+def test_trainer_state(fixtures: Path) -> None:
+    (run,) = importers.load(fixtures / "trainer_state.json")
+    assert run.source.format == "trl_trainer_state" and run.source.framework == "trl"
+    steps = _by_step(run)
+    assert sorted(steps) == [1, 2, 3, 4, 5, 6]
+    assert steps[3]["eval_reward"] == 0.55  # eval row merged into its step
+    assert math.isnan(steps[4]["grad_norm"]) and math.isinf(steps[5]["kl"])  # kept, not dropped
+    assert "train_runtime" not in steps[6] and run.config["summary/train_runtime"] == 12.5
+    assert run.config["max_steps"] == 6
+
+
+def test_hf_console_recovers_steps_strings_and_nan(fixtures: Path) -> None:
+    (run,) = importers.load(fixtures / "hf_console.log")
+    assert run.source.format == "hf_console"
+    steps = _by_step(run)
+    assert sorted(steps) == [2, 4, 6, 8]  # from the progress bar, not the row order
+    assert steps[2]["learning_rate"] == 1e-5  # value printed as a string
+    assert math.isnan(steps[6]["grad_norm"])
+    assert steps[4]["eval_reward"] == 0.45
+    assert run.config["max_steps"] == 8 and run.config["summary/train_runtime"] == 10.2
+    assert all("eos_token_id" not in v for v in steps.values())
+
+
+def test_verl_console_merges_lines_and_keeps_nan(fixtures: Path) -> None:
+    (run,) = importers.load(fixtures / "verl_console.log")
+    assert run.source.format == "verl_console" and run.source.framework == "verl"
+    steps = _by_step(run)
+    assert sorted(steps) == [0, 1, 2, 3, 4]
+    assert steps[0]["test_score/openai/gsm8k"] == 0.21 and "critic/kl" in steps[0]
+    assert math.isnan(steps[3]["actor/grad_norm"])
+
+
+@pytest.mark.parametrize("name", ["trainer_state.json", "hf_console.log", "verl_console.log"])
+def test_format_is_chosen_by_content_not_name(fixtures: Path, tmp_path: Path, name: str) -> None:
+    expected = importers.load(fixtures / name)[0].source.format
+    renamed = tmp_path / "whatever.dat"
+    shutil.copy(fixtures / name, renamed)
+    assert importers.load(renamed)[0].source.format == expected
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(InputError) as info:
+        importers.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "empty.log").write_text("")
+    assert "empty" in _error(tmp_path / "empty.log")
+
+
+def test_binary_file(tmp_path: Path) -> None:
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 64)
+    assert "binary" in _error(tmp_path / "blob.bin")
+
+
+def test_foreign_text_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("def main():\n    print('hello')\n")
+    assert "unknown format" in _error(tmp_path / "notes.txt")
+    (tmp_path / "other.json").write_text('{"name": "x", "values": [1, 2]}')
+    assert "unknown format" in _error(tmp_path / "other.json")
+
+
+def test_truncated_trainer_state(fixtures: Path, tmp_path: Path) -> None:
+    data = (fixtures / "trainer_state.json").read_text()
+    (tmp_path / "ts.json").write_text(data[: len(data) // 2])
+    assert "truncated" in _error(tmp_path / "ts.json")
+
+
+def test_corrupt_trainer_state(fixtures: Path, tmp_path: Path) -> None:
+    data = (fixtures / "trainer_state.json").read_text().replace('"kl": 0.002', '"kl": 0.002 oops', 1)
+    (tmp_path / "ts.json").write_text(data)
+    assert "corrupt JSON at line" in _error(tmp_path / "ts.json")
+
+
+def test_truncated_console_log(fixtures: Path, tmp_path: Path) -> None:
+    data = (fixtures / "hf_console.log").read_text()
+    cut = data.index("{'loss'", data.index("{'loss'") + 1) + 40  # inside the second metrics dict
+    (tmp_path / "c.log").write_text(data[:cut])
+    assert "truncated" in _error(tmp_path / "c.log")
+
+
+def test_corrupt_console_log(fixtures: Path, tmp_path: Path) -> None:
+    data = (fixtures / "hf_console.log").read_text().replace("'reward': '0.2',", "'reward': [0.2,", 1)
+    (tmp_path / "c.log").write_text(data)
+    assert "corrupt" in _error(tmp_path / "c.log")
+
+
+def test_truncated_verl_log(fixtures: Path, tmp_path: Path) -> None:
+    data = (fixtures / "verl_console.log").read_text()
+    last = data.rstrip("\n").rsplit("\n", 1)[0]  # drop the trailing non-metric line
+    (tmp_path / "v.log").write_text(last[: last.rindex(":") - 3])
+    assert "truncated" in _error(tmp_path / "v.log")
+
+
+def test_folder_skips_notes_and_names_the_run(fixtures: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "my_run"
+    folder.mkdir()
+    shutil.copy(fixtures / "verl_console.log", folder / "train.log")
+    (folder / "PROVENANCE.txt").write_text("copied from somewhere\n")
+    (folder / "config.yaml").write_text("lr: 1e-6\n")
+    (run,) = importers.load(folder)
+    assert run.name == "my_run" and run.provenance and "copied" in run.provenance
+
+
+def test_folder_without_logs(tmp_path: Path) -> None:
+    (tmp_path / "README.md").write_text("nothing here")
+    assert "no training log" in _error(tmp_path)
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    assert "no such file" in _error(tmp_path / "nope.log")
