@@ -34,16 +34,37 @@ def _run_rows(rng: random.Random, steps: int) -> tuple[list[dict[str, Any]], lis
             traj_rows.append(
                 trajectory_row(
                     step,
-                    {"reward": r, "rewards": {"correct": r, "format": 0.0}, "response_length": length,
-                     "advantage_mean": 0.0, "advantage_std": 1.0, "return": r,
-                     "repetition_ratio": rng.random() * 0.2, "unique_token_ratio": 0.5 + rng.random() * 0.5,
-                     "tool_call_count": 0, "tool_error_count": 0},
+                    {
+                        "reward": r,
+                        "rewards": {"correct": r, "format": 0.0},
+                        "response_length": length,
+                        "advantage_mean": 0.0,
+                        "advantage_std": 1.0,
+                        "return": r,
+                        "repetition_ratio": rng.random() * 0.2,
+                        "unique_token_ratio": 0.5 + rng.random() * 0.5,
+                        "tool_call_count": 0,
+                        "tool_error_count": 0,
+                    },
                     {"empty_response": False, "short_response": length < 4, "long_response": length > 60},
-                    group_id=i // 8, sample_index=i, prompt="12+7=", response="19",
+                    group_id=i // 8,
+                    sample_index=i,
+                    prompt="12+7=",
+                    response="19",
                 )
             )
-        step_rows.append(step_row(step, {"reward": sum(rewards) / len(rewards), "kl": 0.01, "entropy": 1.2,
-                                         "policy_loss": 0.1, "response_length": 30.0}))
+        step_rows.append(
+            step_row(
+                step,
+                {
+                    "reward": sum(rewards) / len(rewards),
+                    "kl": 0.01,
+                    "entropy": 1.2,
+                    "policy_loss": 0.1,
+                    "response_length": 30.0,
+                },
+            )
+        )
     return step_rows, traj_rows
 
 
@@ -64,8 +85,14 @@ def run_benchmark(records: int = 1_000_000, seed: int = 0) -> dict[str, Any]:
             traj_rows = traj_rows[:remaining]
             remaining -= len(traj_rows)
             write_run_folder(export / "runs" / f"exp{r:05d}", step_rows, traj_rows)
-            registry.append({"experiment_id": f"exp{r:05d}", "control_or_fault": "control",
-                             "task_group": "arith_a", "seed": r})
+            registry.append(
+                {
+                    "experiment_id": f"exp{r:05d}",
+                    "control_or_fault": "control",
+                    "task_group": "arith_a",
+                    "seed": r,
+                }
+            )
         write_registry(export, "bench", registry)
         generate_s = time.perf_counter() - t0
         input_mb = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 1e6

@@ -156,12 +156,19 @@ def runs(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("run", "format", "steps", "traj", "label", "main metrics", "not logged", title=f"runs in {st.root}")
+    table = Table(
+        "run", "format", "steps", "traj", "label", "main metrics", "not logged", title=f"runs in {st.root}"
+    )
     for r in rows:
         label = r["label"] + (f" {r['fault']['type']}/{r['fault']['strength']}" if r["fault"] else "")
         found = f"{len(r['mapped'])}/{len(MAIN_METRICS)}"
         table.add_row(
-            r["run_id"], r["format"], str(r["steps"]), str(r["trajectories"]), label, found,
+            r["run_id"],
+            r["format"],
+            str(r["steps"]),
+            str(r["trajectories"]),
+            label,
+            found,
             ", ".join(r["missing"]) or "-",
         )
     console.print(table)
@@ -250,8 +257,11 @@ def show(
     console.print(
         f"format {m.source.format} · framework {m.source.framework or '?'} · {m.n_steps} steps "
         f"({m.first_step}…{m.last_step}) · {m.n_trajectories} trajectories · label {m.label}"
-        + (f" · fault {m.fault.family}/{m.fault.type}/{m.fault.strength} from step {m.fault.onset_step}"
-           if m.fault else "")
+        + (
+            f" · fault {m.fault.family}/{m.fault.type}/{m.fault.strength} from step {m.fault.onset_step}"
+            if m.fault
+            else ""
+        )
     )
     for note in m.source.notes:
         console.print(f"[dim]note: {note}[/dim]")
@@ -259,8 +269,14 @@ def show(
     for c in shown + extra:
         s = stats[c]
         table.add_row(
-            c, m.metric_sources.get(c, c), _fmt(s["first"]), _fmt(s["last"]), _fmt(s["min"]), _fmt(s["max"]),
-            f"{s['nan']}/{s['inf']}" if s["nan"] or s["inf"] else "", sparkline(series[c]),
+            c,
+            m.metric_sources.get(c, c),
+            _fmt(s["first"]),
+            _fmt(s["last"]),
+            _fmt(s["min"]),
+            _fmt(s["max"]),
+            f"{s['nan']}/{s['inf']}" if s["nan"] or s["inf"] else "",
+            sparkline(series[c]),
         )
     console.print(table)
     missing = [c for c in MAIN_METRICS if c not in series]

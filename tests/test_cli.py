@@ -19,8 +19,14 @@ def _run(*args: str):
 
 def test_ingest_runs_show_json(tmp_path: Path, fixtures: Path) -> None:
     store = str(tmp_path / "s")
-    result = _run("ingest", str(fixtures / "trainer_state.json"), str(fixtures / "verl_console.log"),
-                  "--store", store, "--json")
+    result = _run(
+        "ingest",
+        str(fixtures / "trainer_state.json"),
+        str(fixtures / "verl_console.log"),
+        "--store",
+        store,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     ingested = json.loads(result.stdout)["runs"]
     assert {r["format"] for r in ingested} == {"trl_trainer_state", "verl_console"}
@@ -42,8 +48,11 @@ def test_ingest_runs_show_json(tmp_path: Path, fixtures: Path) -> None:
     text = _run("show", "trainer_state", "--store", store)
     assert text.exit_code == 0 and "reward" in text.stdout and "not logged by this run" in text.stdout
 
-    rows = json.loads(_run("sql", "SELECT count(*) AS n FROM steps WHERE metric = 'reward'", "--store", store,
-                           "--json").stdout)
+    rows = json.loads(
+        _run(
+            "sql", "SELECT count(*) AS n FROM steps WHERE metric = 'reward'", "--store", store, "--json"
+        ).stdout
+    )
     assert rows == [{"n": 11}]
 
 
@@ -63,7 +72,9 @@ def test_bad_inputs_exit_non_zero_and_store_nothing(tmp_path: Path, fixtures: Pa
         "binary.bin": bytes(range(256)) * 40,
         "foreign.csv": b"name,city\nann,paris\nbob,rome\n",
         "truncated.json": (fixtures / "trainer_state.json").read_bytes()[:700],
-        "corrupt.log": (fixtures / "hf_console.log").read_bytes().replace(b"'kl': '0.004'", b"'kl': '0.004", 1),
+        "corrupt.log": (fixtures / "hf_console.log")
+        .read_bytes()
+        .replace(b"'kl': '0.004'", b"'kl': '0.004", 1),
     }
     for name, data in bad.items():
         path = tmp_path / name
@@ -78,8 +89,15 @@ def test_bad_inputs_exit_non_zero_and_store_nothing(tmp_path: Path, fixtures: Pa
 
 def test_skip_bad_stores_the_good_ones(tmp_path: Path, fixtures: Path) -> None:
     (tmp_path / "empty.log").write_text("")
-    result = _run("ingest", str(fixtures / "trainer_state.json"), str(tmp_path / "empty.log"),
-                  "--store", str(tmp_path / "s"), "--skip-bad", "--json")
+    result = _run(
+        "ingest",
+        str(fixtures / "trainer_state.json"),
+        str(tmp_path / "empty.log"),
+        "--store",
+        str(tmp_path / "s"),
+        "--skip-bad",
+        "--json",
+    )
     assert result.exit_code == 1
     assert len(json.loads(result.stdout)["runs"]) == 1
 

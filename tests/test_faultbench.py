@@ -18,25 +18,67 @@ def _write_export(root: Path) -> None:
     for exp, fault in (("exp_fault", "rf_sign_flip"), ("exp_control", None)):
         steps, trajs = [], []
         for step in (1, 2):
-            steps.append(step_row(step, {"reward": 0.5 * step, "kl": 0.01, "entropy": 1.0, "policy_loss": 0.2,
-                                         "response_length": 10.0}))
+            steps.append(
+                step_row(
+                    step,
+                    {
+                        "reward": 0.5 * step,
+                        "kl": 0.01,
+                        "entropy": 1.0,
+                        "policy_loss": 0.2,
+                        "response_length": 10.0,
+                    },
+                )
+            )
             for i in range(4):
                 reward = -1.0 if fault and i == 0 else float(i % 2)
-                trajs.append(trajectory_row(
-                    step,
-                    {"reward": reward, "response_length": 8 + i, "advantage_mean": 0.0, "advantage_std": 1.0,
-                     "return": reward, "repetition_ratio": 0.1, "unique_token_ratio": 0.9,
-                     "tool_call_count": 1, "tool_error_count": 0, "rewards": {"correct": reward}},
-                    {"empty_response": False, "short_response": False, "long_response": i == 3},
-                    fault_type=fault, fault_strength="easy" if fault else None,
-                    group_id=i // 2, sample_index=i, prompt="1+1=", response=str(i),
-                ))
+                trajs.append(
+                    trajectory_row(
+                        step,
+                        {
+                            "reward": reward,
+                            "response_length": 8 + i,
+                            "advantage_mean": 0.0,
+                            "advantage_std": 1.0,
+                            "return": reward,
+                            "repetition_ratio": 0.1,
+                            "unique_token_ratio": 0.9,
+                            "tool_call_count": 1,
+                            "tool_error_count": 0,
+                            "rewards": {"correct": reward},
+                        },
+                        {"empty_response": False, "short_response": False, "long_response": i == 3},
+                        fault_type=fault,
+                        fault_strength="easy" if fault else None,
+                        group_id=i // 2,
+                        sample_index=i,
+                        prompt="1+1=",
+                        response=str(i),
+                    )
+                )
         write_run_folder(root / "RF" / "easy" / exp, steps, trajs)
-    write_registry(root, "rf_easy", [
-        {"experiment_id": "exp_fault", "control_or_fault": "fault", "fault_type": "rf_sign_flip",
-         "fault_family": "RF", "task_group": "arith_a", "onset_step": 1, "strength": "easy", "seed": 3},
-        {"experiment_id": "exp_control", "control_or_fault": "control", "task_group": "arith_a", "seed": 4},
-    ])
+    write_registry(
+        root,
+        "rf_easy",
+        [
+            {
+                "experiment_id": "exp_fault",
+                "control_or_fault": "fault",
+                "fault_type": "rf_sign_flip",
+                "fault_family": "RF",
+                "task_group": "arith_a",
+                "onset_step": 1,
+                "strength": "easy",
+                "seed": 3,
+            },
+            {
+                "experiment_id": "exp_control",
+                "control_or_fault": "control",
+                "task_group": "arith_a",
+                "seed": 4,
+            },
+        ],
+    )
 
 
 def test_export_folder_imports_runs_with_labels(tmp_path: Path) -> None:

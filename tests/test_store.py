@@ -91,7 +91,9 @@ def test_crash_while_writing_a_part(tmp_path: Path, fixtures: Path, monkeypatch)
 
 def test_live_append_and_compaction(tmp_path: Path) -> None:
     st = Store(tmp_path / "s")
-    m = st.create_live_run(RunManifest(run_id="live", name="live", source=SourceInfo(format="rftfm_recorder")))
+    m = st.create_live_run(
+        RunManifest(run_id="live", name="live", source=SourceInfo(format="rftfm_recorder"))
+    )
     for step in range(1, store_mod.COMPACT_AFTER_PARTS + 5):
         st.append(m.run_id, steps=[RawStep(step=step, values={"reward": step / 10, "kl": float("nan")})])
     final = st.append(m.run_id, status="finished")

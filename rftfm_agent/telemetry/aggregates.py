@@ -67,6 +67,7 @@ def _zero_std_group_frac(df: pd.DataFrame) -> float | None:
 
     Such a group gets zero advantage for every completion in GRPO: it costs compute and teaches nothing.
     Groups are keyed by (step, group_id) so that a frame spanning several steps is handled correctly.
+    Plain numpy (no pandas groupby): the live recorder calls this at every logged step.
     """
     if "group_id" not in df.columns or "reward" not in df.columns:
         return None
@@ -75,13 +76,24 @@ def _zero_std_group_frac(df: pd.DataFrame) -> float | None:
     if np.isnan(group).all() or np.isnan(reward).all():
         return None
     step = _as_float(df["step"]) if "step" in df.columns else np.zeros(len(df))
-    frame = pd.DataFrame({"step": step, "group": group, "reward": reward})
-    frame = frame[~np.isnan(frame["group"].to_numpy())]
-    finite = frame["reward"].where(np.isfinite(frame["reward"]))
-    stats = finite.groupby([frame["step"], frame["group"]], dropna=False).agg(["min", "max", "count"])
-    flat = np.isclose(stats["max"], stats["min"], rtol=_ZERO_STD_RTOL, atol=_ZERO_STD_ATOL)
-    zero = (stats["count"].to_numpy() < 2) | flat
-    return float(zero.mean()) if len(zero) else None
+    keep = ~np.isnan(group)
+    group = group[keep]
+    step = np.nan_to_num(step[keep], nan=-1.0)
+    # One number per (step, group): exact in float64 for any realistic step count and group id.
+    keys = (step - step.min()) * (group.max() - group.min() + 1) + (group - group.min())
+    _, inverse = np.unique(keys, return_inverse=True)
+    n_groups = int(inverse.max()) + 1
+    reward = reward[keep]
+    finite = np.isfinite(reward)
+    members, values = inverse[finite], reward[finite]
+    count = np.bincount(members, minlength=n_groups)
+    low = np.full(n_groups, np.inf)
+    high = np.full(n_groups, -np.inf)
+    np.minimum.at(low, members, values)
+    np.maximum.at(high, members, values)
+    with np.errstate(invalid="ignore"):
+        flat = np.isclose(high, low, rtol=_ZERO_STD_RTOL, atol=_ZERO_STD_ATOL)
+    return float(((count < 2) | flat).mean())
 
 
 def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:

@@ -15,7 +15,13 @@ from typing import Any
 from rftfm_agent.telemetry.importers.faultbench import STEP_FILE, TRAJECTORY_FILE
 
 REGISTRY_COLUMNS = (
-    "experiment_id", "control_or_fault", "fault_type", "fault_family", "task_group", "onset_step", "strength",
+    "experiment_id",
+    "control_or_fault",
+    "fault_type",
+    "fault_family",
+    "task_group",
+    "onset_step",
+    "strength",
     "seed",
 )
 

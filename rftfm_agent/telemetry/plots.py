@@ -30,7 +30,7 @@ def plot_run(steps: pd.DataFrame, metrics: list[str], title: str, out: Path) -> 
             ax.legend(fontsize=7)
         ax.set_title(metric, fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -266,7 +266,9 @@ def token_statistics(
     """Shape statistics of a right-padded batch of completions, computed on the tensors' device.
 
     - response_length: tokens in the completion (completion_mask; the EOS token counts).
-    - truncated: no EOS token among the completion's tokens (it was cut at the length cap).
+    - truncated: no EOS token among the completion's tokens (it was cut at the length cap). This can
+      differ from TRL's `completions/clipped_ratio`, which also counts a completion whose last token is
+      the pad token as terminated (a model may sample the pad token).
     - repetition_ratio: 1 − distinct 3-grams / 3-grams over token ids; 0 when there are fewer than 3
       tokens (no 3-gram). Near 1 means a loop.
     - unique_token_ratio: distinct tokens / tokens; 0 for an empty completion.
@@ -352,7 +354,21 @@ def _group_stats(advantages: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndar
 
 # ---------------------------------------------------------------------------------------------- recorder
 class RunRecorder(TrainerCallback):
-    """A `TrainerCallback` that writes a live GRPO run (step metrics and trajectories) into a `Store`."""
+    """A `TrainerCallback` that writes a live GRPO run (step metrics and trajectories) into a `Store`.
+
+    Args:
+        store: where the run goes.
+        name: human name of the run; the run id is its slug, made unique if taken.
+        task, model, seed: manifest fields; model defaults to the model's `name_or_path` and seed to
+            `args.seed`.
+        config: extra config entries for the manifest; they override what is read from `trainer.args`.
+        flush_every_steps, flush_every_seconds: commit buffered rows when either many optimizer steps or
+            that much time has passed since the last commit (checked at step ends and logs).
+        record_trajectories: False records step metrics only (no generation hook).
+
+    After training, `summary` holds the end-of-training numbers (train_runtime, train_loss, …) and
+    `errors` any recording error that was swallowed to keep training alive.
+    """
 
     def __init__(
         self,
@@ -391,6 +407,7 @@ class RunRecorder(TrainerCallback):
         self._last_flush_step = 0
         self._last_flush_time = time.monotonic()
         self._warned: set[str] = set()
+        self._began = False
 
     # ------------------------------------------------------------------ wiring
     def attach(self, trainer: Any) -> RunRecorder:
@@ -488,8 +505,9 @@ class RunRecorder(TrainerCallback):
             if self._trainer is None:
                 self._warn("no_attach", "RunRecorder added without attach(): recording step metrics only")
             self._guard("create", self._ensure_run, args, kwargs.get("model"))
-        elif self.store.manifest(self.run_id).status != "live":
+        elif self._began:  # a second train() (e.g. resumed) on the same recorder: the run is live again
             self._next_status = "live"
+        self._began = True
         self._last_flush_step = state.global_step
 
     def on_step_end(
@@ -547,7 +565,8 @@ class RunRecorder(TrainerCallback):
         for key, frac in nan_fracs.items():
             if key in values:
                 values[f"nan_frac/{key}"] = frac
-        is_eval = bool(values) and all(k.startswith("eval_") for k in values)
+        metric_keys = [k for k in values if k not in _BOOKKEEPING_KEYS]
+        is_eval = bool(metric_keys) and all(k.startswith("eval_") for k in metric_keys)
         if self._since_log and not is_eval:
             frame = pd.DataFrame({c: self._since_log[c] for c in _AGGREGATE_COLUMNS if c in self._since_log})
             values.update(aggregate_trajectories(frame))
@@ -667,6 +686,7 @@ class RunRecorder(TrainerCallback):
         due_time = time.monotonic() - self._last_flush_time >= self.flush_every_seconds
         if due_steps or due_time:
             self.flush()
+            self._last_flush_step = int(state.global_step)
 
     def flush(self, status: str | None = None) -> None:
         """Commit buffered rows (and a status change) to the store now; a no-op off the main process.

@@ -280,8 +280,20 @@ class Store:
                 for m in manifests
             ],
             columns=[
-                "run_id", "name", "format", "framework", "task", "model", "label", "fault_family",
-                "fault_type", "fault_strength", "fault_onset", "n_steps", "n_trajectories", "status",
+                "run_id",
+                "name",
+                "format",
+                "framework",
+                "task",
+                "model",
+                "label",
+                "fault_family",
+                "fault_type",
+                "fault_strength",
+                "fault_onset",
+                "n_steps",
+                "n_trajectories",
+                "status",
             ],
         )
         con.register("runs_df", runs)
@@ -454,8 +466,9 @@ class Store:
             if step_files
             else None
         )
-        n_traj = sum(pq.ParquetFile(run_dir / "trajectories" / p).metadata.num_rows
-                     for p in manifest.trajectory_parts)
+        n_traj = sum(
+            pq.ParquetFile(run_dir / "trajectories" / p).metadata.num_rows for p in manifest.trajectory_parts
+        )
         Store._summarise(manifest, steps, n_traj)
 
 

@@ -61,6 +61,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("returns/mean", "mean return"),
     Metric("values/mean", "mean critic value"),
     Metric("eval/score", "held-out evaluation score (accuracy or mean reward on a validation set)"),
+    Metric("eval/loss", "loss on the evaluation set"),
     Metric("epoch", "fractional epoch"),
     Metric("num_tokens", "tokens seen so far"),
     Metric("step_time", "seconds per optimizer step"),
@@ -141,6 +142,9 @@ ALIASES: tuple[Alias, ...] = (
     Alias("timing_s/step", "step_time", "verl"),
     Alias("perf/time_per_step", "step_time", "verl", priority=1),
     Alias("eval_reward", "eval/score", "trl", priority=1),
+    Alias("eval_loss", "eval/loss", "trl"),
+    Alias("eval/loss", "eval/loss", "wandb"),
+    Alias("validation_loss", "eval/loss", "hf", "notebook table header 'Validation Loss'"),
 )
 
 # Pattern aliases: families of keys whose names embed a reward-function or dataset name.
@@ -155,6 +159,8 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
 )
 
 _BY_KEY: dict[str, Alias] = {a.key: a for a in ALIASES}
+# Table headers and exports capitalise freely ('Epoch', 'Validation Loss'); an exact match wins first.
+_BY_LOWER_KEY: dict[str, Alias] = {a.key.lower(): a for a in reversed(ALIASES)}
 
 # Prefixes that loggers put in front of TRL's own names (W&B, TensorBoard, Trackio).
 _LOGGER_PREFIXES = ("train/",)
@@ -171,15 +177,13 @@ def normalise_key(key: str) -> str:
         if k.startswith(prefix) and len(k) > len(prefix):
             k = k[len(prefix) :]
     k = re.sub(r"\s+", "_", k)
-    if k.lower() in {"training_loss", "train_loss_step"}:
-        return "training_loss"
     return k
 
 
 def resolve(key: str) -> tuple[str, float, int]:
     """Map a raw key to (canonical name, scale, priority). Unknown keys keep their normalised name."""
     k = normalise_key(key)
-    alias = _BY_KEY.get(k)
+    alias = _BY_KEY.get(k) or _BY_LOWER_KEY.get(k.lower())
     if alias is not None:
         return alias.metric, alias.scale, alias.priority
     for pattern, template, _framework, _note in _PATTERNS:

@@ -86,8 +86,16 @@ def load_folder(folder: Path) -> list[ImportedRun]:
             tb_files.append(path)
             continue
         runs.extend(load_file(path))
-    if tb_files:
-        runs.extend(tensorboard_events.read_many(tb_files, name=folder.name))
+    # TensorBoard writes one folder per run (runs/<date>_<host>/events…): files of one folder (a resumed
+    # run) are merged, sibling folders stay separate runs, and a folder nested inside a run's folder
+    # (add_hparams writes runs/<date>/<timestamp>/events…) belongs to that run.
+    by_dir: dict[Path, list[Path]] = {}
+    for path in sorted(tb_files, key=lambda p: len(p.parts)):
+        owner = next((d for d in by_dir if d in path.parents), path.parent)
+        by_dir.setdefault(owner, []).append(path)
+    for directory, files in sorted(by_dir.items()):
+        name = folder.name if len(by_dir) == 1 else f"{folder.name}/{directory.relative_to(folder)}"
+        runs.extend(tensorboard_events.read_many(files, name=name))
     if not runs:
         raise InputError(folder, "folder holds no training log that any importer recognises")
     if len(runs) == 1:

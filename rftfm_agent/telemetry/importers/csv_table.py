@@ -41,6 +41,14 @@ _WALL_COLUMNS = ("_timestamp", "wall time", "wall_time", "walltime", "timestamp"
 _ABSENT = {"", "none", "null", "no log", "-"}
 _PANEL_COLUMN = re.compile(r"^(?P<run>.+?) - (?P<metric>.+?)(?P<env>__MIN|__MAX)?$")
 _WANDB_MARKERS = {"_step", "_runtime", "_timestamp"}
+# The closing row a Trainer logs once (W&B prefixes it with train/): it describes the run, not a step.
+_SUMMARY_KEYS = {
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "train_loss",
+    "total_flos",
+}
 
 csv.field_size_limit(1 << 24)  # W&B history cells can hold long JSON (tables, histograms)
 
@@ -67,8 +75,11 @@ def _split(text: str, delimiter: str, limit: int | None = None) -> list[tuple[in
 
 
 def _delimiter(text: str) -> str | None:
-    """The delimiter that splits the header into the most columns and the next rows into as many."""
-    best: tuple[int, str] | None = None
+    """The delimiter that splits the most of the next rows like the header, the widest header on ties.
+
+    One malformed row early on must not change the delimiter, so that read() can name that row's line.
+    """
+    best: tuple[int, int, str] | None = None
     for d in _DELIMITERS:
         try:
             rows = _split(text, d, limit=6)
@@ -77,11 +88,10 @@ def _delimiter(text: str) -> str | None:
         if not rows or len(rows[0][1]) < 2:
             continue
         width = len(rows[0][1])
-        if any(len(r) != width for _, r in rows[1:-1]):  # the last row of a head may be cut
-            continue
-        if best is None or width > best[0]:
-            best = (width, d)
-    return best[1] if best else None
+        matches = sum(1 for _, r in rows[1:] if len(r) == width)
+        if best is None or (matches, width) > best[:2]:
+            best = (matches, width, d)
+    return best[2] if best else None
 
 
 def _step_index(header: list[str]) -> list[int]:
@@ -183,13 +193,17 @@ def _choose_step(path: Path, table: _Table, metric_columns: list[int]) -> int:
     """The preferred step column that is filled on every row holding a value."""
     candidates = _step_index(table.header)
     for i in candidates:
-        if all(not _is_absent(cells[i]) for _, cells in table.rows
-               if any(not _is_absent(cells[j]) for j in metric_columns)):
+        if all(
+            not _is_absent(cells[i])
+            for _, cells in table.rows
+            if any(not _is_absent(cells[j]) for j in metric_columns)
+        ):
             return i
+    first = candidates[0]
     for line, cells in table.rows:
-        if all(_is_absent(cells[i]) for i in candidates):
-            raise InputError(path, f"line {line}: the step column is empty")
-    return candidates[0]
+        if _is_absent(cells[first]) and any(not _is_absent(cells[j]) for j in metric_columns):
+            raise InputError(path, f"line {line}: the step column '{table.header[first]}' is empty")
+    return first
 
 
 def _framework(keys: list[str]) -> str | None:
@@ -197,8 +211,10 @@ def _framework(keys: list[str]) -> str | None:
     stripped = [k.removeprefix("train/") for k in keys]
     if any(k.startswith(("actor/", "critic/", "response_length/", "timing_s/")) for k in stripped):
         return "verl"
-    if any(k in {"reward", "kl", "completion_length"} or k.startswith(("rewards/", "completions/"))
-           for k in stripped):
+    if any(
+        k in {"reward", "kl", "completion_length"} or k.startswith(("rewards/", "completions/"))
+        for k in stripped
+    ):
         return "trl"
     return None
 
@@ -258,8 +274,13 @@ def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] |
             step = _whole_number(path, line, table.header[step_col], cells[step_col])
             rows.append((step, None, values))
         steps = _merge(rows, notes)
-        source = SourceInfo(format=NAME, framework=_framework([m for _, m in cols]), paths=[str(path)],
-                            sha256=sha, notes=notes)
+        source = SourceInfo(
+            format=NAME,
+            framework=_framework([m for _, m in cols]),
+            paths=[str(path)],
+            sha256=sha,
+            notes=notes,
+        )
         runs.append(ImportedRun(name=run, source=source, steps=steps))
     return runs
 
@@ -292,22 +313,24 @@ def read(path: Path) -> list[ImportedRun]:
     if "" in table.header:
         notes.append("unnamed index column skipped")
 
-    numeric = _numeric_columns(path, table, others, notes)
     step_candidates = set(_step_index(table.header))
-    metric_cols = [i for i in numeric if i not in step_candidates]
+    metric_cols = _numeric_columns(path, table, [i for i in others if i not in step_candidates], notes)
     step_col = _choose_step(path, table, metric_cols)
-    if len(step_candidates) > 1:
-        notes.append(f"step taken from column '{table.header[step_col]}'")
-    value_cols = [i for i in numeric if i not in step_candidates]
+    value_cols = metric_cols
     if len(step_candidates) > 1:
         dropped = [table.header[i] for i in sorted(step_candidates) if i != step_col]
-        notes.append(f"step counter column(s) not kept as metrics: {', '.join(dropped)}")
-    if wall_col is not None and any(to_float(c[wall_col]) is None and not _is_absent(c[wall_col])
-                                    for _, c in table.rows):
+        notes.append(
+            f"step taken from column '{table.header[step_col]}'; "
+            f"step counter column(s) not kept as metrics: {', '.join(dropped)}"
+        )
+    if wall_col is not None and any(
+        to_float(c[wall_col]) is None and not _is_absent(c[wall_col]) for _, c in table.rows
+    ):
         notes.append(f"wall-time column '{table.header[wall_col]}' is not numeric and was skipped")
         wall_col = None
 
     rows: list[tuple[int, float | None, dict[str, float]]] = []
+    config: dict[str, float] = {}
     for line, cells in table.rows:
         values: dict[str, float] = {}
         for i in value_cols:
@@ -317,6 +340,10 @@ def read(path: Path) -> list[ImportedRun]:
                     values[table.header[i]] = v
         if not values or _is_absent(cells[step_col]):
             continue  # nothing logged on this row (an empty step with values was refused by _choose_step)
+        if _SUMMARY_KEYS & {k.removeprefix("train/") for k in values}:
+            config.update({f"summary/{k.removeprefix('train/')}": v for k, v in values.items()})
+            notes.append(f"line {line}: the end-of-training summary row went to the config")
+            continue
         step = _whole_number(path, line, table.header[step_col], cells[step_col])
         wall = to_float(cells[wall_col]) if wall_col is not None and not _is_absent(cells[wall_col]) else None
         rows.append((step, wall, values))
@@ -324,6 +351,7 @@ def read(path: Path) -> list[ImportedRun]:
     if not any(s.values for s in steps):
         raise InputError(path, "CSV has a step column but no numeric metric columns")
     keys = [table.header[i] for i in value_cols]
-    source = SourceInfo(format=NAME, framework=_framework(keys), paths=[str(path)], sha256=sha256_of([path]),
-                        notes=notes)
-    return [ImportedRun(name=path.stem, source=source, steps=steps)]
+    source = SourceInfo(
+        format=NAME, framework=_framework(keys), paths=[str(path)], sha256=sha256_of([path]), notes=notes
+    )
+    return [ImportedRun(name=path.stem, source=source, steps=steps, config=dict(config))]

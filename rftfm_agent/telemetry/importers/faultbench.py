@@ -33,11 +33,19 @@ STEP_FILE = "openrlhf_train_train_step.jsonl"
 TRAJECTORY_FILE = "openrlhf_train_trajectory.jsonl"
 _STEP_KEYS = ("step", "global_step", "rollout_step", "train_step")
 _FAMILY_WORDS = {
-    "rf": "RF", "reward": "RF",
-    "pg": "PG", "policy": "PG", "generation": "PG",
-    "od": "OD", "optim": "OD", "optimization": "OD",
-    "ca": "CA", "credit": "CA",
-    "te": "TE", "tool": "TE", "environment": "TE",
+    "rf": "RF",
+    "reward": "RF",
+    "pg": "PG",
+    "policy": "PG",
+    "generation": "PG",
+    "od": "OD",
+    "optim": "OD",
+    "optimization": "OD",
+    "ca": "CA",
+    "credit": "CA",
+    "te": "TE",
+    "tool": "TE",
+    "environment": "TE",
 }
 
 
@@ -204,8 +212,10 @@ def _fault_from_registry(row: dict[str, str]) -> tuple[str, FaultSpec | None, st
         return label, None, None
     ftype = (row.get("fault_type") or "").strip()
     family_raw = (row.get("fault_family") or "").strip()
-    family = FAULT_TYPES.get(ftype) or _FAMILY_WORDS.get(family_raw.lower()) or _FAMILY_WORDS.get(
-        family_raw.lower().split("_")[0]
+    family = (
+        FAULT_TYPES.get(ftype)
+        or _FAMILY_WORDS.get(family_raw.lower())
+        or _FAMILY_WORDS.get(family_raw.lower().split("_")[0])
     )
     strength = (row.get("strength") or row.get("fault_strength") or "").strip().lower()
     onset = row.get("onset_step") or row.get("onset") or "1"
@@ -253,8 +263,13 @@ def read_run_folder(run_dir: Path, registry: dict[str, dict[str, str]]) -> Impor
     config = {k: v for k, v in row.items() if k not in {"experiment_id"}}
     return ImportedRun(
         name=exp_id,
-        source=SourceInfo(format=NAME, framework="openrlhf", paths=[str(p) for p in paths],
-                          sha256=sha256_of(paths), notes=notes),
+        source=SourceInfo(
+            format=NAME,
+            framework="openrlhf",
+            paths=[str(p) for p in paths],
+            sha256=sha256_of(paths),
+            notes=notes,
+        ),
         steps=steps,
         trajectories=traj,
         task=row.get("task_group") or None,
@@ -270,8 +285,19 @@ def _with_trajectory_aggregates(steps: list[RawStep], traj: pa.Table | None) -> 
     """Add per-step trajectory aggregates (traj/*) to the step rows, creating rows where none exist."""
     if traj is None or traj.num_rows == 0:
         return steps
-    needed = ["step", "group_id", "reward", "advantage", "response_length", "truncated", "empty_response",
-              "short_response", "long_response", "repetition_ratio", "unique_token_ratio"]
+    needed = [
+        "step",
+        "group_id",
+        "reward",
+        "advantage",
+        "response_length",
+        "truncated",
+        "empty_response",
+        "short_response",
+        "long_response",
+        "repetition_ratio",
+        "unique_token_ratio",
+    ]
     frame = traj.select([c for c in needed if c in traj.column_names]).to_pandas()
     by_step = {s.step: s for s in steps}
     for step, group in frame.groupby("step", sort=True):
@@ -302,8 +328,9 @@ def read(path: Path) -> list[ImportedRun]:
     return [
         ImportedRun(
             name=path.stem,
-            source=SourceInfo(format=NAME, framework="openrlhf", paths=[str(p) for p in paths],
-                              sha256=sha256_of(paths)),
+            source=SourceInfo(
+                format=NAME, framework="openrlhf", paths=[str(p) for p in paths], sha256=sha256_of(paths)
+            ),
             steps=steps,
             trajectories=traj,
         )

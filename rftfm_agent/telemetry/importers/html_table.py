@@ -241,7 +241,7 @@ def _progress_config(parser: _TableParser) -> dict[str, Any]:
 def _whole_number(path: Path, text: str, what: str, line: int) -> int:
     value = to_float(text)
     if value is None or not math.isfinite(value) or value < 0 or not value.is_integer():
-        raise InputError(path, f"line {line}: {what} {text.strip()!r} is not a whole number")
+        raise InputError(path, f"line {line}: {what} {text.strip()[:40]!r} is not a whole number")
     return int(value)
 
 
@@ -289,7 +289,7 @@ def read(path: Path) -> list[ImportedRun]:
             if is_epoch:
                 order = to_float(key_text)
                 if order is None or not math.isfinite(order) or order < 0:
-                    raise InputError(path, f"line {row.line}: epoch {key_text!r} is not a number")
+                    raise InputError(path, f"line {row.line}: epoch {key_text[:40]!r} is not a number")
             else:
                 order = float(_whole_number(path, key_text, "step", row.line))
             values: dict[str, float] = {}
@@ -307,19 +307,27 @@ def read(path: Path) -> list[ImportedRun]:
             parsed.append((order, values))
     if not parsed:
         raise InputError(path, "the training-log table has a header but no complete rows")
+    if not any(values for _o, values in parsed):
+        raise InputError(path, "the table has a Step/Epoch column but no numeric values")
+    notes[0] += f": {len(parsed)} complete row(s)"
     if text_columns:
         notes.append(f"non-numeric cells skipped in column(s): {', '.join(sorted(text_columns))}")
 
     steps = _steps_for(parsed, step_is_epoch, config, notes)
     raw = _merge([(s, vals) for s, (_o, vals) in zip(steps, parsed, strict=True)], notes)
     framework = "trl" if any(_TRL_HINT.match(h) for h in headers_seen) else "transformers"
-    source = SourceInfo(format=NAME, framework=framework, paths=[str(path)], sha256=sha256_of([path]),
-                        notes=notes)
+    source = SourceInfo(
+        format=NAME, framework=framework, paths=[str(path)], sha256=sha256_of([path]), notes=notes
+    )
     return [ImportedRun(name=path.stem, source=source, steps=raw, config=config)]
 
 
-def _steps_for(parsed: list[tuple[float, dict[str, float]]], step_is_epoch: bool, config: dict[str, Any],
-               notes: list[str]) -> list[int]:
+def _steps_for(
+    parsed: list[tuple[float, dict[str, float]]],
+    step_is_epoch: bool,
+    config: dict[str, Any],
+    notes: list[str],
+) -> list[int]:
     """Steps for each row: the Step column, or steps inferred from epochs when only 'Epoch' is printed."""
     if not step_is_epoch:
         return [int(o) for o, _ in parsed]

@@ -30,6 +30,7 @@ _HEADER = 12  # uint64 length + uint32 masked CRC of the length
 _FOOTER = 4  # uint32 masked CRC of the data
 _MAX_TEXT = 20_000  # characters of one text summary kept in the config
 
+
 # --- CRC32C (Castagnoli), as TFRecord framing uses it --------------------------------------------------
 # Pure Python, table driven (about 70 ms per MB): no compiled crc32c package is a dependency of rftfm.
 def _crc_table() -> tuple[int, ...]:
@@ -95,21 +96,31 @@ def _records(path: Path, data: bytes) -> list[tuple[int, bytes]]:
     while pos < size:
         n += 1
         if size - pos < _HEADER:
-            raise InputError(path, f"TensorBoard event file is truncated: record {n} at byte {pos} has only "
-                                   f"{size - pos} of its {_HEADER} header bytes; {cut}")
+            raise InputError(
+                path,
+                f"TensorBoard event file is truncated: record {n} at byte {pos} has only "
+                f"{size - pos} of its {_HEADER} header bytes; {cut}",
+            )
         header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
         if struct.unpack("<I", data[pos + 8 : pos + _HEADER])[0] != _masked_crc(header):
-            raise InputError(path, f"TensorBoard event file is corrupt: record {n} at byte {pos} fails its "
-                                   "length checksum")
+            raise InputError(
+                path, f"TensorBoard event file is corrupt: record {n} at byte {pos} fails its length checksum"
+            )
         start, end = pos + _HEADER, pos + _HEADER + length
         if end + _FOOTER > size:
-            raise InputError(path, f"TensorBoard event file is truncated: record {n} at byte {pos} declares "
-                                   f"{length} bytes but only {max(0, size - start)} remain; {cut}")
+            raise InputError(
+                path,
+                f"TensorBoard event file is truncated: record {n} at byte {pos} declares "
+                f"{length} bytes but only {max(0, size - start)} remain; {cut}",
+            )
         payload = data[start:end]
         if struct.unpack("<I", data[end : end + _FOOTER])[0] != _masked_crc(payload):
-            raise InputError(path, f"TensorBoard event file is corrupt: record {n} at byte {pos} fails its "
-                                   "data checksum (CRC32C)")
+            raise InputError(
+                path,
+                f"TensorBoard event file is corrupt: record {n} at byte {pos} fails its "
+                "data checksum (CRC32C)",
+            )
         out.append((pos, payload))
         pos = end + _FOOTER
     return out
@@ -229,8 +240,11 @@ def _read_file(path: Path) -> _FileData:
                         out.texts[value.tag.removesuffix("/text_summary")] = _config_text(text)
                     continue
             except Exception as exc:  # a summary TensorBoard itself could not decode
-                raise InputError(path, f"TensorBoard event file is corrupt: record {n} at byte {offset}, tag "
-                                       f"{value.tag!r}: {type(exc).__name__}") from None
+                raise InputError(
+                    path,
+                    f"TensorBoard event file is corrupt: record {n} at byte {offset}, tag "
+                    f"{value.tag!r}: {type(exc).__name__}",
+                ) from None
             if number is None:
                 out.other_tags.add(value.tag)
                 continue
@@ -293,16 +307,23 @@ def _build(files: list[_FileData], name: str, paths: list[Path]) -> ImportedRun:
     if other:
         notes.append(f"{len(other)} non-scalar tag(s) skipped (histograms, images, …)")
     if overwritten:
-        notes.append(f"{overwritten} value(s) logged again at the same step in a later file or event: "
-                     "the later value is kept")
+        notes.append(
+            f"{overwritten} value(s) logged again at the same step in a later file or event: "
+            "the later value is kept"
+        )
     restarts = sum(f.restarts for f in files)
     if restarts:
         notes.append(f"{restarts} session restart(s) recorded in the event files")
     negative = sum(f.negative_steps for f in files)
     if negative:
         notes.append(f"{negative} scalar(s) at a negative step skipped")
-    source = SourceInfo(format=NAME, framework=_framework(tags), paths=[str(p) for p in paths],
-                        sha256=sha256_of(paths), notes=notes)
+    source = SourceInfo(
+        format=NAME,
+        framework=_framework(tags),
+        paths=[str(p) for p in paths],
+        sha256=sha256_of(paths),
+        notes=notes,
+    )
     steps = [by_step[s] for s in sorted(by_step)]
     return ImportedRun(name=name, source=source, steps=steps, config=config)
 

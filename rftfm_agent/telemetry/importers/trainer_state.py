@@ -18,10 +18,22 @@ from rftfm_agent.telemetry.schema import SourceInfo
 NAME = "trl_trainer_state"
 
 _SUMMARY_KEYS = {
-    "train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss", "total_flos",
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "train_loss",
+    "total_flos",
 }
-_CONFIG_KEYS = ("global_step", "max_steps", "logging_steps", "eval_steps", "save_steps", "train_batch_size",
-                "num_train_epochs", "epoch")
+_CONFIG_KEYS = (
+    "global_step",
+    "max_steps",
+    "logging_steps",
+    "eval_steps",
+    "save_steps",
+    "train_batch_size",
+    "num_train_epochs",
+    "epoch",
+)
 # JSON allows NaN / Infinity only as Python's json writes them; both are kept as floats.
 _CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
@@ -63,9 +75,12 @@ def read(path: Path) -> list[ImportedRun]:
     if not rows:
         raise InputError(path, "log_history holds no training rows")
     keys = {k for row in rows.values() for k in row}
-    framework = "trl" if keys & {"reward", "kl", "completion_length", "completions/mean_length"} or any(
-        re.match(r"rewards/", k) for k in keys
-    ) else "transformers"
+    framework = (
+        "trl"
+        if keys & {"reward", "kl", "completion_length", "completions/mean_length"}
+        or any(re.match(r"rewards/", k) for k in keys)
+        else "transformers"
+    )
     config = {k: doc[k] for k in _CONFIG_KEYS if k in doc}
     config.update({f"summary/{k}": v for k, v in summary.items()})
     return [

@@ -1,0 +1,319 @@
+"""Notebook HTML tables and CSV/TSV exports (plain, W&B history, W&B panel), on hand-written fixtures."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.importers import csv_table, html_table
+from rftfm_agent.telemetry.importers.base import ImportedRun, read_head
+
+FOREIGN_CSV = "name,street,city,zip\nAda Lovelace,St James Sq,London,SW1Y\nAlan Turing,Sherborne,Dorset,DT9\n"
+
+
+EPOCH_TABLE = """
+    <div>
+      <progress value='30' max='30' style='width:300px; height:20px; vertical-align: middle;'></progress>
+      [30/30 00:41, Epoch 3/3]
+    </div>
+    <table border="1" class="dataframe">
+  <thead>
+ <tr style="text-align: left;">
+      <th>Epoch</th>
+      <th>Training Loss</th>
+      <th>Validation Loss</th>
+      <th>Accuracy</th>
+    </tr>
+  </thead>
+  <tbody>
+    <tr>
+      <td>1</td>
+      <td>No log</td>
+      <td>0.693147</td>
+      <td>0.500000</td>
+    </tr>
+    <tr>
+      <td>2</td>
+      <td>No Log</td>
+      <td>0.512000</td>
+      <td>0.700000</td>
+    </tr>
+    <tr>
+      <td>3</td>
+      <td>0.401000</td>
+      <td>nan</td>
+      <td>0.800000</td>
+    </tr>
+  </tbody>
+</table><p>
+"""
+
+
+def _by_step(run: ImportedRun) -> dict[int, dict[str, float]]:
+    return {s.step: s.values for s in run.steps}
+
+
+def _write(tmp_path: Path, name: str, data: str | bytes) -> Path:
+    path = tmp_path / name
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data)
+    return path
+
+
+# --- HTML notebook table -----------------------------------------------------------------------------
+def test_notebook_table_steps_values_and_progress(fixtures: Path) -> None:
+    (run,) = importers.load(fixtures / "nb_table.html")
+    assert run.source.format == html_table.NAME == "hf_notebook_table"
+    assert run.source.framework == "trl" and run.name == "nb_table"
+    assert run.source.sha256 and run.source.paths == [str(fixtures / "nb_table.html")]
+    steps = _by_step(run)
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert "Training Loss" not in steps[1]  # 'No log' → absent, not zero
+    assert steps[2]["Training Loss"] == 0.0 and steps[4]["Training Loss"] == 0.0002
+    assert steps[2]["rewards / correctness_reward_func"] == 0.5  # header text kept as printed
+    assert math.isnan(steps[3]["reward"]) and math.isinf(steps[3]["kl"])  # kept, never dropped
+    assert "Step" not in steps[1]
+    assert run.config["max_steps"] == 100 and run.config["progress_step"] == 5
+    assert run.config["elapsed_s"] == 62 and run.config["progress_epoch"] == 0.05
+
+
+def test_notebook_table_headers_map_through_the_vocabulary(fixtures: Path) -> None:
+    from rftfm_agent.telemetry.vocabulary import resolve
+
+    assert resolve("Training Loss")[0] == "loss"
+    assert resolve("rewards / correctness_reward_func")[0] == "rewards/correctness_reward_func/mean"
+
+
+def test_notebook_epoch_table_infers_steps_and_keeps_eval_columns(tmp_path: Path) -> None:
+    path = _write(tmp_path, "epochs.html", EPOCH_TABLE)
+    assert html_table.sniff(path, read_head(path))
+    (run,) = html_table.read(path)
+    steps = _by_step(run)
+    assert sorted(steps) == [10, 20, 30]  # 30 steps over 3 epochs, from the progress bar
+    assert steps[10]["Epoch"] == 1.0 and steps[20]["Validation Loss"] == 0.512
+    assert "Training Loss" not in steps[20] and steps[30]["Training Loss"] == 0.401
+    assert math.isnan(steps[30]["Validation Loss"])
+    assert run.source.framework == "transformers"
+    assert any("inferred from the Epoch column" in n for n in run.source.notes)
+
+
+def test_notebook_table_cut_mid_row_keeps_complete_rows(fixtures: Path, tmp_path: Path) -> None:
+    text = (fixtures / "nb_table.html").read_text()
+    cut = text.index("<td>4</td>") + len("<td>4</td>\n      <td>0.000")
+    path = _write(tmp_path, "cut.html", text[:cut])
+    assert html_table.sniff(path, read_head(path))
+    (run,) = html_table.read(path)
+    assert [s.step for s in run.steps] == [1, 2, 3]  # the unfinished row for step 4 is dropped …
+    assert any("dropped" in n for n in run.source.notes)  # … and the notes say so
+    assert any("no closing </table>" in n for n in run.source.notes)
+
+
+def test_notebook_table_cut_in_header_or_without_rows_is_an_error(fixtures: Path, tmp_path: Path) -> None:
+    text = (fixtures / "nb_table.html").read_text()
+    in_header = _write(tmp_path, "header.html", text[: text.index("<th>kl</th>")])
+    with pytest.raises(InputError, match="cut off before the table header"):
+        html_table.read(in_header)
+    no_rows = _write(tmp_path, "norows.html", text[: text.index("<tbody>")] + "<tbody></tbody></table>")
+    with pytest.raises(InputError, match="no complete rows"):
+        html_table.read(no_rows)
+
+
+def test_notebook_table_malformed_row_names_the_line(fixtures: Path, tmp_path: Path) -> None:
+    text = (fixtures / "nb_table.html").read_text().replace("<td>140.250000</td>\n", "", 1)
+    path = _write(tmp_path, "short_row.html", text)
+    with pytest.raises(InputError, match=r"line \d+: table row has 7 cells but the header has 8"):
+        html_table.read(path)
+    bad_step = (fixtures / "nb_table.html").read_text().replace("<td>2</td>", "<td>two</td>", 1)
+    with pytest.raises(InputError, match=r"line \d+: step 'two' is not a whole number"):
+        html_table.read(_write(tmp_path, "bad_step.html", bad_step))
+
+
+def test_html_that_is_not_a_training_table(tmp_path: Path) -> None:
+    page = "<html><body><table><tr><th>Name</th><th>City</th></tr><tr><td>Ada</td><td>London</td></tr>"
+    path = _write(tmp_path, "page.html", page + "</table></body></html>")
+    assert not html_table.sniff(path, read_head(path))
+    with pytest.raises(InputError, match="without a 'Step' or 'Epoch' column"):
+        html_table.read(path)
+    recipe = "<table><tr><th>Step</th><th>What</th></tr><tr><td>1</td><td>boil water</td></tr></table>"
+    path = _write(tmp_path, "recipe.html", recipe)
+    assert not html_table.sniff(path, read_head(path))  # a Step column alone does not make it ours
+    with pytest.raises(InputError, match="no numeric values"):
+        html_table.read(path)
+
+
+# --- CSV exports -------------------------------------------------------------------------------------
+def test_plain_metrics_csv(fixtures: Path) -> None:
+    (run,) = importers.load(fixtures / "metrics.csv")
+    assert run.source.format == csv_table.NAME == "csv_export"
+    assert run.name == "metrics" and run.source.framework == "trl"
+    steps = _by_step(run)
+    assert sorted(steps) == [1, 2, 3, 4]
+    assert steps[1]["learning_rate"] == 1e-6 and steps[2]["reward"] == 0.25
+    assert math.isnan(steps[3]["reward"]) and "reward_std" not in steps[3]  # nan kept; empty → absent
+    assert math.isinf(steps[4]["kl"])
+    assert "step" not in steps[1] and all(s.wall_time is None for s in run.steps)
+
+
+def test_tsv_is_read_like_csv(fixtures: Path, tmp_path: Path) -> None:
+    tsv = (fixtures / "metrics.csv").read_text().replace(",", "\t")
+    path = _write(tmp_path, "metrics.tsv", tsv)
+    assert csv_table.sniff(path, read_head(path))
+    (run,) = csv_table.read(path)
+    (ref,) = csv_table.read(fixtures / "metrics.csv")
+    assert [s.step for s in run.steps] == [s.step for s in ref.steps]
+    assert run.steps[1].values == ref.steps[1].values
+
+
+def test_log_history_dataframe_csv_with_index_and_summary_row(tmp_path: Path) -> None:
+    """`pd.DataFrame(trainer.state.log_history).to_csv()`: unnamed index, eval row, closing summary row."""
+    text = (
+        ",loss,reward,epoch,step,eval_loss,train_runtime,train_loss\n"
+        "0,0.1,0.2,0.1,1,,,\n"
+        "1,0.2,0.3,0.2,2,,,\n"
+        "2,,,0.2,2,0.5,,\n"
+        "3,,,0.2,2,,10.0,0.15\n"
+    )
+    (run,) = importers.load(_write(tmp_path, "log_history.csv", text))
+    steps = _by_step(run)
+    assert sorted(steps) == [1, 2] and steps[2]["eval_loss"] == 0.5 and steps[2]["reward"] == 0.3
+    assert "train_runtime" not in steps[2] and run.config["summary/train_runtime"] == 10.0
+    assert all("" not in v for v in steps.values())  # the index column is not a metric
+
+
+def test_tensorboard_scalar_csv(tmp_path: Path) -> None:
+    text = "Wall time,Step,Value\n1700000000.5,1,0.25\n1700000001.5,2,nan\n"
+    path = _write(tmp_path, "run-.-tag-train_reward.csv", text)
+    (run,) = importers.load(path)
+    assert [(s.step, s.wall_time) for s in run.steps] == [(1, 1700000000.5), (2, 1700000001.5)]
+    assert run.steps[0].values == {"Value": 0.25} and math.isnan(run.steps[1].values["Value"])
+
+
+def test_wandb_history_export(fixtures: Path) -> None:
+    (run,) = importers.load(fixtures / "wandb_history.csv")
+    assert run.source.format == "csv_export" and run.source.framework == "trl"
+    assert any("W&B run-history" in n for n in run.source.notes)
+    steps = _by_step(run)
+    assert sorted(steps) == [1, 2, 3, 4]  # train/global_step, not W&B's _step (0..4)
+    assert run.steps[0].wall_time == 1735689612.5  # _timestamp
+    assert steps[3]["eval/reward"] == 0.42 and steps[3]["train/reward"] == 0.35  # train + eval rows merged
+    assert math.isnan(steps[3]["train/loss"])
+    assert all("_step" not in v and "_timestamp" not in v and "_wandb" not in v for v in steps.values())
+    assert steps[2]["train/completions/mean_length"] == 205.5
+
+
+def test_wandb_panel_export_gives_one_run_per_run_name(fixtures: Path) -> None:
+    runs = importers.load(fixtures / "wandb_panel.csv")
+    by_name = {r.name: r for r in runs}
+    assert sorted(by_name) == ["grpo-qwen-lr1e-6", "grpo-qwen-lr5e-6"]
+    slow, fast = _by_step(by_name["grpo-qwen-lr1e-6"]), _by_step(by_name["grpo-qwen-lr5e-6"])
+    assert sorted(slow) == [1, 2, 3, 4] and sorted(fast) == [1, 3, 4]  # empty cells are not steps
+    assert slow[2] == {"train/reward": 0.15}  # the __MIN/__MAX envelopes are not data
+    assert math.isnan(slow[4]["train/reward"])
+    assert fast[3]["train/reward"] == 0.4
+
+
+def test_foreign_csv_is_not_ours(tmp_path: Path) -> None:
+    path = _write(tmp_path, "addresses.csv", FOREIGN_CSV)
+    assert not csv_table.sniff(path, read_head(path))
+    assert not html_table.sniff(path, read_head(path))
+    with pytest.raises(InputError, match="unknown format"):
+        importers.load(path)
+    # a numeric table without any step column is not claimed either
+    numbers = _write(tmp_path, "numbers.csv", "price,area\n100,20\n200,35\n")
+    assert not csv_table.sniff(numbers, read_head(numbers))
+
+
+def test_csv_with_unparsable_rows_names_the_line(fixtures: Path, tmp_path: Path) -> None:
+    lines = (fixtures / "metrics.csv").read_text().splitlines()
+    extra = _write(tmp_path, "extra.csv", "\n".join([*lines[:3], lines[3] + ",7", *lines[4:]]) + "\n")
+    assert csv_table.sniff(extra, read_head(extra))
+    with pytest.raises(InputError, match=r"line 4: 10 fields but the header has 9"):
+        csv_table.read(extra)
+    word = _write(tmp_path, "word.csv", "\n".join([*lines[:2], lines[2].replace("0.25", "oops"), *lines[3:]]))
+    with pytest.raises(InputError, match=r"line 3: 'oops' is not a number \(column 'reward'\)"):
+        csv_table.read(word)
+    step = _write(tmp_path, "step.csv", "\n".join([*lines[:4], "four" + lines[4][1:]]))
+    with pytest.raises(InputError, match=r"line 5: step 'four' in column 'step' is not a whole number"):
+        csv_table.read(step)
+
+
+def test_csv_row_with_values_but_no_step_names_the_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "nostep.csv", "step,reward\n1,0.5\n,0.7\n3,0.9\n")
+    with pytest.raises(InputError, match=r"line 3: the step column 'step' is empty"):
+        csv_table.read(path)
+
+
+def test_csv_cut_mid_row_is_an_error(fixtures: Path, tmp_path: Path) -> None:
+    text = (fixtures / "metrics.csv").read_text()
+    path = _write(tmp_path, "cut.csv", text[: text.rindex("160.0")])
+    with pytest.raises(InputError, match=r"line 5: 6 fields but the header has 9"):
+        importers.load(path)
+
+
+def test_csv_header_only(tmp_path: Path) -> None:
+    path = _write(tmp_path, "header.csv", "step,loss,reward\n")
+    with pytest.raises(InputError, match="no data rows"):
+        csv_table.read(path)
+
+
+# --- bad input for both ------------------------------------------------------------------------------
+@pytest.mark.parametrize("module", [html_table, csv_table])
+def test_empty_and_binary_files_are_input_errors(module: object, tmp_path: Path) -> None:
+    empty = _write(tmp_path, "empty.dat", b"")
+    garbage = _write(tmp_path, "garbage.dat", os.urandom(4096) + b"\x00" * 64)
+    for path in (empty, garbage):
+        assert not module.sniff(path, read_head(path))  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match="empty"):
+        module.read(empty)  # type: ignore[attr-defined]
+    with pytest.raises(InputError, match="binary"):
+        module.read(garbage)  # type: ignore[attr-defined]
+    with pytest.raises(InputError):
+        importers.load(garbage)
+
+
+def test_sniffers_do_not_claim_each_others_formats(fixtures: Path) -> None:
+    html = fixtures / "nb_table.html"
+    csvs = [fixtures / n for n in ("metrics.csv", "wandb_history.csv", "wandb_panel.csv")]
+    assert html_table.sniff(html, read_head(html)) and not csv_table.sniff(html, read_head(html))
+    for path in csvs:
+        assert csv_table.sniff(path, read_head(path)) and not html_table.sniff(path, read_head(path))
+    for name in ("trainer_state.json", "hf_console.log", "verl_console.log"):
+        other = fixtures / name
+        if other.exists():
+            head = read_head(other)
+            assert not html_table.sniff(other, head) and not csv_table.sniff(other, head)
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("nb_table.html", "hf_notebook_table"), ("metrics.csv", "csv_export"),
+     ("wandb_history.csv", "csv_export"), ("wandb_panel.csv", "csv_export")],
+)
+def test_load_dispatches_by_content_not_name(fixtures: Path, tmp_path: Path, name: str, fmt: str) -> None:
+    renamed = tmp_path / "whatever.log"
+    shutil.copy(fixtures / name, renamed)
+    runs = importers.load(renamed)
+    assert runs and all(r.source.format == fmt for r in runs)
+    assert runs[0].steps
+
+
+# --- the real notebook tables ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("folder", "rows"),
+    [("unsloth_llama31_8b_gsm8k_grpo_nb", 250), ("unsloth_llama31_8b_gsm8k_grpo_nb_stalled", 27),
+     ("unsloth_qwen25_15b_gsm8k_grpo_nb", 250)],
+)
+def test_real_notebook_tables(realruns: Path, folder: str, rows: int) -> None:
+    (run,) = importers.load(realruns / folder / "trainer_log_table.html")
+    assert run.source.format == "hf_notebook_table"
+    assert len(run.steps) == rows and [s.step for s in run.steps] == list(range(1, rows + 1))
+    assert all("reward" in s.values and "completion_length" in s.values for s in run.steps)
+    assert run.config["max_steps"] == 250
