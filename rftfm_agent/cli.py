@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,8 +32,9 @@ app = typer.Typer(
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
 app.add_typer(bench_app, name="bench")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
+console = Console(width=shutil.get_terminal_size((140, 40)).columns)
+err_console = Console(stderr=True, width=shutil.get_terminal_size((140, 40)).columns)
 
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", help="store folder (default: $RFTFM_STORE or ~/.rftfm/store)")
@@ -265,7 +267,8 @@ def show(
     )
     for note in m.source.notes:
         console.print(f"[dim]note: {note}[/dim]")
-    table = Table("metric", "logged as", "first", "last", "min", "max", "NaN/Inf", "trend")
+    table = Table("metric", "logged as", "first", "last", "min", "max", "NaN/Inf")
+    table.add_column("trend (step →)", no_wrap=True, min_width=40)
     for c in shown + extra:
         s = stats[c]
         table.add_row(

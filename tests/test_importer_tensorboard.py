@@ -79,13 +79,17 @@ def test_tf2_style_metadata_only_on_first_value(tmp_path: Path) -> None:
         value = summary_pb2.Summary.Value(tag="reward", tensor=tensor_util.make_tensor_proto(0.25 * step))
         if step == 1:
             value.metadata.plugin_data.plugin_name = "scalars"
-        writer.add_event(event_pb2.Event(step=step, wall_time=1.0e9 + step,
-                                         summary=summary_pb2.Summary(value=[value])))
+        writer.add_event(
+            event_pb2.Event(step=step, wall_time=1.0e9 + step, summary=summary_pb2.Summary(value=[value]))
+        )
     writer.close()
     (path,) = tmp_path.glob("events.out.tfevents.*")
     (run,) = tensorboard_events.read(path)
     assert [(s.step, s.values["reward"], s.wall_time) for s in run.steps] == [
-        (1, 0.25, 1.0e9 + 1), (2, 0.5, 1.0e9 + 2), (3, 0.75, 1.0e9 + 3)]
+        (1, 0.25, 1.0e9 + 1),
+        (2, 0.5, 1.0e9 + 2),
+        (3, 0.75, 1.0e9 + 3),
+    ]
 
 
 def test_sniff_checks_the_bytes(event_file: Path, fixtures: Path, tmp_path: Path) -> None:

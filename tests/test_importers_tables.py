@@ -294,8 +294,12 @@ def test_sniffers_do_not_claim_each_others_formats(fixtures: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("nb_table.html", "hf_notebook_table"), ("metrics.csv", "csv_export"),
-     ("wandb_history.csv", "csv_export"), ("wandb_panel.csv", "csv_export")],
+    [
+        ("nb_table.html", "hf_notebook_table"),
+        ("metrics.csv", "csv_export"),
+        ("wandb_history.csv", "csv_export"),
+        ("wandb_panel.csv", "csv_export"),
+    ],
 )
 def test_load_dispatches_by_content_not_name(fixtures: Path, tmp_path: Path, name: str, fmt: str) -> None:
     renamed = tmp_path / "whatever.log"
@@ -308,8 +312,11 @@ def test_load_dispatches_by_content_not_name(fixtures: Path, tmp_path: Path, nam
 # --- the real notebook tables ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("folder", "rows"),
-    [("unsloth_llama31_8b_gsm8k_grpo_nb", 250), ("unsloth_llama31_8b_gsm8k_grpo_nb_stalled", 27),
-     ("unsloth_qwen25_15b_gsm8k_grpo_nb", 250)],
+    [
+        ("unsloth_llama31_8b_gsm8k_grpo_nb", 250),
+        ("unsloth_llama31_8b_gsm8k_grpo_nb_stalled", 27),
+        ("unsloth_qwen25_15b_gsm8k_grpo_nb", 250),
+    ],
 )
 def test_real_notebook_tables(realruns: Path, folder: str, rows: int) -> None:
     (run,) = importers.load(realruns / folder / "trainer_log_table.html")

@@ -89,6 +89,8 @@ def test_step_metrics_use_canonical_names(recorded: dict[str, Any]) -> None:
     # The end-of-training summary is not a step.
     assert not {"train_runtime", "train_loss", "train_samples_per_second"} & set(wide.columns)
     assert {"train_runtime", "train_loss"} <= set(recorder.summary)
+    config = store.manifest(recorder.run_id).config
+    assert config["summary/train_loss"] == recorder.summary["train_loss"]  # saved with the final commit
     assert wide["wall_time"].is_monotonic_increasing
 
 
@@ -100,9 +102,12 @@ def test_trajectories_rows_groups_and_rewards(recorded: dict[str, Any]) -> None:
     assert len(traj) == STEPS * BATCH
     assert traj.groupby("step").size().to_dict() == dict.fromkeys(range(1, STEPS + 1), BATCH)
     assert sorted(traj["group_id"].unique()) == list(range(BATCH // GROUP))
-    assert (traj.groupby(["step", "group_id"])["sample_index"].apply(sorted) == pd.Series(
-        [list(range(GROUP))] * (STEPS * BATCH // GROUP), dtype=object
-    ).set_axis(traj.groupby(["step", "group_id"]).size().index)).all()
+    assert (
+        traj.groupby(["step", "group_id"])["sample_index"].apply(sorted)
+        == pd.Series([list(range(GROUP))] * (STEPS * BATCH // GROUP), dtype=object).set_axis(
+            traj.groupby(["step", "group_id"]).size().index
+        )
+    ).all()
     # Each group is one prompt; advantages are normalised within the group.
     assert (traj.groupby(["step", "group_id"])["prompt"].nunique() == 1).all()
     sums = traj.groupby(["step", "group_id"])["advantage"].sum()

@@ -337,19 +337,22 @@ def _is_long(length: int | None, max_len: int | None) -> bool | None:
     return length >= LONG_FRACTION * max_len
 
 
-def _group_stats(advantages: np.ndarray, group_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the mean and sample std (ddof=1, as TRL's `nanstd`) of its group's advantages."""
-    mean = np.full(advantages.shape, np.nan)
-    std = np.full(advantages.shape, np.nan)
-    for g in np.unique(group_ids):
-        rows = group_ids == g
-        vals = advantages[rows]
-        vals = vals[~np.isnan(vals)]
-        if vals.size:
-            mean[rows] = vals.mean()
-        if vals.size > 1:
-            std[rows] = vals.std(ddof=1)
-    return mean, std
+def _group_stats(advantages: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the mean and sample std (ddof=1, as TRL's `nanstd`) of its group's advantages.
+
+    Groups are consecutive runs of `group_size` rows, as TRL lays them out; NaNs are left out.
+    """
+    n = advantages.shape[0]
+    padded = np.full(-(-n // group_size) * group_size, np.nan)  # a ragged last group is NaN-padded
+    padded[:n] = advantages
+    grouped = padded.reshape(-1, group_size)
+    valid = ~np.isnan(grouped)
+    count = valid.sum(axis=1)
+    filled = np.where(valid, grouped, 0.0)
+    mean = np.divide(filled.sum(axis=1), count, out=np.full(count.shape, np.nan), where=count > 0)
+    squares = np.where(valid, (grouped - mean[:, None]) ** 2, 0.0).sum(axis=1)
+    std = np.sqrt(np.divide(squares, count - 1, out=np.full(count.shape, np.nan), where=count > 1))
+    return np.repeat(mean, group_size)[:n], np.repeat(std, group_size)[:n]
 
 
 # ---------------------------------------------------------------------------------------------- recorder
@@ -422,8 +425,11 @@ class RunRecorder(TrainerCallback):
             if hasattr(trainer, "_generate_and_score_completions"):
                 self._wrap_generation(trainer)
             else:
-                self._warn("no_hook", f"{type(trainer).__name__} has no _generate_and_score_completions: "
-                           "recording step metrics only")
+                self._warn(
+                    "no_hook",
+                    f"{type(trainer).__name__} has no _generate_and_score_completions: "
+                    "recording step metrics only",
+                )
         self._ensure_run(trainer.args, trainer.model)
         return self
 
@@ -626,8 +632,11 @@ class RunRecorder(TrainerCallback):
         advantages = _tail(logs.get("advantages"), n)
         reward_logs = logs.get("rewards") or {}
         per_func = {name: _tail(reward_logs.get(name), n) for name in names}
-        if prompts is None or completions is None or advantages is None or any(
-            v is None for v in per_func.values()
+        if (
+            prompts is None
+            or completions is None
+            or advantages is None
+            or any(v is None for v in per_func.values())
         ):
             # `_logs` is not what TRL 1.16 keeps: fall back to this process's tensors alone.
             self._warn("logs_layout", "trainer._logs lacks this batch: recording local rows without rewards")
@@ -639,18 +648,17 @@ class RunRecorder(TrainerCallback):
 
         reward_matrix = np.array([per_func[k] for k in names], dtype=np.float64).T.reshape(n, len(names))
         weights = getattr(trainer, "reward_weights", None)
-        weight = (
-            np.asarray(weights.detach().cpu().tolist() if isinstance(weights, torch.Tensor) else weights,
-                       dtype=np.float64)
-            if weights is not None and len(weights) == len(names)
-            else np.ones(len(names))
-        )
+        if isinstance(weights, torch.Tensor):
+            weights = weights.detach().cpu().tolist()
+        weight = np.ones(len(names))
+        if weights is not None and len(weights) == len(names):
+            weight = np.asarray(weights, dtype=np.float64)
         total = np.nansum(reward_matrix * weight, axis=1)
         total[np.isnan(reward_matrix).all(axis=1)] = np.nan  # unscorable: every function returned None
         adv = np.asarray(advantages, dtype=np.float64)
         index = np.arange(n)
         group_ids = index // group_size
-        adv_mean, adv_std = _group_stats(adv, group_ids)
+        adv_mean, adv_std = _group_stats(adv, group_size)
 
         max_len = getattr(trainer.args, "max_completion_length", None)
         prompt_text = [message_text(p) for p in prompts]
@@ -704,7 +712,10 @@ class RunRecorder(TrainerCallback):
             return
         steps, table = self._steps, self._trajectory_table()
         try:
-            self.store.append(self.run_id, steps=steps, trajectories=table, status=status)
+            summary = {f"summary/{k}": v for k, v in self.summary.items()} if status == "finished" else None
+            self.store.append(
+                self.run_id, steps=steps, trajectories=table, status=status, config_updates=summary
+            )
         except Exception as exc:
             self._note_error("flush", exc)
             return

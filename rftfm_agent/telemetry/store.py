@@ -24,6 +24,7 @@ import shutil
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -434,8 +435,13 @@ class Store:
         steps: Sequence[RawStep] = (),
         trajectories: pa.Table | None = None,
         status: str | None = None,
+        config_updates: dict[str, Any] | None = None,
     ) -> RunManifest:
-        """Append step rows and/or trajectory rows to a run, atomically; compacts many small parts."""
+        """Append step rows and/or trajectory rows to a run, atomically; compacts many small parts.
+
+        `config_updates` are merged into the manifest's config in the same commit (e.g. a live run's
+        end-of-training summary).
+        """
         with self._locked(run_id):
             manifest = self.manifest(run_id)
             run_dir = self.runs_dir / run_id
@@ -451,6 +457,8 @@ class Store:
                     parts[:] = [_write_part(run_dir / kind, merged)]
             if status is not None:
                 manifest.status = status  # type: ignore[assignment]
+            if config_updates:
+                manifest.config.update(config_updates)
             self._refresh_counts(run_dir, manifest)
             self._commit_manifest(run_dir, manifest)
             self._collect_garbage(run_dir, manifest)
