@@ -36,6 +36,7 @@ class _CommittedWatcher(TrainerCallback):
         assert self.recorder is not None and self.recorder.run_id is not None
         if "loss" not in (kwargs.get("logs") or {}):
             return
+        self.recorder.wait()  # writes are asynchronous: wait for what was handed over so far
         m = self.store.manifest(self.recorder.run_id)
         self.seen.append((state.global_step, m.n_steps, m.n_trajectories, m.status))
 

@@ -53,6 +53,8 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -385,6 +387,7 @@ class RunRecorder(TrainerCallback):
         flush_every_steps: int = 10,
         flush_every_seconds: float = 15.0,
         record_trajectories: bool = True,
+        background: bool = True,
     ) -> None:
         self.store = store
         self.name = name
@@ -395,6 +398,12 @@ class RunRecorder(TrainerCallback):
         self.flush_every_steps = max(1, int(flush_every_steps))
         self.flush_every_seconds = float(flush_every_seconds)
         self.record_trajectories = record_trajectories
+        # Writes (aggregation, Parquet, fsync) run on one background thread so that the training loop
+        # only pays for copying its buffers; checkpoints and the end of training wait for them.
+        self.background = background
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: list[Future[None]] = []
+        self._retry: _Batch | None = None  # owned by the writer thread
 
         self.run_id: str | None = None
         self.summary: dict[str, float] = {}
@@ -403,6 +412,7 @@ class RunRecorder(TrainerCallback):
         self._trainer: Any = None
         self._is_main = True
         self._steps: list[RawStep] = []
+        self._step_trajectories: list[tuple[RawStep, dict[str, list]]] = []  # aggregated at write time
         self._traj: dict[str, list] = {}  # columns buffered until the next flush
         self._since_log: dict[str, list] = {}  # columns generated since the last logged row
         self._nan_fracs: dict[str, float] = {}
@@ -542,14 +552,17 @@ class RunRecorder(TrainerCallback):
     ) -> None:
         """Commit everything at a checkpoint, so the store never lags a state one could resume from."""
         if state.is_world_process_zero:
-            self.flush()
+            self.flush(wait=True)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         """Commit the rest and mark the run finished."""
         if state.is_world_process_zero:
-            self.flush(status="finished")
+            self.flush(status="finished", wait=True)
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
 
     # ------------------------------------------------------------------ step rows
     def _record_step(self, state: TrainerState, logs: dict[str, Any]) -> None:
@@ -573,13 +586,16 @@ class RunRecorder(TrainerCallback):
                 values[f"nan_frac/{key}"] = frac
         metric_keys = [k for k in values if k not in _BOOKKEEPING_KEYS]
         is_eval = bool(metric_keys) and all(k.startswith("eval_") for k in metric_keys)
+        since_log: dict[str, list] = {}
         if self._since_log and not is_eval:
-            frame = pd.DataFrame({c: self._since_log[c] for c in _AGGREGATE_COLUMNS if c in self._since_log})
-            values.update(aggregate_trajectories(frame))
+            since_log = {c: self._since_log[c] for c in _AGGREGATE_COLUMNS if c in self._since_log}
             self._since_log = {}
-        if set(values) <= _BOOKKEEPING_KEYS:  # e.g. the summary row once its summary keys are taken out
+        if set(values) <= _BOOKKEEPING_KEYS and not since_log:  # e.g. the summary row, summary keys taken
             return
-        self._steps.append(RawStep(step=int(state.global_step), values=values, wall_time=time.time()))
+        row = RawStep(step=int(state.global_step), values=values, wall_time=time.time())
+        self._steps.append(row)
+        if since_log:  # the traj/ aggregates are computed by the writer, off the training loop
+            self._step_trajectories.append((row, since_log))
 
     def _peek_nans(self, trainer: Any) -> None:
         metrics = getattr(trainer, "_metrics", None)
@@ -696,10 +712,11 @@ class RunRecorder(TrainerCallback):
             self.flush()
             self._last_flush_step = int(state.global_step)
 
-    def flush(self, status: str | None = None) -> None:
-        """Commit buffered rows (and a status change) to the store now; a no-op off the main process.
+    def flush(self, status: str | None = None, wait: bool = False) -> None:
+        """Hand buffered rows (and a status change) to the writer; a no-op off the main process.
 
-        On a store error the rows stay buffered and the next flush retries them.
+        With `wait`, return only once everything handed over so far is committed (or has failed). On a
+        store error the rows are kept and retried with the next flush.
         """
         if not self._is_main or self.run_id is None:
             return
@@ -708,25 +725,48 @@ class RunRecorder(TrainerCallback):
         if trainer is not None:
             self._last_flush_step = int(trainer.state.global_step)
         self._last_flush_time = time.monotonic()
-        if not self._steps and not self._traj and status is None:
-            return
-        steps, table = self._steps, self._trajectory_table()
+        if self._steps or self._traj or status is not None:
+            batch = _Batch(self._steps, self._step_trajectories, self._traj, status)
+            if status == "finished":
+                batch.config_updates = {f"summary/{k}": v for k, v in self.summary.items()}
+            self._steps, self._step_trajectories, self._traj, self._next_status = [], [], {}, None
+            if self.background:
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rftfm-recorder")
+                self._inflight = [f for f in self._inflight if not f.done()]
+                self._inflight.append(self._writer.submit(self._write, batch))
+            else:
+                self._write(batch)
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
+        """Block until every handed-over batch is committed (or has failed and been noted)."""
+        for future in self._inflight:
+            future.result()
+        self._inflight = []
+
+    def _write(self, batch: _Batch) -> None:
+        """Aggregate, build the trajectory table and append to the store (on the writer thread)."""
+        if self._retry is not None:
+            batch = self._retry.merged_with(batch)
+            self._retry = None
         try:
-            summary = {f"summary/{k}": v for k, v in self.summary.items()} if status == "finished" else None
+            for row, since_log in batch.step_trajectories:
+                if "traj/count" not in row.values:
+                    row.values.update(aggregate_trajectories(pd.DataFrame(since_log)))
             self.store.append(
-                self.run_id, steps=steps, trajectories=table, status=status, config_updates=summary
+                self.run_id,  # type: ignore[arg-type]
+                steps=batch.steps,
+                trajectories=_trajectory_table(batch.traj),
+                status=batch.status,
+                config_updates=batch.config_updates,
             )
         except Exception as exc:
             self._note_error("flush", exc)
+            self._retry = batch
             return
-        self._steps, self._traj, self._next_status = [], {}, None
         self.flushes += 1
-
-    def _trajectory_table(self) -> pa.Table | None:
-        if not self._traj or not self._traj.get("step"):
-            return None
-        schema = pa.schema([TRAJECTORY_SCHEMA.field(c) for c in TRAJECTORY_SCHEMA.names if c in self._traj])
-        return pa.table({c: self._traj[c] for c in schema.names}, schema=schema)
 
     # ------------------------------------------------------------------ errors
     def _guard(self, what: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -744,6 +784,38 @@ class RunRecorder(TrainerCallback):
         if kind not in self._warned:
             self._warned.add(kind)
             logger.warning(message)
+
+
+@dataclass
+class _Batch:
+    """Rows handed from the training loop to the writer thread in one flush."""
+
+    steps: list[RawStep]
+    step_trajectories: list[tuple[RawStep, dict[str, list]]]
+    traj: dict[str, list]
+    status: str | None = None
+    config_updates: dict[str, Any] | None = None
+
+    def merged_with(self, later: _Batch) -> _Batch:
+        n_self, n_later = len(self.traj.get("step", [])), len(later.traj.get("step", []))
+        traj = {
+            key: list(self.traj.get(key, [None] * n_self)) + list(later.traj.get(key, [None] * n_later))
+            for key in {*self.traj, *later.traj}
+        }
+        return _Batch(
+            self.steps + later.steps,
+            self.step_trajectories + later.step_trajectories,
+            traj,
+            later.status or self.status,
+            later.config_updates or self.config_updates,
+        )
+
+
+def _trajectory_table(traj: dict[str, list]) -> pa.Table | None:
+    if not traj or not traj.get("step"):
+        return None
+    schema = pa.schema([TRAJECTORY_SCHEMA.field(c) for c in TRAJECTORY_SCHEMA.names if c in traj])
+    return pa.table({c: traj[c] for c in schema.names}, schema=schema)
 
 
 def _decode(tokenizer: Any, ids: torch.Tensor | None, mask: torch.Tensor | None) -> list[str]:
