@@ -17,6 +17,21 @@ PREFIX = "traj/"
 _ZERO_STD_RTOL = 1e-6
 _ZERO_STD_ATOL = 1e-8
 
+# Trajectory columns that `aggregate_trajectories` reads (callers select these before aggregating).
+INPUT_COLUMNS: tuple[str, ...] = (
+    "step",
+    "group_id",
+    "reward",
+    "advantage",
+    "response_length",
+    "truncated",
+    "repetition_ratio",
+    "unique_token_ratio",
+    "empty_response",
+    "short_response",
+    "long_response",
+)
+
 AGGREGATE_NAMES: tuple[str, ...] = (
     "traj/count",
     "traj/reward_mean",

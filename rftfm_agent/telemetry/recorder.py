@@ -63,8 +63,8 @@ import pyarrow as pa
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from rftfm_agent.telemetry.aggregates import aggregate_trajectories
-from rftfm_agent.telemetry.importers.base import RawStep
+from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
+from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, RawStep
 from rftfm_agent.telemetry.schema import RunManifest, SourceInfo
 from rftfm_agent.telemetry.store import TRAJECTORY_SCHEMA, Store, slugify
 
@@ -72,17 +72,6 @@ logger = logging.getLogger(__name__)
 
 SOURCE_FORMAT = "rftfm_recorder"
 
-# Keys of the row `Trainer.train()` logs once at the end: a run summary, not a step.
-SUMMARY_KEYS = frozenset(
-    {
-        "train_runtime",
-        "train_samples_per_second",
-        "train_steps_per_second",
-        "train_tokens_per_second",
-        "total_flos",
-        "train_loss",
-    }
-)
 # Bookkeeping keys that alone do not make a step row worth keeping.
 _BOOKKEEPING_KEYS = frozenset({"epoch", "num_input_tokens_seen"})
 
@@ -141,19 +130,6 @@ LONG_FRACTION = 0.95
 MIN_TOKENS = 2
 
 _TOKEN_FIELDS = ("response_length", "truncated", "repetition_ratio", "unique_token_ratio")
-_AGGREGATE_COLUMNS = (
-    "step",
-    "group_id",
-    "reward",
-    "advantage",
-    "response_length",
-    "truncated",
-    "repetition_ratio",
-    "unique_token_ratio",
-    "empty_response",
-    "short_response",
-    "long_response",
-)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -588,7 +564,7 @@ class RunRecorder(TrainerCallback):
         is_eval = bool(metric_keys) and all(k.startswith("eval_") for k in metric_keys)
         since_log: dict[str, list] = {}
         if self._since_log and not is_eval:
-            since_log = {c: self._since_log[c] for c in _AGGREGATE_COLUMNS if c in self._since_log}
+            since_log = {c: self._since_log[c] for c in INPUT_COLUMNS if c in self._since_log}
             self._since_log = {}
         if set(values) <= _BOOKKEEPING_KEYS and not since_log:  # e.g. the summary row, summary keys taken
             return

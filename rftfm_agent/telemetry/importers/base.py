@@ -22,6 +22,17 @@ from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.schema import FaultSpec, SourceInfo
 
 HEAD_BYTES = 64 * 1024
+# Keys of the row `Trainer.train()` logs once at the end: a run summary (kept in config), not a step.
+SUMMARY_KEYS = frozenset(
+    {
+        "train_runtime",
+        "train_samples_per_second",
+        "train_steps_per_second",
+        "train_tokens_per_second",
+        "total_flos",
+        "train_loss",
+    }
+)
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
 

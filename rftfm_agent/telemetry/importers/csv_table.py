@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
+    SUMMARY_KEYS,
     ImportedRun,
     RawStep,
     looks_binary,
@@ -41,14 +42,6 @@ _WALL_COLUMNS = ("_timestamp", "wall time", "wall_time", "walltime", "timestamp"
 _ABSENT = {"", "none", "null", "no log", "-"}
 _PANEL_COLUMN = re.compile(r"^(?P<run>.+?) - (?P<metric>.+?)(?P<env>__MIN|__MAX)?$")
 _WANDB_MARKERS = {"_step", "_runtime", "_timestamp"}
-# The closing row a Trainer logs once (W&B prefixes it with train/): it describes the run, not a step.
-_SUMMARY_KEYS = {
-    "train_runtime",
-    "train_samples_per_second",
-    "train_steps_per_second",
-    "train_loss",
-    "total_flos",
-}
 
 csv.field_size_limit(1 << 24)  # W&B history cells can hold long JSON (tables, histograms)
 
@@ -340,7 +333,7 @@ def read(path: Path) -> list[ImportedRun]:
                     values[table.header[i]] = v
         if not values or _is_absent(cells[step_col]):
             continue  # nothing logged on this row (an empty step with values was refused by _choose_step)
-        if _SUMMARY_KEYS & {k.removeprefix("train/") for k in values}:
+        if SUMMARY_KEYS & {k.removeprefix("train/") for k in values}:
             config.update({f"summary/{k.removeprefix('train/')}": v for k, v in values.items()})
             notes.append(f"line {line}: the end-of-training summary row went to the config")
             continue

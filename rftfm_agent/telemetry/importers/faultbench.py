@@ -24,8 +24,15 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.aggregates import aggregate_trajectories
-from rftfm_agent.telemetry.importers.base import ImportedRun, RawStep, looks_binary, numeric_items, sha256_of
+from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
+from rftfm_agent.telemetry.importers.base import (
+    ImportedRun,
+    RawStep,
+    looks_binary,
+    numeric_items,
+    read_text,
+    sha256_of,
+)
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, SourceInfo
 
 NAME = "rft_faultbench"
@@ -100,15 +107,8 @@ def is_export_folder(folder: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- reading
 def _iter_json_lines(path: Path):
     """(line number, object) for each non-empty line; one clear error for the first bad one."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-    if not data.strip():
-        raise InputError(path, "file is empty")
-    if looks_binary(data[:65536]):
-        raise InputError(path, "binary file, not JSONL")
-    lines = data.decode("utf-8", errors="replace").split("\n")
+    text = read_text(path)
+    lines = text.split("\n")
     last = max(i for i, line in enumerate(lines) if line.strip())
     for i, line in enumerate(lines):
         if not line.strip():
@@ -116,7 +116,7 @@ def _iter_json_lines(path: Path):
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            if i == last and not data.endswith(b"\n"):
+            if i == last and not text.endswith("\n"):
                 raise InputError(path, f"truncated: last line {i + 1} is an incomplete JSON record") from None
             raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
         if not isinstance(obj, dict):
@@ -285,20 +285,7 @@ def _with_trajectory_aggregates(steps: list[RawStep], traj: pa.Table | None) -> 
     """Add per-step trajectory aggregates (traj/*) to the step rows, creating rows where none exist."""
     if traj is None or traj.num_rows == 0:
         return steps
-    needed = [
-        "step",
-        "group_id",
-        "reward",
-        "advantage",
-        "response_length",
-        "truncated",
-        "empty_response",
-        "short_response",
-        "long_response",
-        "repetition_ratio",
-        "unique_token_ratio",
-    ]
-    frame = traj.select([c for c in needed if c in traj.column_names]).to_pandas()
+    frame = traj.select([c for c in INPUT_COLUMNS if c in traj.column_names]).to_pandas()
     by_step = {s.step: s for s in steps}
     for step, group in frame.groupby("step", sort=True):
         values = aggregate_trajectories(group)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
+    SUMMARY_KEYS,
     ImportedRun,
     RawStep,
     infer_steps_from_epochs,
@@ -37,7 +38,6 @@ _SNIFF = re.compile(rb"\{['\"](?:" + _METRIC_KEYS.encode() + rb")['\"]\s*:")
 _DICT_START = re.compile(r"\{'(?:" + _METRIC_KEYS + r")'\s*:")
 _BARE = re.compile(r"(?<=[:\[,]\s)(-?)(nan|inf)(?=\s*[,}\]])")
 _BAR = re.compile(r"(?m)^\s*\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \[")
-_SUMMARY = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"}
 _HEADER = {
     "max_steps": re.compile(r"Total optimization steps = ([\d,]+)"),
     "steps_per_epoch": re.compile(r"Num update steps per epoch = ([\d,]+)"),
@@ -131,7 +131,7 @@ def read(path: Path) -> list[ImportedRun]:
     summary: dict[str, float] = {}
     for offset, _line, d in found:
         values = numeric_items(d)
-        if _SUMMARY & values.keys():
+        if SUMMARY_KEYS & values.keys():
             summary.update(values)
         elif any(k.startswith("eval_") for k in values):
             evals.append((offset, values))

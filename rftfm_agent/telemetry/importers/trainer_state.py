@@ -12,18 +12,18 @@ import re
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import ImportedRun, RawStep, numeric_items, read_text, sha256_of
+from rftfm_agent.telemetry.importers.base import (
+    SUMMARY_KEYS,
+    ImportedRun,
+    RawStep,
+    numeric_items,
+    read_text,
+    sha256_of,
+)
 from rftfm_agent.telemetry.schema import SourceInfo
 
 NAME = "trl_trainer_state"
 
-_SUMMARY_KEYS = {
-    "train_runtime",
-    "train_samples_per_second",
-    "train_steps_per_second",
-    "train_loss",
-    "total_flos",
-}
 _CONFIG_KEYS = (
     "global_step",
     "max_steps",
@@ -65,7 +65,7 @@ def read(path: Path) -> list[ImportedRun]:
         if not isinstance(entry, dict):
             raise InputError(path, f"log_history[{i}] is not an object")
         values = numeric_items(entry)
-        if _SUMMARY_KEYS & values.keys():
+        if SUMMARY_KEYS & values.keys():
             summary.update(values)
             continue
         step = values.pop("step", None)
