@@ -207,8 +207,8 @@ class Store:
             raise StoreError(f"{self.root}: {ref!r} is ambiguous: {', '.join((by_name or prefixed)[:5])}")
         raise StoreError(f"{self.root}: no run {ref!r} in the store (see `rftfm runs`)")
 
-    def _parts(self, run_id: str, kind: str) -> list[Path]:
-        m = self.manifest(run_id)
+    def _parts(self, run_id: str, kind: str, manifest: RunManifest | None = None) -> list[Path]:
+        m = manifest or self.manifest(run_id)
         names = m.step_parts if kind == "steps" else m.trajectory_parts
         return [self.runs_dir / run_id / kind / n for n in names]
 
@@ -300,7 +300,7 @@ class Store:
         con.register("runs_df", runs)
         con.execute("CREATE VIEW runs AS SELECT * FROM runs_df")
         for kind, schema in (("steps", STEP_SCHEMA), ("trajectories", TRAJECTORY_SCHEMA)):
-            files = [str(p) for m in manifests for p in self._parts(m.run_id, kind)]
+            files = [str(p) for m in manifests for p in self._parts(m.run_id, kind, m)]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 source = f"read_parquet([{listing}], union_by_name=true)"

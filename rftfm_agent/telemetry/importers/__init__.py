@@ -46,12 +46,12 @@ def sniff(path: Path) -> ModuleType | None:
     return None
 
 
-def load_file(path: Path) -> list[ImportedRun]:
-    """Read one file that must be a recognised log."""
+def load_file(path: Path, importer: ModuleType | None = None) -> list[ImportedRun]:
+    """Read one file that must be a recognised log (`importer`: one already chosen by `sniff`)."""
     head = read_head(path)
     if not head.strip():
         raise InputError(path, "file is empty")
-    importer = sniff(path)
+    importer = importer or sniff(path)
     if importer is None:
         if looks_binary(head):
             raise InputError(path, "binary file that is not a TensorBoard event file; no importer reads it")
@@ -85,7 +85,7 @@ def load_folder(folder: Path) -> list[ImportedRun]:
         if importer is tensorboard_events:
             tb_files.append(path)
             continue
-        runs.extend(load_file(path))
+        runs.extend(load_file(path, importer))
     # TensorBoard writes one folder per run (runs/<date>_<host>/events…): files of one folder (a resumed
     # run) are merged, sibling folders stay separate runs, and a folder nested inside a run's folder
     # (add_hparams writes runs/<date>/<timestamp>/events…) belongs to that run.
