@@ -29,8 +29,12 @@ app = typer.Typer(
     no_args_is_help=True,
     help="rftfm: automatic failure management for reinforcement fine-tuning.",
 )
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print measured figures.")
+bench_app = typer.Typer(
+    no_args_is_help=True, help="RFT-FaultBench: generate, export and measure; benchmarks that print figures."
+)
 app.add_typer(bench_app, name="bench")
+testbed_app = typer.Typer(no_args_is_help=True, help="The offline tiny-model RFT testbed.")
+app.add_typer(testbed_app, name="testbed")
 
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
 console = Console(width=shutil.get_terminal_size((140, 40)).columns)
@@ -346,6 +350,198 @@ def bench_ingest(
     else:
         for key, value in result.items():
             console.print(f"{key:>28}: {value}")
+
+
+@bench_app.command("generate")
+@friendly_errors
+def bench_generate(
+    out: Annotated[Path, typer.Option("--out", help="benchmark folder (store, registry, log)")],
+    preset: Annotated[
+        str, typer.Option(help="mini (80 short runs) or full (780 runs, paper scale)")
+    ] = "mini",
+    workers: Annotated[int | None, typer.Option(help="worker processes (default: one per CPU)")] = None,
+    ray: Annotated[
+        str | None, typer.Option("--ray", help="run on a Ray cluster at this address ('local' starts one)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="benchmark seed: same preset and seed, same records")] = 0,
+    limit: Annotated[int | None, typer.Option(help="stop after this many new runs")] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="also write the paper's released layout (JSONL) to this folder")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train every run of a preset (resumable: finished runs are skipped) with a progress bar."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from rftfm_agent.bench.generator import generate
+
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
+    with Progress(*columns, console=err_console, disable=as_json) as bar:
+        task_id = bar.add_task(f"bench {preset}", total=None, last="")
+
+        def progress(done: int, total: int, info: dict[str, Any] | None) -> None:
+            last = f"{info['experiment_id']} {info['seconds']:.1f}s" if info else "warming up / resuming"
+            bar.update(task_id, completed=done, total=total, last=last)
+
+        report = generate(
+            preset, out, workers=workers, seed=seed, ray_address=ray, limit=limit, progress=progress
+        )
+    exported = None
+    if export is not None:
+        from rftfm_agent.bench.export import export_bench
+
+        exported = export_bench(out, export)
+    payload = {
+        "preset": report.preset,
+        "seed": report.seed,
+        "runs": report.total,
+        "already_done": report.skipped,
+        "made": report.made,
+        "failed": report.failed,
+        "seconds": round(report.seconds, 1),
+        "out": str(report.out),
+        "exported": exported,
+    }
+    if as_json:
+        emit_json(payload)
+    else:
+        for key, value in payload.items():
+            console.print(f"{key:>14}: {value}", markup=False)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("export")
+@friendly_errors
+def bench_export(
+    bench: Annotated[Path, typer.Argument(help="a folder made by `rftfm bench generate`")],
+    out: Annotated[Path, typer.Option("--out", help="where to write the paper's layout")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a generated benchmark in the RFT-FaultBench release layout (JSONL + registries)."""
+    from rftfm_agent.bench.export import export_bench
+
+    result = export_bench(bench, out)
+    if as_json:
+        emit_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>14}: {value}", markup=False)
+
+
+@bench_app.command("effects")
+@friendly_errors
+def bench_effects(
+    bench: Annotated[Path, typer.Argument(help="a folder made by `rftfm bench generate`")],
+    markdown: Annotated[Path | None, typer.Option(help="also write the table as Markdown here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fault-effect table: per type and strength, median change of key metrics against matched controls."""
+    from rftfm_agent.bench.effects import effect_table, render_markdown
+
+    table = effect_table(bench)
+    text = render_markdown(table, bench)
+    if markdown is not None:
+        markdown.write_text(text)
+    if as_json:
+        emit_json(table)
+    else:
+        console.print(text, markup=False, highlight=False)
+
+
+@bench_app.command("speed")
+@friendly_errors
+def bench_speed(
+    runs: Annotated[int, typer.Option(help="runs of the full preset to time")] = 6,
+    workers: Annotated[int | None, typer.Option(help="workers (default: one per CPU)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time a sample of the full preset's runs; print seconds per run and projected hours for `full`."""
+    from rftfm_agent.evals.bench_generate import run_speed_benchmark
+
+    result = run_speed_benchmark(runs, workers)
+    if as_json:
+        emit_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>32}: {value}", markup=False)
+
+
+@testbed_app.command("warmup")
+@friendly_errors
+def testbed_warmup(as_json: JsonOpt = False) -> None:
+    """Warm up (or find cached) the testbed's tiny model; print its held-out accuracy per task."""
+    from rftfm_agent.testbed.model import WarmupConfig, warm_model, warmup_report
+
+    folder = warm_model(WarmupConfig(), quiet=as_json)
+    report = {"folder": str(folder), **warmup_report(folder)}
+    if as_json:
+        emit_json(report)
+    else:
+        for key in ("folder", "parameters", "seconds", "heldout_accuracy_greedy", "heldout_accuracy_sampled"):
+            console.print(f"{key:>26}: {report[key]}", markup=False)
+
+
+@testbed_app.command("train")
+@friendly_errors
+def testbed_train(
+    name: Annotated[str, typer.Option(help="run name in the store")] = "testbed-run",
+    task: Annotated[str, typer.Option(help="arith_a, arith_b, tool or arith_c")] = "arith_a",
+    steps: Annotated[int, typer.Option(help="optimizer steps")] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 5e-5,
+    fault: Annotated[
+        str | None, typer.Option(help="TYPE:STRENGTH[@ONSET][:VARIANT], e.g. od_lr:easy@8:high")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="any HF causal LM path (default: the tiny testbed)")
+    ] = None,
+    save_steps: Annotated[int | None, typer.Option(help="checkpoint every N steps")] = None,
+    resume_from: Annotated[Path | None, typer.Option(help="checkpoint folder to resume from")] = None,
+    workdir: Annotated[Path, typer.Option(help="trainer output folder (checkpoints)")] = Path("rftfm-runs"),
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train one GRPO run of the testbed (optionally with a fault), recorded into the store."""
+    from rftfm_agent.testbed.runner import RunSpec, parse_fault, run
+
+    spec = RunSpec(
+        name=name,
+        task=task,
+        steps=steps,
+        seed=seed,
+        learning_rate=learning_rate,
+        fault=parse_fault(fault) if fault else None,
+        model=model,
+        save_steps=save_steps,
+    )
+    result = run(spec, _store(store), workdir / name, resume_from=resume_from)
+    payload = {
+        "run_id": result.run_id,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "heldout_accuracy": result.heldout,
+        "checkpoints": sorted(str(p) for p in (workdir / name).glob("checkpoint-*")),
+    }
+    if as_json:
+        emit_json(payload)
+    else:
+        for key, value in payload.items():
+            console.print(f"{key:>18}: {value}", markup=False)
 
 
 def main() -> None:

@@ -30,6 +30,8 @@ INPUT_COLUMNS: tuple[str, ...] = (
     "empty_response",
     "short_response",
     "long_response",
+    "tool_call_count",
+    "tool_error_count",
 )
 
 AGGREGATE_NAMES: tuple[str, ...] = (
@@ -44,6 +46,8 @@ AGGREGATE_NAMES: tuple[str, ...] = (
     "traj/repetition_ratio_mean",
     "traj/unique_token_ratio_mean",
     "traj/zero_std_group_frac",
+    "traj/tool_calls_mean",
+    "traj/tool_error_rate",
 )
 
 # aggregate name → (store column, how): "mean" of a float column, "frac" of a boolean column, "abs_mean".
@@ -57,6 +61,7 @@ _SIMPLE: tuple[tuple[str, str, str], ...] = (
     ("traj/long_frac", "long_response", "frac"),
     ("traj/repetition_ratio_mean", "repetition_ratio", "mean"),
     ("traj/unique_token_ratio_mean", "unique_token_ratio", "mean"),
+    ("traj/tool_calls_mean", "tool_call_count", "mean"),
 )
 
 
@@ -124,6 +129,8 @@ def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
     - traj/empty_frac, traj/short_frac, traj/long_frac: fraction flagged empty / short / long.
     - traj/repetition_ratio_mean: mean of 1 − distinct 3-grams / 3-grams (degenerate loops → near 1).
     - traj/unique_token_ratio_mean: mean of distinct tokens / tokens.
+    - traj/tool_calls_mean: mean tool calls per completion.
+    - traj/tool_error_rate: failed tool calls / tool calls (absent when no completion called a tool).
     - traj/zero_std_group_frac: fraction of (step, group_id) groups whose finite rewards are all equal or
       that have fewer than two finite rewards, i.e. groups that give GRPO no signal.
 
@@ -143,6 +150,10 @@ def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
         mean = _nanmean(values)
         if mean is not None:
             out[name] = mean
+    if "tool_call_count" in df.columns and "tool_error_count" in df.columns:
+        calls = np.nansum(_as_float(df["tool_call_count"]))
+        if calls > 0:
+            out["traj/tool_error_rate"] = float(np.nansum(_as_float(df["tool_error_count"])) / calls)
     zero_std = _zero_std_group_frac(df)
     if zero_std is not None:
         out["traj/zero_std_group_frac"] = zero_std

@@ -71,13 +71,20 @@ def write_run_folder(
 
 
 def write_registry(root: Path, name: str, rows: Iterable[dict[str, Any]]) -> Path:
-    """Write metadata/registries/<name>.csv with the paper's columns plus onset, strength and seed."""
+    """Write metadata/registries/<name>.csv: the paper's columns plus onset, strength and seed first,
+    then any further keys the rows carry (e.g. the bench generator's onset style and control cell).
+
+    Written to a temporary name and renamed, so a reader never sees half a registry."""
     reg = root / "metadata" / "registries"
     reg.mkdir(parents=True, exist_ok=True)
     path = reg / f"{name}.csv"
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=REGISTRY_COLUMNS, extrasaction="ignore")
+    rows = list(rows)
+    extra = [k for k in (rows[0] if rows else {}) if k not in REGISTRY_COLUMNS]
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[*REGISTRY_COLUMNS, *extra], extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
+    tmp.replace(path)
     return path

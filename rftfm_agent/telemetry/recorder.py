@@ -65,7 +65,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
 from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, RawStep
-from rftfm_agent.telemetry.schema import RunManifest, SourceInfo
+from rftfm_agent.telemetry.schema import FaultSpec, RunManifest, SourceInfo
 from rftfm_agent.telemetry.store import TRAJECTORY_SCHEMA, Store, slugify
 
 logger = logging.getLogger(__name__)
@@ -346,6 +346,11 @@ class RunRecorder(TrainerCallback):
         flush_every_steps, flush_every_seconds: commit buffered rows when either many optimizer steps or
             that much time has passed since the last commit (checked at step ends and logs).
         record_trajectories: False records step metrics only (no generation hook).
+        label, fault, experiment_id: manifest labels for benchmark runs ("control"/"fault" and the
+            injected fault); labels for evaluation only, never features.
+        extra_columns: called with the batch size after each generation batch; returns extra trajectory
+            columns (e.g. tool_call_count, fault labels), one value per row, that the trainer does not
+            keep itself.
 
     After training, `summary` holds the end-of-training numbers (train_runtime, train_loss, …) and
     `errors` any recording error that was swallowed to keep training alive.
@@ -364,6 +369,10 @@ class RunRecorder(TrainerCallback):
         flush_every_seconds: float = 15.0,
         record_trajectories: bool = True,
         background: bool = True,
+        label: str = "unknown",
+        fault: FaultSpec | None = None,
+        experiment_id: str | None = None,
+        extra_columns: Callable[[int], dict[str, list]] | None = None,
     ) -> None:
         self.store = store
         self.name = name
@@ -374,6 +383,10 @@ class RunRecorder(TrainerCallback):
         self.flush_every_steps = max(1, int(flush_every_steps))
         self.flush_every_seconds = float(flush_every_seconds)
         self.record_trajectories = record_trajectories
+        self.label = label
+        self.fault = fault
+        self.experiment_id = experiment_id
+        self.extra_columns = extra_columns
         # Writes (aggregation, Parquet, fsync) run on one background thread so that the training loop
         # only pays for copying its buffers; checkpoints and the end of training wait for them.
         self.background = background
@@ -482,6 +495,9 @@ class RunRecorder(TrainerCallback):
             config=config,
             versions=versions(),
             status="live",
+            label=self.label,  # type: ignore[arg-type]
+            fault=self.fault,
+            experiment_id=self.experiment_id,
         )
         self.run_id = self.store.create_live_run(manifest).run_id
         self._last_flush_time = time.monotonic()
@@ -638,6 +654,11 @@ class RunRecorder(TrainerCallback):
             advantages = output["advantages"].detach().float().cpu().tolist()
             per_func = {name: [math.nan] * n for name in names}
 
+        if num_processes == 1 and "advantages" in output:
+            # What the loss trains on. TRL logs advantages before returning the batch; a hook that changes
+            # them afterwards (a credit-assignment fault, an advantage filter) is only visible here.
+            advantages = output["advantages"].detach().double().cpu().tolist()
+
         reward_matrix = np.array([per_func[k] for k in names], dtype=np.float64).T.reshape(n, len(names))
         weights = getattr(trainer, "reward_weights", None)
         if isinstance(weights, torch.Tensor):
@@ -676,6 +697,11 @@ class RunRecorder(TrainerCallback):
         }
         for field in _TOKEN_FIELDS:
             cols[field] = list(stats[field]) + [None] * (n - local)
+        cols["return"] = list(cols["reward"])  # one outcome reward per completion, undiscounted
+        if self.extra_columns is not None:
+            for key, values in self.extra_columns(n).items():
+                if key in TRAJECTORY_SCHEMA.names and key not in cols and len(values) == n:
+                    cols[key] = list(values)
         for store_cols in (self._traj, self._since_log):
             for key, values in cols.items():
                 store_cols.setdefault(key, []).extend(values)

@@ -107,6 +107,9 @@ class FaultSpec(BaseModel):
     type: str
     strength: Literal["easy", "hard"]
     onset_step: int = Field(default=1, ge=0)
+    variant: str | None = Field(
+        default=None, description="which form of the type, e.g. 'high' or 'low' temperature (None: default)"
+    )
 
     @model_validator(mode="after")
     def _family_matches_type(self) -> FaultSpec:

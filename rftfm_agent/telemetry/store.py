@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -415,6 +416,20 @@ class Store:
                 for p in folder.iterdir():
                     if p.name not in keep:
                         p.unlink(missing_ok=True)
+
+    def discard_run(self, run_id: str) -> None:
+        """Remove a run that its writer abandoned (e.g. a bench run interrupted mid-training).
+
+        The folder is first renamed to a hidden name (readers stop seeing the run at once, atomically),
+        then deleted. Only the bench generator calls this, on its own unfinished runs.
+        """
+        folder = self.runs_dir / run_id
+        if not folder.is_dir():
+            return
+        with self._locked(run_id):
+            hidden = self.runs_dir / f".discarded-{run_id}-{os.getpid()}-{time.time_ns()}"
+            os.replace(folder, hidden)
+        shutil.rmtree(hidden, ignore_errors=True)
 
     # ------------------------------------------------------------------ live runs
     def create_live_run(self, manifest: RunManifest) -> RunManifest:

@@ -1,0 +1,72 @@
+"""PG — policy-generation faults: the trainer's sampling settings are changed at the onset step.
+
+`set_generation` changes them everywhere TRL reads them, as a wrong launch setting would; the tool task's
+rollout reads `trainer.generation_config` too, so it is affected alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback, register
+from rftfm_agent.testbed.knobs import set_generation
+from rftfm_agent.testbed.tasks import TASKS
+
+
+@register
+class Temperature(Injector):
+    type, family = "pg_temperature", "PG"
+    variants = ("high", "low")
+    description = "sampling temperature far too high (easy 2.5, hard 1.5) or too low (easy 0.1, hard 0.5)"
+    key_metrics = ("entropy", "frac_reward_zero_std", "reward")
+
+    def temperature(self) -> float:
+        if self.variant == "high":
+            return 2.5 if self.easy else 1.5
+        return 0.1 if self.easy else 0.5
+
+    def settings(self) -> dict[str, Any]:
+        return {"temperature": self.temperature()}
+
+    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+        value = self.temperature()
+        trainer.add_callback(OnsetCallback(runtime, lambda t: set_generation(t, temperature=value)))
+
+
+def typical_length(task: str) -> int:
+    """Tokens in a right answer of the task, EOS included (median over its held-out problems)."""
+    lengths = sorted(len(p.target) + 1 for p in TASKS[task].heldout())
+    return lengths[len(lengths) // 2]
+
+
+@register
+class Truncation(Injector):
+    type, family = "pg_truncation", "PG"
+    description = "max completion length too small: easy half a right answer, hard one token short"
+    key_metrics = ("completions/clipped_ratio", "completion_length", "reward")
+
+    def cap(self, task: str) -> int:
+        typical = typical_length(task)
+        return max(1, typical // 2) if self.easy else max(1, typical - 1)
+
+    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+        cap = self.cap(runtime.task)
+        trainer.add_callback(OnsetCallback(runtime, lambda t: set_generation(t, max_new_tokens=cap)))
+
+
+@register
+class Degenerate(Injector):
+    type, family = "pg_degenerate", "PG"
+    description = "end-of-sequence suppressed (easy: never sampled; hard: its logit lowered by 5)"
+    key_metrics = ("completion_length", "completions/clipped_ratio", "traj/repetition_ratio_mean")
+
+    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+        eos = trainer.processing_class.eos_token_id
+
+        def apply(t: Any) -> None:
+            if self.easy:
+                set_generation(t, suppress_tokens=[eos])
+            else:
+                set_generation(t, sequence_bias={(eos,): -5.0})
+
+        trainer.add_callback(OnsetCallback(runtime, apply))

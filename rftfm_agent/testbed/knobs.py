@@ -1,0 +1,57 @@
+"""Change a built GRPOTrainer's hyperparameters while it trains or before it resumes.
+
+Fault injectors use these to break a run at its onset step; the runner uses `set_learning_rate` to
+resume from a checkpoint with a new learning rate (TRL restores the old one from the optimizer and
+scheduler state otherwise); remediation will use them to apply a fix. Each function changes every place
+TRL 1.16 reads the setting from, so the change really takes effect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def set_learning_rate(trainer: Any, lr: float) -> None:
+    """New learning rate for the optimizer and, through its base rates, for the scheduler's next steps."""
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["initial_lr"] = lr
+    scheduler = getattr(trainer, "lr_scheduler", None)
+    scheduler = getattr(scheduler, "scheduler", scheduler)
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+        if hasattr(scheduler, "_last_lr"):
+            scheduler._last_lr = [lr] * len(scheduler.base_lrs)
+    trainer.args.learning_rate = lr
+
+
+def set_generation(trainer: Any, **changes: Any) -> None:
+    """Change sampling settings (HF generation path) in every place TRL reads them.
+
+    TRL keeps them in `trainer.generation_config` (used to sample), `trainer.generation_kwargs`
+    (re-applied to the model's generation config while it generates) and trainer attributes
+    (`temperature` also rescales logits when log-probabilities are computed).
+    """
+    for key, value in changes.items():
+        setattr(trainer.generation_config, key, value)
+        if isinstance(getattr(trainer, "generation_kwargs", None), dict):
+            trainer.generation_kwargs[key] = value
+    if "temperature" in changes:
+        trainer.temperature = changes["temperature"]
+        trainer.args.temperature = changes["temperature"]
+    if "max_new_tokens" in changes:
+        trainer.max_completion_length = changes["max_new_tokens"]
+        trainer.args.max_completion_length = changes["max_new_tokens"]
+
+
+def set_beta(trainer: Any, beta: float) -> None:
+    """New KL coefficient. The reference model must exist (the run started with beta != 0)."""
+    if beta != 0.0 and getattr(trainer, "ref_model", None) is None and trainer.beta == 0.0:
+        raise ValueError("cannot turn on a KL penalty in a run built with beta=0 (no reference model)")
+    trainer.beta = beta
+    trainer.args.beta = beta
+
+
+def set_max_grad_norm(trainer: Any, value: float) -> None:
+    trainer.args.max_grad_norm = value

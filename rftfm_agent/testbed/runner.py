@@ -1,0 +1,312 @@
+"""The GRPO runner: one real TRL `GRPOTrainer` run of the testbed (or any Hugging Face causal LM), with
+the recorder, the held-out accuracy evaluation, checkpoints, an optional injected fault, and resume
+with changed hyperparameters.
+
+    spec = RunSpec(name="lr-test", task="arith_a", steps=20, fault=FaultSpec(family="OD", type="od_lr",
+                   strength="easy", onset_step=8))
+    result = run(spec, Store("bench/store"), workdir="runs/lr-test")
+
+Resume: `run(spec.model_copy(update={"learning_rate": 1e-4}), store, workdir, resume_from=ckpt)` loads the
+checkpoint's weights, optimizer and scheduler state and then sets the new learning rate on the optimizer
+and the scheduler (TRL would otherwise keep the checkpoint's). The resumed run is a new run in the store,
+its steps numbered on from the checkpoint, with `resumed_from` in its config.
+
+On a GPU machine, `use_vllm=True` makes TRL generate with vLLM (colocated) for the arithmetic tasks; the
+tool task generates with its own loop on the trainer's model. vLLM is an optional extra (`rftfm[gpu]`)
+and is not exercised in CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from pydantic import BaseModel, Field
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.faults.base import FaultRuntime, make_injector
+from rftfm_agent.telemetry.recorder import RunRecorder
+from rftfm_agent.telemetry.schema import FaultSpec
+from rftfm_agent.telemetry.store import Store
+from rftfm_agent.testbed.environment import Calculator, make_rollout_func
+from rftfm_agent.testbed.heldout import HELDOUT_METRIC, HeldOutEval
+from rftfm_agent.testbed.knobs import set_learning_rate
+from rftfm_agent.testbed.model import WarmupConfig, warm_model
+from rftfm_agent.testbed.tasks import get_task, is_correct
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+
+class RunSpec(BaseModel):
+    """Everything that decides a run. Same spec, same machine: same records."""
+
+    name: str
+    task: str = "arith_a"
+    seed: int = 0
+    steps: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=64, ge=2, description="completions per optimizer step")
+    num_generations: int = Field(default=4, ge=2)
+    learning_rate: float = Field(default=5e-5, gt=0)
+    beta: float = 0.04
+    temperature: float = Field(default=1.0, gt=0)
+    max_completion_length: int | None = Field(default=None, description="default: 8, or 16 for 'tool'")
+    eval_every: int = Field(default=5, ge=1)
+    save_steps: int | None = Field(default=None, description="checkpoint every N steps (None: none)")
+    fault: FaultSpec | None = None
+    experiment_id: str | None = None
+    model: str | None = Field(default=None, description="any HF causal LM (path or id); None: the testbed")
+    warmup_seed: int = 0
+    use_vllm: bool = False
+    threads: int = 1
+
+    def completion_cap(self) -> int:
+        if self.max_completion_length is not None:
+            return self.max_completion_length
+        return 16 if get_task(self.task).uses_tool else 8
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    seconds: float
+    steps: int
+    heldout: list[tuple[int, float]] = field(default_factory=list)
+    output_dir: Path | None = None
+    recorder_errors: list[str] = field(default_factory=list)
+
+
+def parse_fault(text: str) -> FaultSpec:
+    """'TYPE:STRENGTH[@ONSET][:VARIANT]' (e.g. 'od_lr:easy@8:high') as a FaultSpec."""
+    from rftfm_agent.telemetry.schema import FAULT_TYPES
+
+    parts = text.split(":")
+    if len(parts) < 2 or parts[0] not in FAULT_TYPES:
+        raise RftfmError(
+            f"fault {text!r}: expected TYPE:STRENGTH[@ONSET][:VARIANT] with TYPE one of "
+            f"{', '.join(FAULT_TYPES)}"
+        )
+    kind, rest = parts[0], parts[1]
+    strength, _, onset = rest.partition("@")
+    if strength not in ("easy", "hard") or (onset and not onset.isdigit()):
+        raise RftfmError(f"fault {text!r}: strength must be easy or hard, onset a step number")
+    return FaultSpec(
+        family=FAULT_TYPES[kind],  # type: ignore[arg-type]
+        type=kind,
+        strength=strength,  # type: ignore[arg-type]
+        onset_step=int(onset) if onset else 1,
+        variant=parts[2] if len(parts) > 2 else None,
+    )
+
+
+def correct(completions: list[Any], answer: list[str], **kwargs: Any) -> list[float]:
+    """The verifier: 1 for an exactly right final answer, else 0."""
+    texts = [c if isinstance(c, str) else str(c) for c in completions]
+    return [1.0 if is_correct(t, a) else 0.0 for t, a in zip(texts, answer, strict=True)]
+
+
+def training_prompts(spec: RunSpec) -> Any:
+    """The run's prompts: enough distinct draws for every step, from the task's training pairs."""
+    from datasets import Dataset
+
+    per_step = spec.batch_size // spec.num_generations
+    problems = get_task(spec.task).sample(
+        random.Random(f"data-{spec.task}-{spec.seed}"), per_step * spec.steps
+    )
+    return Dataset.from_list([{"prompt": p.prompt, "answer": p.answer} for p in problems])
+
+
+class _LearningRateOverride(TrainerCallback):
+    """On resume, after the trainer restored optimizer and scheduler state, impose the new learning rate."""
+
+    def __init__(self, trainer: Any, lr: float) -> None:
+        self.trainer = trainer
+        self.lr = lr
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        set_learning_rate(self.trainer, self.lr)
+
+
+def _load_policy(spec: RunSpec) -> tuple[Any, Any, str]:
+    if spec.model is None:
+        folder = warm_model(WarmupConfig(seed=spec.warmup_seed))
+        source = str(folder)
+    else:
+        source = spec.model
+    model = transformers.AutoModelForCausalLM.from_pretrained(source)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, source
+
+
+def build(
+    spec: RunSpec, store: Store, workdir: Path, *, resumed_from: str | None = None
+) -> tuple[Any, Any, Any]:
+    """The trainer with every hook installed; returns (trainer, recorder, held-out callback)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    task = get_task(spec.task)
+    model, tokenizer, source = _load_policy(spec)
+    if task.uses_tool and spec.use_vllm:
+        raise ValueError("the tool task generates with its own loop; run it without use_vllm")
+    runtime = FaultRuntime(spec.fault, seed=spec.seed, task=spec.task, num_generations=spec.num_generations)
+    injector = make_injector(spec.fault) if spec.fault else None
+    if injector is not None:
+        injector.check_task(spec.task)
+
+    reward_fn = correct
+    if injector is not None:
+        reward_fn = injector.wrap_reward(reward_fn, runtime)
+
+    stats: dict[str, Any] = {}
+    rollout = None
+    if task.uses_tool:
+        runtime.calculator = Calculator(seed=spec.seed)
+        rollout = make_rollout_func(runtime.calculator, stats)
+
+    config = GRPOConfig(
+        output_dir=str(workdir),
+        max_steps=spec.steps,
+        per_device_train_batch_size=spec.batch_size,
+        num_generations=spec.num_generations,
+        max_completion_length=spec.completion_cap(),
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="constant",
+        beta=spec.beta,
+        temperature=spec.temperature,
+        logging_steps=1,
+        save_strategy="steps" if spec.save_steps else "no",
+        save_steps=spec.save_steps or 500,
+        report_to=[],
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=not torch.cuda.is_available(),
+        use_vllm=spec.use_vllm,
+        vllm_mode="colocate",
+        seed=spec.seed,
+        data_seed=spec.seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward_fn],
+        args=config,
+        train_dataset=training_prompts(spec),
+        processing_class=tokenizer,
+        rollout_func=rollout,
+    )
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    runtime.trainer = trainer
+    if injector is not None:
+        injector.install(trainer, runtime)  # before the recorder: it must see what the loss sees
+    heldout = HeldOutEval(trainer, spec.task, every=spec.eval_every)
+    trainer.add_callback(heldout)
+
+    def extra_columns(n: int) -> dict[str, list]:
+        cols = runtime.label_batch(n)
+        if task.uses_tool:
+            cols["tool_call_count"] = stats.get("tool_call_count", [])
+            cols["tool_error_count"] = stats.get("tool_error_count", [])
+            if spec.fault is not None and spec.fault.family == "TE" and runtime.active:
+                cols["fault_injected"] = list(stats.get("tool_fault", cols["fault_injected"]))
+        else:
+            cols["tool_call_count"] = [0] * n
+            cols["tool_error_count"] = [0] * n
+        return cols
+
+    run_config: dict[str, Any] = {
+        "task": spec.task,
+        "batch_size": spec.batch_size,
+        "heldout_metric": HELDOUT_METRIC,
+        "model_source": source,
+        "testbed": spec.model is None,
+    }
+    if resumed_from:
+        run_config["resumed_from"] = resumed_from
+    if injector is not None:
+        run_config.update({f"fault/{k}": v for k, v in injector.settings().items()})
+    recorder = RunRecorder(
+        store,
+        spec.name,
+        task=spec.task,
+        model="rftfm-testbed-tiny-llama" if spec.model is None else spec.model,
+        seed=spec.seed,
+        config=run_config,
+        label="fault" if spec.fault else "control",
+        fault=spec.fault,
+        experiment_id=spec.experiment_id,
+        extra_columns=extra_columns,
+        flush_every_steps=10,
+        flush_every_seconds=60.0,
+    ).attach(trainer)
+    return trainer, recorder, heldout
+
+
+@contextlib.contextmanager
+def _quiet(enabled: bool) -> Any:
+    """Silence transformers/TRL chatter (warnings, info lines) for bench workers."""
+    if not enabled:
+        yield
+        return
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("trl").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            transformers.logging.set_verbosity(level)
+
+
+def run(
+    spec: RunSpec,
+    store: Store,
+    workdir: str | Path,
+    *,
+    resume_from: str | Path | None = None,
+    quiet: bool = True,
+) -> RunResult:
+    """Train one run to `spec.steps` (from `resume_from` if given) and record it; returns the store id."""
+    workdir = Path(workdir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    started = time.perf_counter()
+    try:
+        with _quiet(quiet):
+            trainer, recorder, heldout = build(
+                spec, store, workdir, resumed_from=str(resume_from) if resume_from else None
+            )
+            if resume_from is not None:
+                trainer.add_callback(_LearningRateOverride(trainer, spec.learning_rate))
+            try:
+                trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            finally:
+                recorder.flush(wait=True)
+    finally:
+        torch.set_num_threads(threads)
+    return RunResult(
+        run_id=recorder.run_id or "",
+        seconds=time.perf_counter() - started,
+        steps=int(trainer.state.global_step),
+        heldout=heldout.history,
+        output_dir=workdir,
+        recorder_errors=list(recorder.errors),
+    )
