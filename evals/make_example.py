@@ -1,32 +1,37 @@
-"""Regenerate the bundled example run: a real GRPO run of TRL on the tiny model, saved as trainer_state.json.
+"""Regenerate the bundled example run: a real GRPO run of the warmed-up testbed, as TRL's trainer_state.json.
 
-`python -m rftfm_agent.evals.make_example` trains the tiny character-level Llama from `bench_recorder`
-(randomly initialised, not warmed up) with TRL's GRPOTrainer on CPU (seconds here) and writes TRL's
-own `trainer_state.json` to rftfm_agent/data/examples/, which `rftfm demo` ingests.
+`python -m rftfm_agent.evals.make_example` trains the testbed's tiny Llama (warmed up on arithmetic, see
+`rftfm testbed warmup`) with TRL's GRPOTrainer on CPU for 40 steps of two-digit subtraction (seconds
+here) and copies TRL's own `trainer_state.json` from the final checkpoint to
+rftfm_agent/data/examples/, which `rftfm demo` ingests.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 from pathlib import Path
 
-from rftfm_agent.evals.bench_recorder import tiny_grpo_trainer
+from rftfm_agent.telemetry.store import Store
+from rftfm_agent.testbed.runner import RunSpec, run
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "rftfm_agent" / "data" / "examples"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    spec = RunSpec(
+        name="example", task="arith_b", steps=args.steps, save_steps=args.steps, learning_rate=1e-4
+    )
     with tempfile.TemporaryDirectory() as work:
-        trainer = tiny_grpo_trainer(work, max_steps=args.steps, seed=0, learning_rate=3e-4)
-        trainer.train()
+        run(spec, Store(Path(work) / "store"), Path(work) / "run")
         args.out.mkdir(parents=True, exist_ok=True)
         target = args.out / "tiny_grpo_trainer_state.json"
-        trainer.state.save_to_json(str(target))
+        shutil.copyfile(Path(work) / "run" / f"checkpoint-{args.steps}" / "trainer_state.json", target)
     print(f"wrote {target} ({args.steps} steps)")
 
 

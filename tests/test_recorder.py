@@ -143,6 +143,8 @@ def test_traj_aggregates_are_in_the_step_rows(recorded: dict[str, Any]) -> None:
     store, recorder = recorded["store"], recorded["recorder"]
     wide = store.steps(recorder.run_id)
     for name in AGGREGATE_NAMES:
+        if name.startswith("traj/tool_"):  # this run has no tool environment
+            continue
         assert name in wide.columns, name
         assert wide[name].notna().all(), name
     assert (wide["traj/count"] == BATCH).all()

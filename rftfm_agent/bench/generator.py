@@ -123,6 +123,7 @@ def generate(
     """Make every missing run of the preset in `out`. `limit` stops after that many new runs."""
     out = Path(out)
     started = time.perf_counter()
+    plan(preset, seed)  # an unknown preset fails here, before anything is trained or written
     warm_model(WarmupConfig())  # once, before the workers start, so none of them trains it
     plans, todo, store = prepare(preset, out, seed)
     skipped = len(plans) - len(todo)

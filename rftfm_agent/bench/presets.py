@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults import registry
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec
 from rftfm_agent.testbed.runner import RunSpec
@@ -85,7 +86,7 @@ def plan(preset: str, seed: int = 0) -> list[RunPlan]:
     try:
         shape = PRESETS[preset]
     except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}") from None
+        raise RftfmError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}") from None
     rng = random.Random(f"preset-{preset}-{seed}")
     arith = ("arith_a", "arith_b")
     cells: list[RunSpec] = []

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.schema import FaultSpec
 
 RewardFn = Callable[..., list[float]]
@@ -98,11 +99,11 @@ class Injector:
 
     def __init__(self, spec: FaultSpec) -> None:
         if spec.type != self.type:
-            raise ValueError(f"{type(self).__name__} injects {self.type}, not {spec.type}")
+            raise RftfmError(f"{type(self).__name__} injects {self.type}, not {spec.type}")
         self.spec = spec
         self.variant = getattr(spec, "variant", None) or self.variants[0]
         if self.variant not in self.variants:
-            raise ValueError(
+            raise RftfmError(
                 f"{self.type}: unknown variant {self.variant!r}; known: {', '.join(self.variants)}"
             )
 
@@ -112,7 +113,7 @@ class Injector:
 
     def check_task(self, task: str) -> None:
         if self.tasks is not None and task not in self.tasks:
-            raise ValueError(f"{self.type} needs one of the tasks {', '.join(self.tasks)}, not {task!r}")
+            raise RftfmError(f"{self.type} needs one of the tasks {', '.join(self.tasks)}, not {task!r}")
 
     def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
         return fn
@@ -139,6 +140,6 @@ def make_injector(spec: FaultSpec) -> Injector:
     try:
         return registry[spec.type](spec)
     except KeyError:
-        raise ValueError(
+        raise RftfmError(
             f"no injector for fault type {spec.type!r}; known: {', '.join(sorted(registry))}"
         ) from None

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults.base import FaultRuntime, Injector, RewardFn, register
 
 
 def _wrap_batch(trainer: Any, runtime: FaultRuntime, change: Any) -> None:
     """Wrap `_generate_and_score_completions` so that `change(output)` edits the training batch."""
     if getattr(getattr(trainer, "accelerator", None), "num_processes", 1) != 1:
-        raise ValueError("credit-assignment injectors run single-process (they edit the local batch)")
+        raise RftfmError("credit-assignment injectors run single-process (they edit the local batch)")
     original = trainer._generate_and_score_completions
 
     @functools.wraps(original)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback, register
 
 
 def _calculator(runtime: FaultRuntime) -> Any:
     calculator = getattr(runtime, "calculator", None)
     if calculator is None:
-        raise ValueError("tool faults need the tool task's calculator (task 'tool')")
+        raise RftfmError("tool faults need the tool task's calculator (task 'tool')")
     return calculator
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback, register
 from rftfm_agent.testbed.knobs import set_beta, set_learning_rate, set_max_grad_norm
 
@@ -53,7 +54,7 @@ class KLCoefficient(Injector):
 
     def install(self, trainer: Any, runtime: FaultRuntime) -> None:
         if trainer.beta == 0.0:
-            raise ValueError("od_kl needs a run with a KL penalty (beta > 0)")
+            raise RftfmError("od_kl needs a run with a KL penalty (beta > 0)")
         beta = self.beta()
         trainer.add_callback(OnsetCallback(runtime, lambda t: set_beta(t, beta)))
 

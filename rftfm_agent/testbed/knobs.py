@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rftfm_agent.errors import RftfmError
+
 
 def set_learning_rate(trainer: Any, lr: float) -> None:
     """New learning rate for the optimizer and, through its base rates, for the scheduler's next steps."""
@@ -48,7 +50,7 @@ def set_generation(trainer: Any, **changes: Any) -> None:
 def set_beta(trainer: Any, beta: float) -> None:
     """New KL coefficient. The reference model must exist (the run started with beta != 0)."""
     if beta != 0.0 and getattr(trainer, "ref_model", None) is None and trainer.beta == 0.0:
-        raise ValueError("cannot turn on a KL penalty in a run built with beta=0 (no reference model)")
+        raise RftfmError("cannot turn on a KL penalty in a run built with beta=0 (no reference model)")
     trainer.beta = beta
     trainer.args.beta = beta
 

@@ -162,7 +162,7 @@ def build(
     task = get_task(spec.task)
     model, tokenizer, source = _load_policy(spec)
     if task.uses_tool and spec.use_vllm:
-        raise ValueError("the tool task generates with its own loop; run it without use_vllm")
+        raise RftfmError("the tool task generates with its own loop; run it without use_vllm")
     runtime = FaultRuntime(spec.fault, seed=spec.seed, task=spec.task, num_generations=spec.num_generations)
     injector = make_injector(spec.fault) if spec.fault else None
     if injector is not None:

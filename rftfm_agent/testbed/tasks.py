@@ -20,6 +20,8 @@ import random
 from dataclasses import dataclass
 from functools import cache
 
+from rftfm_agent.errors import RftfmError
+
 TOOL_OPEN, TOOL_CLOSE, TOOL_END, TOOL_ERROR = "[", "]", "|", "E"
 HELDOUT_SIZE = 64
 
@@ -95,7 +97,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except KeyError:
-        raise ValueError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+        raise RftfmError(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
 
 
 def final_answer(completion: str) -> str:

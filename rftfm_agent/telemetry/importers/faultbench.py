@@ -221,7 +221,11 @@ def _fault_from_registry(row: dict[str, str]) -> tuple[str, FaultSpec | None, st
     onset = row.get("onset_step") or row.get("onset") or "1"
     if family is None or strength not in {"easy", "hard"}:
         return label, None, f"fault {ftype or '?'} / {family_raw or '?'} ({strength or 'strength unknown'})"
-    return label, FaultSpec(family=family, type=ftype, strength=strength, onset_step=int(float(onset))), None
+    variant = (row.get("variant") or "").strip() or None
+    spec = FaultSpec(
+        family=family, type=ftype, strength=strength, onset_step=int(float(onset)), variant=variant
+    )
+    return label, spec, None
 
 
 def _read_registries(root: Path) -> dict[str, dict[str, str]]:

@@ -1,0 +1,208 @@
+"""The benchmark generator: presets at the promised scale, and the `mini` preset generated for real (the
+CI tier that runs it): coverage of the taxonomy, resumability, labels, export in the paper's layout, and
+the fault-effect table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rftfm_agent.bench.effects import effect_table
+from rftfm_agent.bench.export import export_bench
+from rftfm_agent.bench.generator import generate
+from rftfm_agent.bench.presets import PAPER_SCALE, plan, scale
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.schema import FAULT_FAMILIES, FAULT_TYPES, RunManifest, SourceInfo
+from rftfm_agent.telemetry.store import Store
+
+
+def test_full_preset_is_at_least_the_papers_scale() -> None:
+    size = scale(plan("full"))
+    assert size["runs"] >= PAPER_SCALE["runs"]
+    assert size["steps"] >= PAPER_SCALE["steps"]
+    assert size["trajectories"] >= PAPER_SCALE["trajectories"]
+
+
+def test_plans_are_deterministic_and_ids_carry_no_label() -> None:
+    a, b = plan("full", seed=0), plan("full", seed=0)
+    assert [p.spec for p in a] == [p.spec for p in b]
+    assert [p.spec for p in plan("full", seed=1)] != [p.spec for p in a]
+    for p in a[:50]:
+        assert p.experiment_id.startswith("full-s0-") and (
+            p.fault is None or p.fault.type not in p.experiment_id
+        )
+
+
+@pytest.mark.parametrize("preset", ["mini", "full"])
+def test_presets_cover_the_taxonomy(preset: str) -> None:
+    plans = plan(preset)
+    faults = [p for p in plans if p.fault]
+    assert {p.fault.family for p in faults} == set(FAULT_FAMILIES)  # type: ignore[union-attr]
+    combos = {(p.fault.type, p.fault.strength, p.onset_style) for p in faults}  # type: ignore[union-attr]
+    assert len(combos) == len(FAULT_TYPES) * 2 * 2
+    assert all(p.fault.onset_step == 1 for p in faults if p.onset_style == "step1")  # type: ignore[union-attr]
+    assert all(p.fault.onset_step > 1 for p in faults if p.onset_style == "midrun")  # type: ignore[union-attr]
+    assert all(p.spec.task == "tool" for p in faults if p.fault.family == "TE")  # type: ignore[union-attr]
+    controls = [p for p in plans if p.control_or_fault == "control"]
+    # Honest knobs: controls differ in seed and task (and, in full, batch size, learning rate, beta).
+    assert len({c.spec.seed for c in controls}) == len(controls)
+    assert len({c.spec.task for c in controls}) == 3
+    assert len({c.spec.learning_rate for c in controls}) >= 2
+    cells = {c.cell for c in controls}
+    assert all(p.cell in cells for p in faults)  # every fault run has a matched control
+    for p in faults:
+        twin = next(c for c in controls if c.cell == p.cell)
+        assert p.spec.model_copy(
+            update={"fault": None, "name": "", "experiment_id": None}
+        ) == twin.spec.model_copy(update={"name": "", "experiment_id": None})
+
+
+def _registry(out: Path) -> list[dict[str, str]]:
+    with (out / "metadata" / "registries" / "mini.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "mini"
+    first = generate("mini", out, workers=2, limit=6)
+    # An interrupted worker leaves a live run behind: the next generation must redo it, not skip it.
+    store = Store(out / "store")
+    todo = [p for p in plan("mini") if p.experiment_id not in {m.name for m in store.manifests()}]
+    store.create_live_run(
+        RunManifest(run_id=todo[0].experiment_id, name=todo[0].experiment_id, source=SourceInfo(format="x"))
+    )
+    second = generate("mini", out, workers=2)
+    return {"out": out, "first": first, "second": second, "interrupted": todo[0].experiment_id}
+
+
+@pytest.mark.slow
+def test_mini_generates_every_run_and_resumes(mini: dict[str, Any]) -> None:
+    first, second, out = mini["first"], mini["second"], mini["out"]
+    assert first.made == 6 and not first.failed
+    assert second.skipped == 6 and second.made == second.total - 6 and not second.failed
+    store = Store(out / "store")
+    manifests = {m.name: m for m in store.manifests()}
+    assert len(manifests) == len(plan("mini")) and all(m.status == "finished" for m in manifests.values())
+    assert manifests[mini["interrupted"]].n_steps == 12  # redone from the start, not half a run
+    log = [json.loads(line) for line in (out / "generation.jsonl").read_text().splitlines()]
+    assert len(log) == len(plan("mini"))
+
+
+@pytest.mark.slow
+def test_mini_registry_covers_families_types_strengths_onsets_and_controls(mini: dict[str, Any]) -> None:
+    rows = _registry(mini["out"])
+    assert list(rows[0])[:5] == [
+        "experiment_id",
+        "control_or_fault",
+        "fault_type",
+        "fault_family",
+        "task_group",
+    ]
+    faults = [r for r in rows if r["control_or_fault"] == "fault"]
+    assert {r["fault_family"] for r in faults} == set(FAULT_FAMILIES)
+    assert {r["fault_type"] for r in faults} == set(FAULT_TYPES)
+    assert {r["strength"] for r in faults} == {"easy", "hard"}
+    assert {r["onset_style"] for r in faults} == {"step1", "midrun"}
+    assert sum(r["control_or_fault"] == "control" for r in rows) == 16
+    for kind in FAULT_TYPES:
+        for strength in ("easy", "hard"):
+            assert sum(r["fault_type"] == kind and r["strength"] == strength for r in faults) >= 2
+
+
+@pytest.mark.slow
+def test_mini_labels_follow_the_onset(mini: dict[str, Any]) -> None:
+    store = Store(mini["out"] / "store")
+    for row in _registry(mini["out"]):
+        manifest = store.manifest(row["experiment_id"])
+        traj = store.trajectories(manifest.run_id)
+        if row["control_or_fault"] == "control":
+            assert manifest.label == "control" and traj["fault_injection_type"].isna().all()
+            continue
+        onset = int(row["onset_step"])
+        assert manifest.fault is not None and manifest.fault.onset_step == onset
+        before, after = traj[traj["step"] < onset], traj[traj["step"] >= onset]
+        assert before["fault_injection_type"].isna().all() and not before["fault_injected"].any()
+        assert (after["fault_injection_type"] == row["fault_type"]).all()
+
+
+@pytest.mark.slow
+def test_mini_every_easy_fault_moves_a_metric(mini: dict[str, Any]) -> None:
+    table = effect_table(mini["out"])
+    easy = {r["fault_type"]: r for r in table["rows"] if r["strength"] == "easy"}
+    assert set(easy) == set(FAULT_TYPES)
+    invisible = [k for k, r in easy.items() if not r["visible"]]
+    assert not invisible, invisible
+
+
+@pytest.mark.slow
+def test_mini_exports_to_the_papers_layout_and_loads_back(mini: dict[str, Any], tmp_path: Path) -> None:
+    result = export_bench(mini["out"], tmp_path / "paper")
+    assert result["runs"] == len(plan("mini"))
+    runs = importers.load(tmp_path / "paper")
+    assert len(runs) == result["runs"]
+    by_id = {r.experiment_id: r for r in runs}
+    store = Store(mini["out"] / "store")
+    for row in _registry(mini["out"])[:10]:
+        imported = by_id[row["experiment_id"]]
+        original = store.manifest(row["experiment_id"])
+        assert imported.label == original.label
+        assert imported.fault == original.fault
+        assert len(imported.steps) == original.n_steps
+        assert imported.trajectories is not None and imported.trajectories.num_rows == original.n_trajectories
+
+
+def test_generation_refuses_a_folder_of_another_preset(tmp_path: Path) -> None:
+    (tmp_path / "plan.json").write_text(json.dumps({"preset": "full", "seed": 0}))
+    with pytest.raises(RftfmError, match="holds preset 'full'"):
+        generate("mini", tmp_path, workers=1, limit=0)
+
+
+@pytest.mark.slow
+def test_ray_backend_makes_the_same_records_as_the_pool(tmp_path: Path) -> None:
+    """Ray is an optional extra (`rftfm[ray]`); the test runs where it is installed."""
+    pytest.importorskip("ray")
+    pool = generate("mini", tmp_path / "pool", workers=2, limit=2)
+    on_ray = generate("mini", tmp_path / "ray", ray_address="local", limit=2)
+    assert pool.made == on_ray.made == 2 and not pool.failed and not on_ray.failed
+    a, b = Store(tmp_path / "pool" / "store"), Store(tmp_path / "ray" / "store")
+    assert a.run_ids() == b.run_ids()
+    for run_id in a.run_ids():
+        assert a.trajectories(run_id).equals(b.trajectories(run_id))
+
+
+@pytest.mark.slow
+def test_bench_cli_effects_and_export(mini: dict[str, Any], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rftfm_agent.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["bench", "effects", str(mini["out"]), "--json", "--markdown", str(tmp_path / "e.md")]
+    )
+    assert result.exit_code == 0, result.output
+    table = json.loads(result.stdout)
+    assert len(table["rows"]) == len(FAULT_TYPES) * 2
+    assert "| rf_sign_flip | easy |" in (tmp_path / "e.md").read_text()
+    result = runner.invoke(app, ["bench", "export", str(mini["out"]), "--out", str(tmp_path / "p"), "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["runs"] == len(plan("mini"))
+
+
+def test_bench_cli_bad_folder_is_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rftfm_agent.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "export", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: {tmp_path}: not a benchmark folder (no metadata/registries or store)"
+    ]
+    result = CliRunner().invoke(app, ["bench", "generate", "--preset", "huge", "--out", str(tmp_path / "y")])
+    assert result.exit_code == 1 and "unknown preset 'huge'" in result.output

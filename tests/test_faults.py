@@ -1,0 +1,125 @@
+"""Fault injectors: every type exists with easy/hard settings, hooks do nothing before the onset step and
+change what training sees from it on. (Their effect on real runs is checked in tests/test_bench.py.)"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.faults import FaultRuntime, make_injector, registry
+from rftfm_agent.telemetry.schema import FAULT_FAMILIES, FAULT_TYPES, FaultSpec
+from rftfm_agent.testbed.runner import correct, parse_fault
+
+
+def _runtime(spec: FaultSpec, step: int) -> FaultRuntime:
+    runtime = FaultRuntime(spec, seed=0, task="arith_a", num_generations=4)
+    runtime.trainer = SimpleNamespace(state=SimpleNamespace(global_step=step - 1))
+    return runtime
+
+
+def test_every_type_of_the_taxonomy_has_an_injector() -> None:
+    assert set(registry) == set(FAULT_TYPES)
+    assert {cls.family for cls in registry.values()} == set(FAULT_FAMILIES)
+    for kind, cls in registry.items():
+        assert cls.family == FAULT_TYPES[kind] and cls.description and cls.key_metrics
+        for strength in ("easy", "hard"):
+            for variant in cls.variants:
+                spec = FaultSpec(
+                    family=cls.family,
+                    type=kind,
+                    strength=strength,  # type: ignore[arg-type]
+                    variant=variant if len(cls.variants) > 1 else None,
+                )
+                assert make_injector(spec).spec == spec
+
+
+def test_parse_fault() -> None:
+    spec = parse_fault("od_lr:easy@8:low")
+    assert (spec.family, spec.type, spec.strength, spec.onset_step, spec.variant) == (
+        "OD",
+        "od_lr",
+        "easy",
+        8,
+        "low",
+    )
+    with pytest.raises(Exception, match="TYPE:STRENGTH"):
+        parse_fault("nonsense")
+
+
+COMPLETIONS = ["12", "15", "99", "1", "12", "13", "40", "12"]
+ANSWERS = ["12"] * 8
+
+
+@pytest.mark.parametrize(
+    "kind", ["rf_sign_flip", "rf_noise", "rf_hackable", "rf_sparse", "ca_group_misalign"]
+)
+@pytest.mark.parametrize("strength", ["easy", "hard"])
+def test_reward_hooks_start_at_the_onset(kind: str, strength: str) -> None:
+    spec = FaultSpec(family=FAULT_TYPES[kind], type=kind, strength=strength, onset_step=5)  # type: ignore[arg-type]
+    injector = make_injector(spec)
+    healthy = correct(COMPLETIONS * 4, ANSWERS * 4)
+    before = _runtime(spec, step=4)
+    assert injector.wrap_reward(correct, before)(COMPLETIONS * 4, answer=ANSWERS * 4) == healthy
+    changed = 0
+    for seed in range(5):  # rates below 1: some batches may come through unchanged, not all of them
+        after = _runtime(spec, step=5)
+        after.rng.seed(seed)
+        rewards = injector.wrap_reward(correct, after)(COMPLETIONS * 4, answer=ANSWERS * 4)
+        changed += rewards != healthy
+        labels = after.label_batch(len(rewards))
+        assert labels["fault_injection_type"] == [kind] * len(rewards)
+        if rewards != healthy:  # a changed batch has its perturbed rows labelled
+            assert any(labels["fault_injected"])
+    assert changed >= 3
+    assert injector.wrap_reward(correct, before).__name__ == "correct"  # metric keys stay the same
+
+
+def test_hackable_pays_near_misses_only() -> None:
+    spec = FaultSpec(family="RF", type="rf_hackable", strength="hard")
+    rewards = make_injector(spec).wrap_reward(correct, _runtime(spec, 1))(
+        ["12", "13", "14", "15", "x"], answer=["12"] * 5
+    )
+    assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0]  # tolerance 2 at hard strength
+
+
+def test_labels_before_onset_say_healthy() -> None:
+    spec = FaultSpec(family="OD", type="od_lr", strength="easy", onset_step=3)
+    labels = _runtime(spec, step=2).label_batch(4)
+    assert labels == {
+        "fault_injected": [False] * 4,
+        "fault_injection_type": [None] * 4,
+        "fault_injection_strength": [None] * 4,
+    }
+    labels = _runtime(spec, step=3).label_batch(2)
+    assert labels["fault_injected"] == [True, True] and labels["fault_injection_strength"] == ["easy"] * 2
+
+
+def test_tool_faults_need_the_tool_task() -> None:
+    injector = make_injector(FaultSpec(family="TE", type="te_tool_error", strength="easy"))
+    with pytest.raises(RftfmError, match="tool"):
+        injector.check_task("arith_a")
+    injector.check_task("tool")
+
+
+def test_truncation_caps_follow_the_task() -> None:
+    easy = make_injector(FaultSpec(family="PG", type="pg_truncation", strength="easy"))
+    hard = make_injector(FaultSpec(family="PG", type="pg_truncation", strength="hard"))
+    for task in ("arith_a", "arith_b", "tool"):
+        assert 1 <= easy.cap(task) < hard.cap(task)  # type: ignore[attr-defined]
+
+
+def _settings(kind: str, strength: str, variant: str | None = None) -> dict[str, Any]:
+    spec = FaultSpec(family=FAULT_TYPES[kind], type=kind, strength=strength, variant=variant)  # type: ignore[arg-type]
+    return make_injector(spec).settings()
+
+
+def test_hard_is_subtler_than_easy() -> None:
+    assert _settings("rf_noise", "hard")["rate"] < _settings("rf_noise", "easy")["rate"]
+    assert _settings("rf_hackable", "hard")["tolerance"] < _settings("rf_hackable", "easy")["tolerance"]
+    assert _settings("od_lr", "hard", "high")["lr_factor"] < _settings("od_lr", "easy", "high")["lr_factor"]
+    assert _settings("od_lr", "hard", "low")["lr_factor"] > _settings("od_lr", "easy", "low")["lr_factor"]
+    assert abs(_settings("od_kl", "hard", "sign")["beta"]) < abs(_settings("od_kl", "easy", "sign")["beta"])
+    assert _settings("te_tool_error", "hard")["error_rate"] < _settings("te_tool_error", "easy")["error_rate"]
