@@ -35,6 +35,8 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 testbed_app = typer.Typer(no_args_is_help=True, help="The offline tiny-model RFT testbed.")
 app.add_typer(testbed_app, name="testbed")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection (and later diagnosis) on a benchmark.")
+app.add_typer(eval_app, name="eval")
 
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
 console = Console(width=shutil.get_terminal_size((140, 40)).columns)
@@ -503,7 +505,9 @@ def testbed_train(
     task: Annotated[str, typer.Option(help="arith_a, arith_b, tool or arith_c")] = "arith_a",
     steps: Annotated[int, typer.Option(help="optimizer steps")] = 20,
     seed: Annotated[int, typer.Option()] = 0,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 5e-5,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="learning rate (default 5e-5; on resume: the checkpoint's)")
+    ] = None,
     fault: Annotated[
         str | None, typer.Option(help="TYPE:STRENGTH[@ONSET][:VARIANT], e.g. od_lr:easy@8:high")
     ] = None,
@@ -524,12 +528,18 @@ def testbed_train(
         task=task,
         steps=steps,
         seed=seed,
-        learning_rate=learning_rate,
+        learning_rate=learning_rate if learning_rate is not None else 5e-5,
         fault=parse_fault(fault) if fault else None,
         model=model,
         save_steps=save_steps,
     )
-    result = run(spec, _store(store), workdir / name, resume_from=resume_from)
+    result = run(
+        spec,
+        _store(store),
+        workdir / name,
+        resume_from=resume_from,
+        keep_checkpoint_lr=resume_from is not None and learning_rate is None,
+    )
     payload = {
         "run_id": result.run_id,
         "steps": result.steps,
@@ -542,6 +552,96 @@ def testbed_train(
     else:
         for key, value in payload.items():
             console.print(f"{key:>18}: {value}", markup=False)
+
+
+# ---------------------------------------------------------------------------------------------- detect
+@app.command()
+@friendly_errors
+def detect(
+    runs_: Annotated[list[str], typer.Argument(metavar="RUN…", help="run ids or names in the store")],
+    store: StoreOpt = None,
+    detector: Annotated[
+        Path | None, typer.Option(help="a fitted detector (default: the one shipped, fitted on bench-full)")
+    ] = None,
+    save: Annotated[bool, typer.Option(help="write events.json beside each run")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Detect anomalies in stored runs: hard rules, change detectors, run profile; a verdict per run."""
+    from rftfm_agent.detect.api import detect_runs
+
+    verdicts = detect_runs(_store(store), runs_, detector_path=detector, save=save)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "run": v.run,
+                    "verdict": v.verdict,
+                    "mode": v.mode,
+                    "missing": v.missing,
+                    "events": [
+                        {
+                            k: e.model_dump()[k]
+                            for k in ("step", "metric", "kind", "severity", "score", "evidence")
+                        }
+                        for e in v.events
+                    ],
+                }
+                for v in verdicts
+            ]
+        )
+        return
+    for v in verdicts:
+        colour = "red" if v.verdict == "anomalous" else "green"
+        console.print(f"[bold]{v.run}[/bold]: [{colour}]{v.verdict}[/{colour}] (mode: {v.mode})")
+        if v.missing:
+            console.print(f"  [dim]not logged: {', '.join(v.missing)}[/dim]")
+        for e in v.events[:20]:
+            console.print(
+                f"  step {e.step:>5}  {e.severity:<8} {e.kind:<18} {e.metric:<32} score {e.score:.3g}",
+                markup=False,
+            )
+        if len(v.events) > 20:
+            console.print(f"  … {len(v.events) - 20} more events (--json for all)", markup=False)
+
+
+@app.command("fit-detector")
+@friendly_errors
+def fit_detector(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark; its healthy controls are the fit data")],
+    out: Annotated[Path, typer.Option(help="where to write the fitted detector (JSON)")],
+    alpha: Annotated[
+        float, typer.Option(help="false-alarm budget: share of healthy runs allowed to alarm")
+    ] = 0.02,
+) -> None:
+    """Fit and calibrate the detector on a benchmark's healthy controls."""
+    from rftfm_agent.detect.api import fit_on_bench
+
+    detector = fit_on_bench(bench, alpha=alpha)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    detector.save(out)
+    console.print(f"wrote {out} (tasks: {', '.join(detector.bands)}; alpha {alpha})", markup=False)
+
+
+@eval_app.command("detect")
+@friendly_errors
+def eval_detect(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark")],
+    folds: Annotated[int, typer.Option(help="cross-validation folds over cells (seeds)")] = 5,
+    alpha: Annotated[float, typer.Option(help="false-alarm budget")] = 0.02,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run-level P/R/F1 per family × strength (protocols B and A), online delay, baselines side by side."""
+    from rftfm_agent.evals.eval_detect import evaluate, render
+
+    report = evaluate(bench, folds=folds, alpha=alpha)
+    text = render(report)
+    if markdown is not None:
+        markdown.write_text(text)
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(text, markup=False, highlight=False)
 
 
 def main() -> None:

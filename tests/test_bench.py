@@ -155,6 +155,13 @@ def test_mini_exports_to_the_papers_layout_and_loads_back(mini: dict[str, Any], 
         assert imported.fault == original.fault
         assert len(imported.steps) == original.n_steps
         assert imported.trajectories is not None and imported.trajectories.num_rows == original.n_trajectories
+        ours = store.trajectories(original.run_id)
+        theirs = imported.trajectories.to_pandas()
+        assert theirs["fault_injected"].tolist() == ours["fault_injected"].tolist()
+        assert (
+            theirs["fault_injection_type"].fillna("").tolist()
+            == ours["fault_injection_type"].fillna("").tolist()
+        )
 
 
 def test_generation_refuses_a_folder_of_another_preset(tmp_path: Path) -> None:

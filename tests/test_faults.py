@@ -104,11 +104,24 @@ def test_tool_faults_need_the_tool_task() -> None:
     injector.check_task("tool")
 
 
-def test_truncation_caps_follow_the_task() -> None:
+def test_truncation_caps_follow_the_task_and_cut_below_the_default() -> None:
+    from rftfm_agent.testbed.runner import RunSpec
+
     easy = make_injector(FaultSpec(family="PG", type="pg_truncation", strength="easy"))
     hard = make_injector(FaultSpec(family="PG", type="pg_truncation", strength="hard"))
     for task in ("arith_a", "arith_b", "tool"):
-        assert 1 <= easy.cap(task) < hard.cap(task)  # type: ignore[attr-defined]
+        default = RunSpec(name="x", task=task).completion_cap()
+        assert 1 <= easy.cap(task) < hard.cap(task) < default  # type: ignore[attr-defined]
+    assert hard.cap("tool") == 11  # type: ignore[attr-defined]  # "[37*46]" + "1707" + EOS, one short
+
+
+def test_whole_step_faults_label_only_the_steps_they_hit() -> None:
+    spec = FaultSpec(family="OD", type="od_grad", strength="hard", onset_step=1)
+    runtime = _runtime(spec, step=3)
+    runtime.step_injected = False
+    assert runtime.label_batch(2)["fault_injected"] == [False, False]
+    runtime.step_injected = True
+    assert runtime.label_batch(2)["fault_injected"] == [True, True]
 
 
 def _settings(kind: str, strength: str, variant: str | None = None) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def export_run(store: Store, run_id: str, folder: Path) -> tuple[int, int]:
                 {k: _clean(row.get(k)) for k in TRAJECTORY_FLAGS},
                 fault_type=fault_type if injected else None,
                 fault_strength=_clean(row.get("fault_injection_strength")) if injected else None,
+                injected=None if _clean(row.get("fault_injected")) is None else bool(row["fault_injected"]),
                 group_id=_clean(row.get("group_id")),
                 sample_index=_clean(row.get("sample_index")),
                 prompt_id=_clean(row.get("prompt_id")),

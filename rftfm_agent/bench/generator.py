@@ -17,6 +17,7 @@ and the generation report read it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
@@ -24,6 +25,7 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,9 @@ def run_one(spec_json: str, store_root: str, work_root: str, cache: str | None) 
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if result.recorder_errors:
+        # Its records are incomplete: remove it, so that a resumed generation makes it again instead of
+        # skipping a run that says "finished".
+        Store(store_root).discard_run(result.run_id)
         raise RuntimeError(f"{spec.name}: recorder errors: {result.recorder_errors[:3]}")
     return {
         "experiment_id": spec.name,
@@ -121,9 +126,15 @@ def generate(
     progress: Callable[[int, int, dict[str, Any] | None], None] | None = None,
 ) -> GenerationReport:
     """Make every missing run of the preset in `out`. `limit` stops after that many new runs."""
-    out = Path(out)
+    out = Path(out).resolve()  # workers (Ray ones too) get absolute paths
     started = time.perf_counter()
     plan(preset, seed)  # an unknown preset fails here, before anything is trained or written
+    out.mkdir(parents=True, exist_ok=True)
+    lock = (out / ".generate.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RftfmError(f"{out}: another `rftfm bench generate` is writing here") from None
     warm_model(WarmupConfig())  # once, before the workers start, so none of them trains it
     plans, todo, store = prepare(preset, out, seed)
     skipped = len(plans) - len(todo)
@@ -152,6 +163,7 @@ def generate(
         else:
             _run_in_pool(workers or max(1, os.cpu_count() or 1), args, finished, failed)
     shutil.rmtree(work_root, ignore_errors=True)
+    lock.close()
     return GenerationReport(
         preset, seed, len(plans), skipped, made, failed, time.perf_counter() - started, out
     )
@@ -177,7 +189,11 @@ def _run_in_pool(
         while queue or running:
             while queue and len(running) < workers * 2:
                 a = queue.pop()
-                running[pool.submit(run_one, *a)] = json.loads(a[0])["name"]
+                try:
+                    running[pool.submit(run_one, *a)] = json.loads(a[0])["name"]
+                except BrokenProcessPool as exc:  # a worker died (e.g. killed for memory): stop cleanly
+                    failed.extend(f"{json.loads(b[0])['name']}: not run: {exc}" for b in [a, *queue])
+                    queue.clear()
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 name = running.pop(future)

@@ -39,6 +39,7 @@ class FaultRuntime:
     trainer: Any = None
     calculator: Any = None  # the tool task's environment (TE faults reconfigure it)
     batch_labels: list[bool] | None = None  # per sample of the newest batch: was it perturbed
+    step_injected: bool | None = None  # for faults that hit whole steps at random: this step or not
     rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
@@ -61,7 +62,8 @@ class FaultRuntime:
         active = self.active
         labels = self.batch_labels if self.batch_labels is not None and len(self.batch_labels) == n else None
         self.batch_labels = None
-        injected = labels if labels is not None else [active] * n
+        whole_step = active if self.step_injected is None else (active and self.step_injected)
+        injected = labels if labels is not None else [whole_step] * n
         kind = self.spec.type if (self.spec and active) else None
         strength = self.spec.strength if (self.spec and active) else None
         return {

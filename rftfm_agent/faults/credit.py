@@ -100,6 +100,7 @@ class Baseline(Injector):
             adv: torch.Tensor = output["advantages"]
             rewards = torch.tensor(self.tap.rewards, dtype=adv.dtype)
             if rewards.shape[0] != adv.shape[0] or rewards.shape[0] % size:
+                runtime.batch_labels = [False] * adv.shape[0]  # could not apply: this batch is untouched
                 return
             grouped = rewards.view(-1, size)
             std = grouped.std(dim=1, keepdim=True) if size > 1 else torch.zeros_like(grouped[:, :1])

@@ -1,16 +1,23 @@
 """PG — policy-generation faults: the trainer's sampling settings are changed at the onset step.
 
-`set_generation` changes them everywhere TRL reads them, as a wrong launch setting would; the tool task's
-rollout reads `trainer.generation_config` too, so it is affected alike.
+`set_generation` changes them where TRL's sampler reads them; the tool task's rollout reads
+`trainer.generation_config` too, so it is affected alike. They model a misconfigured *sampler* (an
+inference engine launched with the wrong settings): TRL 1.16 fixes the temperature used for the
+training log-probabilities when the trainer is built, so `pg_temperature` changes what is sampled, not
+how the loss scores it.
+
+These faults need TRL's HF generation path: with vLLM the sampling settings are fixed when the engine
+starts, and the runner refuses them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback, register
 from rftfm_agent.testbed.knobs import set_generation
-from rftfm_agent.testbed.tasks import TASKS
+from rftfm_agent.testbed.tasks import TASKS, TOOL_CLOSE, TOOL_END
 
 
 @register
@@ -34,8 +41,18 @@ class Temperature(Injector):
 
 
 def typical_length(task: str) -> int:
-    """Tokens in a right answer of the task, EOS included (median over its held-out problems)."""
-    lengths = sorted(len(p.target) + 1 for p in TASKS[task].heldout())
+    """The policy's own tokens in a right answer, EOS included (median over the task's held-out problems).
+
+    The calculator's reply ("1702|") is the environment's text and does not count against the completion
+    budget, so it is not counted here either.
+    """
+    lengths = []
+    for p in TASKS[task].heldout():
+        own = p.target
+        if TOOL_CLOSE in own and TOOL_END in own:
+            own = own[: own.index(TOOL_CLOSE) + 1] + own[own.index(TOOL_END) + 1 :]
+        lengths.append(len(own) + 1)
+    lengths.sort()
     return lengths[len(lengths) // 2]
 
 
@@ -51,6 +68,10 @@ class Truncation(Injector):
 
     def install(self, trainer: Any, runtime: FaultRuntime) -> None:
         cap = self.cap(runtime.task)
+        if cap >= trainer.max_completion_length:
+            raise RftfmError(
+                f"pg_truncation: cap {cap} is not below the run's {trainer.max_completion_length}"
+            )
         trainer.add_callback(OnsetCallback(runtime, lambda t: set_generation(t, max_new_tokens=cap)))
 
 

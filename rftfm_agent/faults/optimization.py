@@ -71,6 +71,8 @@ class _StepGate(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self.corrupt = self.runtime.active and self.runtime.rng.random() < self.rate
+        if self.runtime.active:
+            self.runtime.step_injected = self.corrupt  # only the corrupted steps' rows are labelled
 
 
 @register
@@ -78,14 +80,15 @@ class Gradients(Injector):
     type, family = "od_grad", "OD"
     description = (
         "corrupted gradients: easy: half the steps get random gradients 100× the true norm with clipping "
-        "disabled; hard: a fifth of the steps get gradient spikes ×20, clipping still on"
+        "disabled; hard: a fifth of the steps get random noise 3× the true norm added, clipping kept (the "
+        "update's size stays bounded, its direction is corrupted)"
     )
     key_metrics = ("grad_norm", "entropy", "heldout/accuracy")
 
     def settings(self) -> dict[str, Any]:
         if self.easy:
             return {"rate": 0.5, "noise_scale": 100.0, "clipping": "disabled"}
-        return {"rate": 0.2, "spike_scale": 20.0, "clipping": "kept"}
+        return {"rate": 0.2, "added_noise_scale": 3.0, "clipping": "kept"}
 
     def install(self, trainer: Any, runtime: FaultRuntime) -> None:
         gate = _StepGate(runtime, 0.5 if self.easy else 0.2)
@@ -96,10 +99,12 @@ class Gradients(Injector):
         def hook(grad: torch.Tensor) -> torch.Tensor:
             if not gate.corrupt:
                 return grad
-            if not easy:
-                return grad * 20.0
-            noise = torch.randn(grad.shape, generator=generator, dtype=grad.dtype)
-            return noise * (100.0 * grad.norm() / noise.norm().clamp(min=1e-12))
+            # Drawn on the CPU (a seeded CPU generator), then moved to the gradient's device.
+            noise = torch.randn(grad.shape, generator=generator, dtype=grad.dtype).to(grad.device)
+            noise = noise / noise.norm().clamp(min=1e-12)
+            if easy:
+                return noise * (100.0 * grad.norm())
+            return grad + noise * (3.0 * grad.norm())
 
         model = trainer.accelerator.unwrap_model(trainer.model)
         for param in model.parameters():

@@ -32,6 +32,7 @@ INPUT_COLUMNS: tuple[str, ...] = (
     "long_response",
     "tool_call_count",
     "tool_error_count",
+    "completion",
 )
 
 AGGREGATE_NAMES: tuple[str, ...] = (
@@ -48,6 +49,12 @@ AGGREGATE_NAMES: tuple[str, ...] = (
     "traj/zero_std_group_frac",
     "traj/tool_calls_mean",
     "traj/tool_error_rate",
+    "traj/reward_neg_frac",
+    "traj/reward_mismatch_frac",
+    "traj/adv_reward_discord_frac",
+    "traj/advantage_group_mean_abs",
+    "traj/advantage_group_std_mean",
+    "traj/distinct_completion_frac",
 )
 
 # aggregate name → (store column, how): "mean" of a float column, "frac" of a boolean column, "abs_mean".
@@ -116,6 +123,52 @@ def _zero_std_group_frac(df: pd.DataFrame) -> float | None:
     return float(((count < 2) | flat).mean())
 
 
+def _group_consistency(df: pd.DataFrame) -> dict[str, float]:
+    """Group-level checks that GRPO's own arithmetic makes constant in a healthy run (see the names)."""
+    out: dict[str, float] = {}
+    if "reward" not in df.columns:
+        return out
+    reward = _as_float(df["reward"])
+    finite = np.isfinite(reward)
+    if finite.any():
+        out["traj/reward_neg_frac"] = float((reward[finite] < 0).mean())
+    if "group_id" not in df.columns:
+        return out
+    frame = pd.DataFrame(
+        {
+            "step": _as_float(df["step"]) if "step" in df.columns else np.zeros(len(df)),
+            "group": _as_float(df["group_id"]),
+            "reward": reward,
+        }
+    )
+    keys = ["step", "group"]
+    if "completion" in df.columns:
+        frame["completion"] = df["completion"].astype("string").to_numpy()
+        distinct = frame.groupby(keys)["completion"].agg(lambda c: c.nunique() / max(1, len(c)))
+        if len(distinct):
+            out["traj/distinct_completion_frac"] = float(distinct.mean())
+        spread = frame.groupby([*keys, "completion"], dropna=True)["reward"].agg(lambda r: r.max() - r.min())
+        mismatch = (spread > 1e-9).groupby(level=[0, 1]).any()
+        if len(mismatch):
+            out["traj/reward_mismatch_frac"] = float(mismatch.mean())
+    if "advantage" in df.columns:
+        frame["advantage"] = _as_float(df["advantage"])
+        frame = frame[np.isfinite(frame["advantage"]) & np.isfinite(frame["reward"])]
+        if not frame.empty:
+            grouped = frame.groupby(keys)
+            out["traj/advantage_group_mean_abs"] = float(grouped["advantage"].mean().abs().mean())
+            centred_r = frame["reward"] - grouped["reward"].transform("mean")
+            centred_a = frame["advantage"] - grouped["advantage"].transform("mean")
+            cov = (centred_r * centred_a).groupby([frame["step"], frame["group"]]).sum()
+            varied = grouped["reward"].agg(lambda r: r.max() - r.min()) > 1e-9
+            if varied.any():
+                out["traj/adv_reward_discord_frac"] = float((cov[varied] < 0).mean())
+                std = grouped["advantage"].std()[varied]
+                if std.notna().any():
+                    out["traj/advantage_group_std_mean"] = float(std.mean())
+    return out
+
+
 def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
     """Summarise one step's trajectory rows (columns named as in the store's TRAJECTORY_SCHEMA).
 
@@ -131,6 +184,16 @@ def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
     - traj/unique_token_ratio_mean: mean of distinct tokens / tokens.
     - traj/tool_calls_mean: mean tool calls per completion.
     - traj/tool_error_rate: failed tool calls / tool calls (absent when no completion called a tool).
+    - traj/reward_neg_frac: fraction of negative rewards.
+    - traj/distinct_completion_frac: mean over groups of distinct completions / group size (diversity:
+      near 1/group size means every sample of a prompt is the same text — collapse or a cold sampler).
+    - traj/reward_mismatch_frac: fraction of groups in which the same completion text got different
+      rewards (a deterministic verifier never does that: noise, misattached or flipped rewards do).
+    - traj/adv_reward_discord_frac: fraction of groups with unequal rewards whose advantages run against
+      their rewards (negative covariance): advantages flipped or attached to the wrong rows.
+    - traj/advantage_group_mean_abs: mean over groups of |mean advantage|; GRPO's baseline makes it ~0.
+    - traj/advantage_group_std_mean: mean over groups with unequal rewards of the advantages' std; GRPO's
+      group scaling makes it ~1, whatever the rewards (a wrong group size or scale moves it).
     - traj/zero_std_group_frac: fraction of (step, group_id) groups whose finite rewards are all equal or
       that have fewer than two finite rewards, i.e. groups that give GRPO no signal.
 
@@ -154,6 +217,7 @@ def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
         calls = np.nansum(_as_float(df["tool_call_count"]))
         if calls > 0:
             out["traj/tool_error_rate"] = float(np.nansum(_as_float(df["tool_error_count"])) / calls)
+    out.update(_group_consistency(df))
     zero_std = _zero_std_group_frac(df)
     if zero_std is not None:
         out["traj/zero_std_group_frac"] = zero_std

@@ -37,13 +37,14 @@ def trajectory_row(
     flags: dict[str, bool],
     fault_type: str | None = None,
     fault_strength: str | None = None,
+    injected: bool | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """One line of openrlhf_train_trajectory.jsonl (extra keys, e.g. prompt/response, go top-level)."""
-    meta: dict[str, Any] = {
-        "rollout_step": step,
-        "fault_injection": {"fault_injection_type": fault_type, "fault_injection_strength": fault_strength},
-    }
+    fault: dict[str, Any] = {"fault_injection_type": fault_type, "fault_injection_strength": fault_strength}
+    if injected is not None:
+        fault["injected"] = injected
+    meta: dict[str, Any] = {"rollout_step": step, "fault_injection": fault}
     for key in ("group_id", "sample_index", "prompt_id"):
         if key in extra:
             meta[key] = extra.pop(key)

@@ -32,8 +32,9 @@ def set_generation(trainer: Any, **changes: Any) -> None:
     """Change sampling settings (HF generation path) in every place TRL reads them.
 
     TRL keeps them in `trainer.generation_config` (used to sample), `trainer.generation_kwargs`
-    (re-applied to the model's generation config while it generates) and trainer attributes
-    (`temperature` also rescales logits when log-probabilities are computed).
+    (re-applied to the model's generation config while it generates) and trainer attributes. The
+    temperature TRL divides logits by when it computes training log-probabilities is captured when the
+    trainer is built (TRL 1.16), so a run-time change affects sampling only.
     """
     for key, value in changes.items():
         setattr(trainer.generation_config, key, value)

@@ -163,6 +163,8 @@ def build(
     model, tokenizer, source = _load_policy(spec)
     if task.uses_tool and spec.use_vllm:
         raise RftfmError("the tool task generates with its own loop; run it without use_vllm")
+    if spec.use_vllm and spec.fault is not None and spec.fault.family == "PG":
+        raise RftfmError("generation faults change TRL's HF sampler at run time; run them without use_vllm")
     runtime = FaultRuntime(spec.fault, seed=spec.seed, task=spec.task, num_generations=spec.num_generations)
     injector = make_injector(spec.fault) if spec.fault else None
     if injector is not None:
@@ -282,9 +284,15 @@ def run(
     workdir: str | Path,
     *,
     resume_from: str | Path | None = None,
+    keep_checkpoint_lr: bool = False,
     quiet: bool = True,
 ) -> RunResult:
-    """Train one run to `spec.steps` (from `resume_from` if given) and record it; returns the store id."""
+    """Train one run to `spec.steps` (from `resume_from` if given) and record it; returns the store id.
+
+    On resume, `spec.learning_rate` replaces the checkpoint's, unless `keep_checkpoint_lr`. The prompt
+    order depends on `spec.steps` (TRL shuffles the run's dataset, whose size is steps × prompts per step):
+    resume with the same `steps` to continue the original data stream exactly.
+    """
     workdir = Path(workdir)
     threads = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
@@ -294,7 +302,7 @@ def run(
             trainer, recorder, heldout = build(
                 spec, store, workdir, resumed_from=str(resume_from) if resume_from else None
             )
-            if resume_from is not None:
+            if resume_from is not None and not keep_checkpoint_lr:
                 trainer.add_callback(_LearningRateOverride(trainer, spec.learning_rate))
             try:
                 trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -1,0 +1,165 @@
+"""Per-metric change detection against a healthy band.
+
+`HealthyBand` is fitted on healthy runs of a task: for every watched metric and every bin of steps, the
+median and the robust spread (1.4826 × MAD) of the healthy values. A step's value becomes a robust z-score
+against its bin. `MetricMonitor` turns a metric's z-scores into two statistics, one step at a time:
+
+- **Shewhart**: |z| itself — a large jump fires at once;
+- **CUSUM** (two-sided, allowance k): S⁺ = max(0, S⁺ + z − k), S⁻ = max(0, S⁻ − z − k) — a small
+  persistent shift accumulates until it fires.
+
+Without a band for the run's task (an imported real run), `SelfReference` builds the band from the run's
+own first steps instead, so the same statistics measure change *within* the run.
+
+Metric scales differ and some metrics are heavier-tailed than others, so each statistic is divided by a
+per-metric reference (its 90th percentile over healthy runs, see `calibrate.py`) before one global
+threshold is applied.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+
+from rftfm_agent.detect.features import WATCHED, as_float
+
+Z_CLIP = 1e4
+MIN_SCALE = 1e-6
+
+
+def robust_location_scale(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    median = float(np.median(values))
+    return median, 1.4826 * float(np.median(np.abs(values - median)))
+
+
+class HealthyBand:
+    """Median and robust spread per (metric, step bin) over healthy runs of one task."""
+
+    def __init__(self, bin_width: int = 5) -> None:
+        self.bin_width = bin_width
+        self.center: dict[str, list[float]] = {}
+        self.scale: dict[str, list[float]] = {}
+
+    def fit(self, frames: Iterable[pd.DataFrame]) -> HealthyBand:
+        frames = list(frames)
+        for metric in WATCHED:
+            by_bin: dict[int, list[np.ndarray]] = {}
+            pooled: list[np.ndarray] = []
+            for frame in frames:
+                if metric not in frame.columns:
+                    continue
+                values, steps = as_float(frame, metric), frame["step"].to_numpy()
+                pooled.append(values)
+                for b in np.unique(steps // self.bin_width):
+                    by_bin.setdefault(int(b), []).append(values[steps // self.bin_width == b])
+            if not by_bin:
+                continue
+            _, pooled_scale = robust_location_scale(np.concatenate(pooled))
+            available = sorted(by_bin)
+            centers, scales = [], []
+            for b in range(available[-1] + 1):
+                nearest = max((k for k in available if k <= b), default=available[0])  # a gap: bin below
+                chunk = np.concatenate(by_bin[nearest])
+                center, scale = robust_location_scale(chunk)
+                floor = max(
+                    MIN_SCALE, 1e-3 * abs(center), 0.25 * pooled_scale if math.isfinite(pooled_scale) else 0
+                )
+                centers.append(center)
+                scales.append(max(scale, floor) if math.isfinite(scale) else floor)
+            self.center[metric], self.scale[metric] = centers, scales
+        return self
+
+    def z(self, metric: str, step: int, value: float) -> float | None:
+        if metric not in self.center or value is None or not math.isfinite(value):
+            return None
+        b = min(step // self.bin_width, len(self.center[metric]) - 1)
+        center, scale = self.center[metric][b], self.scale[metric][b]
+        if not math.isfinite(center):
+            return None
+        return float(np.clip((value - center) / scale, -Z_CLIP, Z_CLIP))
+
+    def to_dict(self) -> dict:
+        return {"bin_width": self.bin_width, "center": self.center, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HealthyBand:
+        band = cls(data["bin_width"])
+        band.center, band.scale = data["center"], data["scale"]
+        return band
+
+
+class SelfReference:
+    """A rolling band from the run's own recent past (for runs of a task no healthy run covers).
+
+    The reference for a step is the median and robust spread of the metric's previous `window` finite
+    values (at least `warmup` of them), so slow, deliberate trends — reward rising as the policy learns,
+    KL growing from zero, a learning-rate schedule — move the reference along, and only changes that are
+    abrupt relative to the recent past score high. Metrics listed in `UPWARD_BAD` / `DOWNWARD_BAD` only
+    count in their harmful direction (a reward that jumps up is not an incident).
+    """
+
+    UPWARD_BAD = frozenset({"kl", "grad_norm", "completions/clipped_ratio", "frac_reward_zero_std", "loss"})
+    DOWNWARD_BAD = frozenset({"reward", "traj/reward_mean"})
+    SKIP = frozenset({"learning_rate"})  # schedules are deliberate; the hard rules watch for lr = 0
+    # Changes smaller than these are not worth an alarm whatever the run's own noise (a KL moving from
+    # 1e-5 to 1e-3 is a large relative change and no incident).
+    MIN_CHANGE: ClassVar[dict[str, float]] = {
+        "reward": 0.05,
+        "reward_std": 0.05,
+        "kl": 0.01,
+        "loss": 0.01,
+        "entropy": 0.05,
+        "grad_norm": 1.0,
+        "completion_length": 5.0,
+        "completions/clipped_ratio": 0.05,
+        "frac_reward_zero_std": 0.05,
+        "traj/reward_mean": 0.05,
+        "traj/response_length_mean": 5.0,
+    }
+
+    def __init__(self, warmup: int = 5, window: int = 10) -> None:
+        self.warmup = warmup
+        self.window = window
+        self.history: dict[str, list[float]] = {}
+
+    def observe(self, metric: str, value: float) -> float | None:
+        """z of this value against the metric's recent past (None until `warmup` values were seen)."""
+        if metric in self.SKIP or value is None or not math.isfinite(value):
+            return None
+        past = self.history.setdefault(metric, [])
+        z = None
+        if len(past) >= self.warmup:
+            recent = np.asarray(past[-self.window :])
+            center, scale = robust_location_scale(recent)
+            floor = max(
+                MIN_SCALE, 0.02 * abs(center), 0.5 * float(np.std(recent)), self.MIN_CHANGE.get(metric, 0.0)
+            )
+            z = float(np.clip((value - center) / max(scale, floor), -Z_CLIP, Z_CLIP))
+            if metric in self.UPWARD_BAD:
+                z = max(z, 0.0)
+            elif metric in self.DOWNWARD_BAD:
+                z = min(z, 0.0)
+        past.append(value)
+        return z
+
+
+class MetricMonitor:
+    """Shewhart and two-sided CUSUM statistics of one metric's z-scores, updated one step at a time."""
+
+    def __init__(self, k: float = 0.5) -> None:
+        self.k = k
+        self.up = 0.0
+        self.down = 0.0
+
+    def update(self, z: float) -> tuple[float, float]:
+        """(|z|, CUSUM statistic) after this step."""
+        self.up = max(0.0, self.up + z - self.k)
+        self.down = max(0.0, self.down - z - self.k)
+        return abs(z), max(self.up, self.down)

@@ -1,0 +1,322 @@
+"""The detector: hard rules + per-metric Shewhart/CUSUM against a healthy band (or the run's own start) +
+a run-level profile score, with thresholds calibrated on healthy runs scored out of sample.
+
+    detector = Detector(alpha=0.02).fit(healthy_runs)      # RunData of healthy runs
+    monitor = detector.monitor(task="arith_a")             # online, inside a training job
+    events = monitor.update({"step": 7, "reward": 0.31, "kl": 0.02, ...})
+    verdict = detector.score_run(run)                      # offline, a whole run
+
+Calibration (`fit`): healthy runs are split into folds; each fold is scored by bands and profiles fitted
+on the other folds, so no healthy run scores itself. Per metric, each statistic is divided by its 90th
+percentile over those out-of-sample runs; a run's alarm statistic is the largest normalised value over
+metrics and steps; the threshold is the (1 − alpha/3) quantile of that over the healthy runs, for each of
+the three alarm kinds (Shewhart, CUSUM, profile). So at most about `alpha` of healthy runs raise an alarm
+(on the calibration data; the evaluation measures it on held-out seeds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rftfm_agent.detect.band import HealthyBand, MetricMonitor, SelfReference
+from rftfm_agent.detect.events import SEVERITY_RANK, Event, RunVerdict
+from rftfm_agent.detect.features import WATCHED
+from rftfm_agent.detect.profile import HealthyProfile
+from rftfm_agent.detect.rules import HardRules
+from rftfm_agent.errors import RftfmError
+
+KINDS = ("shewhart", "cusum")
+
+
+@dataclass
+class RunData:
+    """A run as detectors see it: id, task (None when unknown) and its per-step frame."""
+
+    run_id: str
+    task: str | None
+    frame: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)  # labels for evaluation only, never read here
+
+
+@dataclass
+class Thresholds:
+    """Per-metric normalisers and one global threshold per alarm kind, for one mode ('band' or 'self')."""
+
+    refs: dict[str, dict[str, float]] = field(default_factory=dict)  # kind → metric → normaliser
+    limits: dict[str, float] = field(default_factory=dict)  # kind → threshold on the normalised value
+
+
+class RunMonitor:
+    """Online state for one run: feed it step rows in order, get the events that fire."""
+
+    def __init__(self, detector: Detector, task: str | None, run: str = "") -> None:
+        self.detector = detector
+        self.run = run
+        self.band = detector.bands.get(task) if task else None
+        self.mode = "band" if self.band is not None else "self"
+        self.thresholds = detector.thresholds[self.mode]
+        self.self_ref = SelfReference(detector.warmup)
+        self.rules = HardRules()
+        self.monitors = {m: MetricMonitor(detector.k) for m in WATCHED}
+        self.level: dict[tuple[str, str], int] = {}  # (kind, metric) → severity already reported
+        self.peak = 0.0
+        self.stats: dict[tuple[str, str], float] = {}
+        self.recent: list[tuple[int, str, float]] = []  # (step, metric, score): corroboration in self mode
+
+    def z(self, metric: str, step: int, value: float) -> float | None:
+        if self.band is not None:
+            return self.band.z(metric, step, value)
+        return self.self_ref.observe(metric, value)
+
+    def update(self, row: Mapping[str, Any]) -> list[Event]:
+        step = int(row["step"])
+        values = {k: _number(v) for k, v in row.items() if k != "step"}
+        events = [e.model_copy(update={"run": self.run}) for e in self.rules.update(step, values)]
+        for metric in WATCHED:
+            value = values.get(metric)
+            if value is None:
+                continue
+            z = self.z(metric, step, value)
+            if z is None:
+                continue
+            shewhart, cusum = self.monitors[metric].update(z)
+            for kind, stat in zip(KINDS, (shewhart, cusum), strict=True):
+                key = (kind, metric)
+                self.stats[key] = max(self.stats.get(key, 0.0), stat)
+                ref = self.thresholds.refs.get(kind, {}).get(metric)
+                limit = self.thresholds.limits.get(kind)
+                if not ref or not limit:
+                    continue
+                if self.mode == "self":
+                    ref = max(ref, SELF_FLOORS[kind] / limit)
+                score = stat / ref / limit  # ≥ 1: alarm
+                self.peak = max(self.peak, score)
+                if self.mode == "self":
+                    severity = self._self_mode_severity(kind, metric, step, score)
+                else:
+                    severity = "critical" if score >= 2 else "warning" if score >= 1 else None
+                if severity and SEVERITY_RANK[severity] > self.level.get(key, -1):
+                    self.level[key] = SEVERITY_RANK[severity]
+                    events.append(
+                        Event(
+                            run=self.run,
+                            step=step,
+                            metric=metric,
+                            kind=f"{self.mode}_{kind}",
+                            severity=severity,
+                            score=score,
+                            evidence={"value": value, "z": z, "statistic": stat, "threshold": ref * limit},
+                        )
+                    )
+        return events
+
+    def _self_mode_severity(self, kind: str, metric: str, step: int, score: float) -> str | None:
+        """Without healthy runs to compare with, one metric moving alone is a warning, not an incident.
+
+        A run's own past is a weak reference (real runs trend: reward rises, KL grows, schedules move, and
+        their metrics are noisier than the testbed's), so in self mode the statistics must also clear
+        `SELF_FLOORS` (a jump of 6 robust sigmas, a CUSUM of 10), a CUSUM drift is at most a warning, and
+        a jump is critical only when another metric jumped past its critical level within the last 2
+        steps (real incidents move several numbers at once).
+        """
+        self.recent = [(s, m, v) for s, m, v in self.recent if step - s <= 2]
+        corroborated = any(m != metric and v >= 2 for _, m, v in self.recent)
+        if kind == "shewhart":  # jumps corroborate each other; a lingering CUSUM does not
+            self.recent.append((step, metric, score))
+        if score < 1:
+            return None
+        if score >= 2 and kind == "shewhart" and corroborated:
+            return "critical"
+        return "warning"
+
+
+SELF_FLOORS = {"shewhart": 6.0, "cusum": 10.0}
+
+
+class Detector:
+    """Fit on healthy runs; `monitor(task).update(row)` online; `score_run(run)` offline."""
+
+    def __init__(
+        self, alpha: float = 0.02, k: float = 0.5, warmup: int = 5, bin_width: int = 5, folds: int = 5
+    ):
+        self.alpha = alpha
+        self.k = k
+        self.warmup = warmup
+        self.bin_width = bin_width
+        self.folds = folds
+        self.bands: dict[str, HealthyBand] = {}
+        self.profiles: dict[str, HealthyProfile] = {}
+        self.thresholds: dict[str, Thresholds] = {"band": Thresholds(), "self": Thresholds()}
+        self.profile_limit: float = math.inf
+
+    # ------------------------------------------------------------------ fitting
+    def _fit_models(
+        self, runs: Sequence[RunData]
+    ) -> tuple[dict[str, HealthyBand], dict[str, HealthyProfile]]:
+        bands, profiles = {}, {}
+        for task in sorted({r.task for r in runs if r.task}):
+            frames = [r.frame for r in runs if r.task == task]
+            bands[task] = HealthyBand(self.bin_width).fit(frames)
+            profiles[task] = HealthyProfile().fit(frames)
+        return bands, profiles
+
+    def fit(self, healthy: Sequence[RunData]) -> Detector:
+        healthy = list(healthy)
+        if len(healthy) < 2 * self.folds:
+            raise RftfmError(
+                f"need at least {2 * self.folds} healthy runs to fit and calibrate, got {len(healthy)}"
+            )
+        per_run: dict[str, list[dict[tuple[str, str], float]]] = {"band": [], "self": []}
+        profile_scores: list[float] = []
+        order = sorted(range(len(healthy)), key=lambda i: healthy[i].run_id)
+        for fold in range(self.folds):
+            held = [healthy[i] for n, i in enumerate(order) if n % self.folds == fold]
+            rest = [healthy[i] for n, i in enumerate(order) if n % self.folds != fold]
+            self.bands, self.profiles = self._fit_models(rest)
+            for run in held:
+                for mode in ("band", "self"):
+                    per_run[mode].append(self._raw_stats(run, mode))
+                if run.task in self.profiles:
+                    profile_scores.append(self.profiles[run.task].score(run.frame)[0])
+        for mode in ("band", "self"):
+            self.thresholds[mode] = _calibrate(per_run[mode], self.alpha / 3)
+        self.profile_limit = _quantile(profile_scores, 1 - self.alpha / 3) if profile_scores else math.inf
+        self.bands, self.profiles = self._fit_models(healthy)
+        return self
+
+    def _raw_stats(self, run: RunData, mode: str) -> dict[tuple[str, str], float]:
+        """Per (kind, metric) the largest raw statistic over the run (thresholds not applied)."""
+        monitor = RunMonitor(self, run.task if mode == "band" else None)
+        if mode == "self":
+            monitor.band, monitor.mode = None, "self"
+        monitor.thresholds = Thresholds()  # no alarms while collecting raw statistics
+        for row in _rows(run.frame):
+            monitor.update(row)
+        return monitor.stats
+
+    # ------------------------------------------------------------------ scoring
+    def monitor(self, task: str | None, run: str = "") -> RunMonitor:
+        return RunMonitor(self, task, run)
+
+    def score_run(self, run: RunData) -> RunVerdict:
+        monitor = self.monitor(run.task, run.run_id)
+        events: list[Event] = []
+        for row in _rows(run.frame):
+            events.extend(monitor.update(row))
+        peak = monitor.peak
+        if monitor.mode == "band" and run.task in self.profiles and math.isfinite(self.profile_limit):
+            score, top = self.profiles[run.task].score(run.frame)
+            relative = score / self.profile_limit
+            peak = max(peak, relative)
+            if relative >= 1:
+                last = int(run.frame["step"].max())
+                events.append(
+                    Event(
+                        run=run.run_id,
+                        step=last,
+                        metric=top[0][0].split("|")[0],
+                        kind="profile",
+                        severity="critical" if relative >= 2 else "warning",
+                        score=relative,
+                        evidence={"score": score, "threshold": self.profile_limit, "top_features": dict(top)},
+                    )
+                )
+        rule_hit = any(e.kind != "profile" and not e.kind.startswith(("band_", "self_")) for e in events)
+        # Band mode is calibrated on healthy runs of the same setup: any warning is an alarm. Self mode is
+        # not (see RunMonitor._self_mode_severity): only a critical event makes the run anomalous.
+        alarm_rank = 1 if monitor.mode == "band" else 2
+        anomalous = any(SEVERITY_RANK[e.severity] >= alarm_rank for e in events)
+        missing = [m for m in WATCHED if m not in run.frame.columns or run.frame[m].isna().all()]
+        return RunVerdict(
+            run=run.run_id,
+            verdict="anomalous" if anomalous else "healthy",
+            score=math.inf if rule_hit else peak,
+            events=sorted(events, key=lambda e: (e.step, -SEVERITY_RANK[e.severity])),
+            mode=monitor.mode,
+            missing=missing,
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "k": self.k,
+            "warmup": self.warmup,
+            "bin_width": self.bin_width,
+            "folds": self.folds,
+            "bands": {t: b.to_dict() for t, b in self.bands.items()},
+            "profiles": {t: p.to_dict() for t, p in self.profiles.items()},
+            "thresholds": {m: {"refs": t.refs, "limits": t.limits} for m, t in self.thresholds.items()},
+            "profile_limit": self.profile_limit,
+        }
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: Path) -> Detector:
+        data = json.loads(Path(path).read_text())
+        det = cls(data["alpha"], data["k"], data["warmup"], data["bin_width"], data["folds"])
+        det.bands = {t: HealthyBand.from_dict(b) for t, b in data["bands"].items()}
+        det.profiles = {t: HealthyProfile.from_dict(p) for t, p in data["profiles"].items()}
+        det.thresholds = {m: Thresholds(t["refs"], t["limits"]) for m, t in data["thresholds"].items()}
+        det.profile_limit = data["profile_limit"]
+        return det
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
+    cols = [
+        c
+        for c in frame.columns
+        if c == "step" or c in WATCHED or c.startswith("nan_frac/") or c in _RULE_INPUTS
+    ]
+    for row in frame[cols].to_dict("records"):
+        yield {
+            k: v
+            for k, v in row.items()
+            if not (isinstance(v, float) and math.isnan(v) and k not in _KEEP_NAN)
+        }
+
+
+# Metrics whose NaN is news (the hard rules report it); elsewhere a NaN cell is a step that did not log it.
+_KEEP_NAN = {"loss", "reward", "kl", "entropy", "grad_norm"}
+_RULE_INPUTS = {"loss"}
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    arr = np.asarray([v for v in values if math.isfinite(v)])
+    return float(np.quantile(arr, q, method="higher")) if arr.size else math.inf
+
+
+def _calibrate(stats: list[dict[tuple[str, str], float]], alpha: float) -> Thresholds:
+    refs: dict[str, dict[str, float]] = {kind: {} for kind in KINDS}
+    for kind in KINDS:
+        for metric in WATCHED:
+            values = [s[(kind, metric)] for s in stats if (kind, metric) in s]
+            if values:
+                refs[kind][metric] = max(1.0, _quantile(values, 0.9))
+    limits = {}
+    for kind in KINDS:
+        normalised = [
+            max((v / refs[kind][m] for (k, m), v in s.items() if k == kind and m in refs[kind]), default=0.0)
+            for s in stats
+        ]
+        limits[kind] = max(1.0, _quantile(normalised, 1 - alpha)) if normalised else math.inf
+    return Thresholds(refs, limits)

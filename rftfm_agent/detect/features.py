@@ -1,0 +1,70 @@
+"""The per-step numbers detectors read: step metrics plus trajectory aggregates.
+
+`run_frame()` returns one row per step with the step metrics a run logged and, when the store holds its
+trajectories, the `traj/` aggregates recomputed from them with the current aggregate definitions (so a
+run recorded before a new aggregate existed still gets it).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
+from rftfm_agent.telemetry.store import Store
+
+# Step metrics and trajectory aggregates the change detectors watch. Held-out accuracy is not among them:
+# it is the benchmark's ground truth, and real runs rarely log it every few steps.
+STEP_METRICS: tuple[str, ...] = (
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "kl",
+    "entropy",
+    "loss",
+    "grad_norm",
+    "learning_rate",
+    "completion_length",
+    "completions/clipped_ratio",
+)
+TRAJ_METRICS: tuple[str, ...] = (
+    "traj/advantage_abs_mean",
+    "traj/response_length_mean",
+    "traj/truncated_frac",
+    "traj/repetition_ratio_mean",
+    "traj/unique_token_ratio_mean",
+    "traj/tool_error_rate",
+    "traj/reward_neg_frac",
+    "traj/reward_mismatch_frac",
+    "traj/adv_reward_discord_frac",
+    "traj/advantage_group_mean_abs",
+    "traj/advantage_group_std_mean",
+    "traj/distinct_completion_frac",
+)
+WATCHED: tuple[str, ...] = STEP_METRICS + TRAJ_METRICS
+
+
+def trajectory_aggregates(traj: pd.DataFrame) -> pd.DataFrame:
+    """traj/ aggregates per step from a run's trajectory rows (one row per step)."""
+    if traj is None or traj.empty:
+        return pd.DataFrame({"step": pd.Series(dtype="int64")})
+    cols = [c for c in INPUT_COLUMNS if c in traj.columns]
+    rows = []
+    for step, group in traj[cols].groupby("step", sort=True):
+        rows.append({"step": int(step), **aggregate_trajectories(group)})
+    return pd.DataFrame(rows)
+
+
+def run_frame(store: Store, run_id: str, with_trajectories: bool = True) -> pd.DataFrame:
+    """Wide per-step frame: logged metrics, with traj/ aggregates recomputed from stored trajectories."""
+    steps = store.steps(run_id)
+    if with_trajectories and store.manifest(run_id).n_trajectories:
+        aggs = trajectory_aggregates(store.trajectories(run_id))
+        if not aggs.empty:
+            steps = steps.drop(columns=[c for c in aggs.columns if c != "step" and c in steps.columns])
+            steps = steps.merge(aggs, on="step", how="outer")
+    return steps.sort_values("step").reset_index(drop=True)
+
+
+def as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)

@@ -1,0 +1,98 @@
+"""Run-level multivariate score against a profile of healthy runs (step metrics and trajectory aggregates).
+
+A run becomes a vector of summaries per watched metric — its mean over the run, over its last third, and
+the change from its first third to its last third — each turned into a robust z-score against healthy
+runs of the same task. The score is the mean of the three largest |z| (several summaries moving together
+count more than one outlier). It sees slow drifts and level shifts from step 1 that no within-run change
+detector can see, since such a run has no healthy stretch of its own to compare with.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from rftfm_agent.detect.band import MIN_SCALE, robust_location_scale
+from rftfm_agent.detect.features import WATCHED, as_float
+
+TOP = 3
+
+
+def run_summary(frame: pd.DataFrame, start: int = 1) -> dict[str, float]:
+    """Summaries of the steps from `start` on (mean, last-third mean, last-minus-first-third change)."""
+    frame = frame[frame["step"] >= start]
+    out: dict[str, float] = {}
+    n = len(frame)
+    if n == 0:
+        return out
+    third = max(1, n // 3)
+    for metric in WATCHED:
+        if metric not in frame.columns:
+            continue
+        values = as_float(frame, metric)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            continue
+        first, last = values[:third], values[-third:]
+        first, last = first[np.isfinite(first)], last[np.isfinite(last)]
+        out[f"{metric}|mean"] = float(finite.mean())
+        if last.size:
+            out[f"{metric}|last"] = float(last.mean())
+        if first.size and last.size:
+            out[f"{metric}|change"] = float(last.mean() - first.mean())
+    return out
+
+
+class HealthyProfile:
+    """Median and robust spread of each run summary over healthy runs of one task."""
+
+    def __init__(self) -> None:
+        self.center: dict[str, float] = {}
+        self.scale: dict[str, float] = {}
+
+    def fit(self, frames: Iterable[pd.DataFrame]) -> HealthyProfile:
+        summaries = pd.DataFrame([run_summary(f) for f in frames])
+        # A metric's typical size, so that a change feature near 0 is not scaled by a vanishing spread.
+        size = {
+            f.split("|")[0]: abs(float(np.nanmedian(summaries[f].to_numpy(dtype=float))))
+            for f in summaries.columns
+            if f.endswith("|mean")
+        }
+        for feature in summaries.columns:
+            values = summaries[feature].to_numpy(dtype=float)
+            center, scale = robust_location_scale(values)
+            if not math.isfinite(center):
+                continue
+            spread = float(np.nanstd(values))
+            magnitude = max(abs(center), size.get(feature.split("|")[0], 0.0))
+            floor = max(MIN_SCALE, 1e-3 * magnitude, 0.25 * spread)
+            self.center[feature], self.scale[feature] = center, max(scale, floor)
+        return self
+
+    def zscores(self, frame: pd.DataFrame) -> dict[str, float]:
+        summary = run_summary(frame)
+        return {
+            f: float(np.clip((v - self.center[f]) / self.scale[f], -1e4, 1e4))
+            for f, v in summary.items()
+            if f in self.center and math.isfinite(v)
+        }
+
+    def score(self, frame: pd.DataFrame) -> tuple[float, list[tuple[str, float]]]:
+        """(mean of the top |z|, the top features with their z)."""
+        z = self.zscores(frame)
+        top = sorted(z.items(), key=lambda kv: -abs(kv[1]))[:TOP]
+        if not top:
+            return 0.0, []
+        return float(np.mean([abs(v) for _, v in top])), top
+
+    def to_dict(self) -> dict:
+        return {"center": self.center, "scale": self.scale}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HealthyProfile:
+        profile = cls()
+        profile.center, profile.scale = data["center"], data["scale"]
+        return profile

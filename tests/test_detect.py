@@ -1,0 +1,153 @@
+"""Detection: hard rules, change detectors, the run profile, calibration, persistence, the CLI, and the
+evaluation harness (on the mini benchmark, in the slow tier)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from rftfm_agent.cli import app
+from rftfm_agent.detect.detector import Detector, RunData
+from rftfm_agent.detect.events import RunVerdict
+from rftfm_agent.detect.rules import HardRules
+
+
+def _healthy_frame(seed: int, steps: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "step": np.arange(1, steps + 1),
+            "reward": 0.4 + 0.05 * rng.standard_normal(steps),
+            "kl": np.abs(0.02 + 0.005 * rng.standard_normal(steps)),
+            "entropy": 0.5 + 0.02 * rng.standard_normal(steps),
+            "grad_norm": 2.0 + 0.3 * rng.standard_normal(steps),
+            "learning_rate": np.full(steps, 5e-5),
+            "frac_reward_zero_std": 0.3 + 0.05 * rng.standard_normal(steps),
+            "traj/advantage_group_std_mean": 0.9998 + 1e-5 * rng.standard_normal(steps),
+            "traj/advantage_group_mean_abs": np.zeros(steps),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Detector:
+    healthy = [RunData(f"h{i}", "arith_a", _healthy_frame(i)) for i in range(40)]
+    return Detector(alpha=0.05).fit(healthy)
+
+
+def test_hard_rules_fire_on_what_is_never_healthy() -> None:
+    rules = HardRules(patience=3)
+    kinds = []
+    for step in range(1, 8):
+        row = {
+            "grad_norm": 0.0,
+            "learning_rate": 1e-5 if step < 3 else 0.0,
+            "reward": 0.5,
+            "frac_reward_zero_std": 1.0,
+            "completions/clipped_ratio": 1.0,
+            "loss": math.nan if step == 6 else 0.1,
+        }
+        kinds += [e.kind for e in rules.update(step, row)]
+    assert kinds.count("grad_norm_zero") == 1  # fires once, not at every step
+    assert {
+        "grad_norm_zero",
+        "lr_zero",
+        "zero_std_groups",
+        "all_clipped",
+        "constant_reward",
+        "non_finite",
+    } <= set(kinds)
+    # A learning rate logged as 0 from the start is a warning (too few digits?), not an lr drop.
+    logged = HardRules(patience=3)
+    events = [e for s in range(1, 5) for e in logged.update(s, {"learning_rate": 0.0})]
+    assert [(e.kind, e.severity) for e in events] == [("lr_logged_zero", "warning")]
+    # A hidden NaN: TRL averaged it away, the recorder kept the fraction.
+    assert HardRules().update(1, {"loss": 0.1, "nan_frac/loss": 0.25})[0].kind == "non_finite"
+
+
+def test_healthy_held_out_runs_mostly_pass(fitted: Detector) -> None:
+    verdicts = [fitted.score_run(RunData(f"t{i}", "arith_a", _healthy_frame(1000 + i))) for i in range(40)]
+    flagged = sum(v.verdict == "anomalous" for v in verdicts)
+    assert flagged <= 6  # budget 5% → expect about 2; generous for 40 runs
+
+
+def test_faults_are_flagged_with_the_step_and_metric(fitted: Detector) -> None:
+    frame = _healthy_frame(7)
+    frame.loc[frame["step"] >= 15, "kl"] = 0.5  # KL blows up at step 15
+    verdict = fitted.score_run(RunData("kl", "arith_a", frame))
+    assert verdict.verdict == "anomalous" and verdict.mode == "band"
+    first = min(e.step for e in verdict.events if e.metric == "kl")
+    assert 15 <= first <= 17  # online delay of at most 2 steps
+    broken = _healthy_frame(8)
+    broken["traj/advantage_group_std_mean"] = 0.55  # a wrong group size in the advantage normalisation
+    events = fitted.score_run(RunData("ca", "arith_a", broken)).events
+    assert any(e.metric == "traj/advantage_group_std_mean" and e.severity == "critical" for e in events)
+
+
+def test_online_monitor_matches_offline_scoring(fitted: Detector) -> None:
+    frame = _healthy_frame(9)
+    frame.loc[frame["step"] >= 10, "reward"] = -0.4
+    monitor = fitted.monitor("arith_a", run="live")
+    online = [e for row in frame.to_dict("records") for e in monitor.update(row)]
+    offline = fitted.score_run(RunData("live", "arith_a", frame)).events
+    assert [(e.step, e.metric, e.kind) for e in online] == [
+        (e.step, e.metric, e.kind) for e in offline if e.kind != "profile"
+    ]
+
+
+def test_unknown_task_uses_the_run_itself(fitted: Detector) -> None:
+    frame = _healthy_frame(10, steps=60)
+    verdict = fitted.score_run(RunData("real", "gsm8k", frame))
+    assert verdict.mode == "self" and verdict.verdict == "healthy"
+    frame.loc[frame["step"] >= 40, ["kl", "grad_norm", "entropy"]] = [5.0, 80.0, 0.01]  # a real blow-up
+    verdict = fitted.score_run(RunData("real", "gsm8k", frame))
+    assert verdict.verdict == "anomalous"
+    assert {e.metric for e in verdict.events if e.severity == "critical"} & {"kl", "grad_norm", "entropy"}
+
+
+def test_detector_round_trips_through_json(fitted: Detector, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "d.json")
+    again = Detector.load(tmp_path / "d.json")
+    frame = _healthy_frame(11)
+    frame.loc[frame["step"] >= 5, "entropy"] = 0.05
+    a = fitted.score_run(RunData("x", "arith_a", frame))
+    b = again.score_run(RunData("x", "arith_a", frame))
+    assert a.model_dump() == b.model_dump()
+
+
+def test_detect_cli_json_and_events_beside_the_run(fitted: Detector, tmp_path: Path, fixtures: Path) -> None:
+    fitted.save(tmp_path / "d.json")
+    store = tmp_path / "store"
+    runner = CliRunner()
+    assert (
+        runner.invoke(app, ["ingest", str(fixtures / "trainer_state.json"), "--store", str(store)]).exit_code
+        == 0
+    )
+    run_id = json.loads(runner.invoke(app, ["runs", "--store", str(store), "--json"]).stdout)[0]["run_id"]
+    result = runner.invoke(
+        app, ["detect", run_id, "--store", str(store), "--detector", str(tmp_path / "d.json"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    [payload] = json.loads(result.stdout)
+    assert payload["run"] == run_id and payload["verdict"] in ("healthy", "anomalous")
+    for event in payload["events"]:
+        assert set(event) == {"step", "metric", "kind", "severity", "score", "evidence"}
+    saved = RunVerdict.model_validate_json((store / "runs" / run_id / "events.json").read_text())
+    assert saved.verdict == payload["verdict"]
+    missing = runner.invoke(
+        app, ["detect", run_id, "--store", str(store), "--detector", str(tmp_path / "nope.json")]
+    )
+    assert missing.exit_code == 1 and "no fitted detector" in missing.output
+
+
+def test_shipped_detector_loads() -> None:
+    from rftfm_agent.detect.api import load_detector
+
+    detector = load_detector()
+    assert {"arith_a", "arith_b", "tool"} <= set(detector.bands)
