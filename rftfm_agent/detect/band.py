@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.detect.features import WATCHED, as_float
+from rftfm_agent.detect.features import WATCHED, as_float, to_scale
 
 Z_CLIP = 1e4
 MIN_SCALE = 1e-6
@@ -79,6 +79,7 @@ class HealthyBand:
     def z(self, metric: str, step: int, value: float) -> float | None:
         if metric not in self.center or value is None or not math.isfinite(value):
             return None
+        value = float(to_scale(metric, value))
         b = min(step // self.bin_width, len(self.center[metric]) - 1)
         center, scale = self.center[metric][b], self.scale[metric][b]
         if not math.isfinite(center):

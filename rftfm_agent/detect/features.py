@@ -66,5 +66,19 @@ def run_frame(store: Store, run_id: str, with_trajectories: bool = True) -> pd.D
     return steps.sort_values("step").reset_index(drop=True)
 
 
+# Compared on a log scale against healthy runs: a learning rate 10× too low is as wrong as one 10× too
+# high. (Gradient norms stay linear: their spikes are the signal.)
+LOG_METRICS = frozenset({"learning_rate"})
+
+
+def to_scale(metric: str, values: np.ndarray | float) -> np.ndarray | float:
+    """The values on the scale the healthy band and profile compare them (log10 for LOG_METRICS)."""
+    if metric not in LOG_METRICS:
+        return values
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(np.maximum(values, 1e-12))
+
+
 def as_float(frame: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    """A column as float on its comparison scale (see `to_scale`)."""
+    return to_scale(column, pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float))
