@@ -213,3 +213,20 @@ def test_bench_cli_bad_folder_is_one_line(tmp_path: Path) -> None:
     ]
     result = CliRunner().invoke(app, ["bench", "generate", "--preset", "huge", "--out", str(tmp_path / "y")])
     assert result.exit_code == 1 and "unknown preset 'huge'" in result.output
+
+
+@pytest.mark.slow
+def test_eval_detect_on_mini_reports_protocols_baselines_and_online(mini: dict[str, Any]) -> None:
+    from rftfm_agent.evals.eval_detect import evaluate, render
+
+    report = evaluate(mini["out"], folds=4)
+    assert set(report["methods"]) == {"rftfm", "flag-all", "fixed thresholds", "IsolationForest", "LOF"}
+    flag_all = report["methods"]["flag-all"]
+    # The paper's labelling trap: counting the controls as faulty makes flagging everything perfect.
+    assert flag_all["mean_f1"]["A"] == {"easy": 1.0, "hard": 1.0}
+    assert flag_all["mean_f1"]["B"]["easy"] < 0.9 and flag_all["false_alarm_rate"] == 1.0
+    ours = report["methods"]["rftfm"]
+    assert ours["mean_f1"]["B"]["easy"] > flag_all["mean_f1"]["B"]["easy"]
+    assert report["online"]["midrun_faults"] == 32 and report["online"]["detected"] > 0
+    assert set(report["recall_by_type"]) == set(FAULT_TYPES)
+    assert "| rftfm |" in render(report)

@@ -9,9 +9,9 @@ a run-level profile score, with thresholds calibrated on healthy runs scored out
 Calibration (`fit`): healthy runs are split into folds; each fold is scored by bands and profiles fitted
 on the other folds, so no healthy run scores itself. Per metric, each statistic is divided by its 90th
 percentile over those out-of-sample runs; a run's alarm statistic is the largest normalised value over
-metrics and steps; the threshold is the (1 − alpha/3) quantile of that over the healthy runs, for each of
-the three alarm kinds (Shewhart, CUSUM, profile). So at most about `alpha` of healthy runs raise an alarm
-(on the calibration data; the evaluation measures it on held-out seeds).
+metrics and steps; the threshold is the conformal (1 − alpha/5) quantile of that over the healthy runs,
+for each of the five alarm kinds (Shewhart, EWMA, CUSUM, BOCPD, profile). So at most about `alpha` of
+healthy runs raise an alarm (on the calibration data; the evaluation measures it on held-out seeds).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from rftfm_agent.detect.profile import HealthyProfile
 from rftfm_agent.detect.rules import HardRules
 from rftfm_agent.errors import RftfmError
 
-KINDS = ("shewhart", "cusum")
+KINDS = MetricMonitor.KINDS
 
 
 @dataclass
@@ -87,8 +87,7 @@ class RunMonitor:
             z = self.z(metric, step, value)
             if z is None:
                 continue
-            shewhart, cusum = self.monitors[metric].update(z)
-            for kind, stat in zip(KINDS, (shewhart, cusum), strict=True):
+            for kind, stat in zip(KINDS, self.monitors[metric].update(z), strict=True):
                 key = (kind, metric)
                 self.stats[key] = max(self.stats.get(key, 0.0), stat)
                 ref = self.thresholds.refs.get(kind, {}).get(metric)
@@ -129,16 +128,16 @@ class RunMonitor:
         """
         self.recent = [(s, m, v) for s, m, v in self.recent if step - s <= 2]
         corroborated = any(m != metric and v >= 2 for _, m, v in self.recent)
-        if kind == "shewhart":  # jumps corroborate each other; a lingering CUSUM does not
+        if kind in ("shewhart", "bocpd"):  # jumps corroborate each other; a lingering CUSUM does not
             self.recent.append((step, metric, score))
         if score < 1:
             return None
-        if score >= 2 and kind == "shewhart" and corroborated:
+        if score >= 2 and kind in ("shewhart", "bocpd") and corroborated:
             return "critical"
         return "warning"
 
 
-SELF_FLOORS = {"shewhart": 6.0, "cusum": 10.0}
+SELF_FLOORS = {"shewhart": 6.0, "ewma": 6.0, "cusum": 10.0, "bocpd": 3.0}
 
 
 class Detector:
@@ -187,8 +186,9 @@ class Detector:
                 if run.task in self.profiles:
                     profile_scores.append(self.profiles[run.task].score(run.frame)[0])
         for mode in ("band", "self"):
-            self.thresholds[mode] = _calibrate(per_run[mode], self.alpha / 3)
-        self.profile_limit = _quantile(profile_scores, 1 - self.alpha / 3) if profile_scores else math.inf
+            self.thresholds[mode] = _calibrate(per_run[mode], self.alpha / (len(KINDS) + 1))
+        share = self.alpha / (len(KINDS) + 1)
+        self.profile_limit = _quantile(profile_scores, 1 - share) if profile_scores else math.inf
         self.bands, self.profiles = self._fit_models(healthy)
         return self
 
