@@ -40,6 +40,10 @@ METRICS: tuple[str, ...] = (
     "traj/advantage_abs_mean",
     "traj/repetition_ratio_mean",
     "traj/tool_error_rate",
+    "traj/reward_mismatch_frac",
+    "traj/adv_reward_discord_frac",
+    "traj/advantage_group_std_mean",
+    "traj/distinct_completion_frac",
 )
 VISIBLE = 1.0
 

@@ -38,7 +38,7 @@ def _wrap_batch(trainer: Any, runtime: FaultRuntime, change: Any) -> None:
 class AdvantageSign(Injector):
     type, family = "ca_advantage_sign", "CA"
     description = "advantages negated for a fraction of groups (easy 70%, hard 20%)"
-    key_metrics = ("reward", "heldout/accuracy")
+    key_metrics = ("traj/adv_reward_discord_frac", "reward", "heldout/accuracy")
 
     def rate(self) -> float:
         return 0.7 if self.easy else 0.2
@@ -83,7 +83,7 @@ class Baseline(Injector):
         "broken group baseline: easy: the reward divided by the group std without subtracting the mean "
         "(std≈0 blow-up); hard: mean and std taken over half-groups (wrong group size)"
     )
-    key_metrics = ("traj/advantage_abs_mean", "loss", "grad_norm")
+    key_metrics = ("traj/advantage_abs_mean", "traj/advantage_group_std_mean", "loss", "grad_norm")
 
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
@@ -121,7 +121,7 @@ class GroupMisalign(Injector):
         "rewards attached to the wrong completions: easy: the whole batch off by one; hard: rotated "
         "within 30% of the groups"
     )
-    key_metrics = ("reward", "heldout/accuracy")
+    key_metrics = ("traj/reward_mismatch_frac", "reward", "heldout/accuracy")
 
     def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
         g = runtime.num_generations

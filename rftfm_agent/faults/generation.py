@@ -25,7 +25,7 @@ class Temperature(Injector):
     type, family = "pg_temperature", "PG"
     variants = ("high", "low")
     description = "sampling temperature far too high (easy 2.5, hard 1.5) or too low (easy 0.1, hard 0.5)"
-    key_metrics = ("entropy", "frac_reward_zero_std", "reward")
+    key_metrics = ("traj/distinct_completion_frac", "frac_reward_zero_std", "reward")
 
     def temperature(self) -> float:
         if self.variant == "high":

@@ -51,7 +51,7 @@ class SignFlip(Injector):
 class Noise(Injector):
     type, family = "rf_noise", "RF"
     description = "the verifier's verdict flipped at random (easy 50%: pure noise, hard 15%)"
-    key_metrics = ("reward_std", "heldout/accuracy")
+    key_metrics = ("traj/reward_mismatch_frac", "reward_std", "heldout/accuracy")
 
     def rate(self) -> float:
         return 0.5 if self.easy else 0.15
