@@ -306,16 +306,38 @@ def test_aggregate_trajectories_known_answers() -> None:
         "traj/repetition_ratio_mean": 2.0 / 6,
         "traj/unique_token_ratio_mean": 3.0 / 6,
         "traj/zero_std_group_frac": 0.5,  # group 1 has equal rewards; group 0 does not
+        "traj/reward_neg_frac": 0.0,
+        "traj/advantage_group_mean_abs": 0.0,  # GRPO's baseline: advantages sum to 0 in each group
+        "traj/adv_reward_discord_frac": 0.0,  # group 0's advantages run with its rewards
+        "traj/advantage_group_std_mean": 2**0.5,  # std of [1, -1] (the NaN-reward row is left out)
     }
     assert agg.keys() == expected.keys()
     for key, value in expected.items():
         assert agg[key] == pytest.approx(value), key
 
 
+def test_group_consistency_aggregates_catch_broken_credit() -> None:
+    """Same completion, two rewards; advantages against rewards; a group that is all one text."""
+    df = pd.DataFrame(
+        {
+            "step": [1] * 8,
+            "group_id": [0, 0, 0, 0, 1, 1, 1, 1],
+            "completion": ["12", "12", "13", "14", "7", "7", "7", "7"],
+            "reward": [1.0, 0.0, 0.0, 0.0, -1.0, -1.0, -1.0, 0.0],
+            "advantage": [-1.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, -1.5],
+        }
+    )
+    agg = aggregate_trajectories(df)
+    assert agg["traj/reward_mismatch_frac"] == 1.0  # "12" got 1 and 0; "7" got -1 and 0
+    assert agg["traj/reward_neg_frac"] == 3 / 8
+    assert agg["traj/adv_reward_discord_frac"] == 1.0  # both groups: advantage falls as reward rises
+    assert agg["traj/distinct_completion_frac"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+
+
 def test_aggregate_trajectories_missing_columns_and_store_dtypes() -> None:
     assert aggregate_trajectories(pd.DataFrame()) == {"traj/count": 0.0}
     only_reward = aggregate_trajectories(pd.DataFrame({"reward": [1.0, 3.0]}))
-    assert only_reward == {"traj/count": 2.0, "traj/reward_mean": 2.0}
+    assert only_reward == {"traj/count": 2.0, "traj/reward_mean": 2.0, "traj/reward_neg_frac": 0.0}
     # Parquet gives object columns with None for nullable booleans; all-null columns give no key.
     df = pd.DataFrame(
         {
