@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rftfm_agent.bench.generator import _run_in_pool
+from rftfm_agent.bench.generator import run_in_pool
 from rftfm_agent.bench.presets import plan, scale
 from rftfm_agent.testbed.model import WarmupConfig, warm_model
 
@@ -37,7 +37,7 @@ def run_speed_benchmark(runs: int = 6, workers: int | None = None) -> dict[str, 
             for p in sample
         ]
         started = time.perf_counter()
-        _run_in_pool(workers, args, infos.append, failed)
+        run_in_pool(workers, args, infos.append, failed)
         wall = time.perf_counter() - started
     if failed:
         raise RuntimeError(f"speed benchmark runs failed: {failed}")

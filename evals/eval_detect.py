@@ -146,7 +146,6 @@ def evaluate(bench: Path, folds: int = 5, alpha: float = 0.02) -> dict[str, Any]
             for run, flag in zip(test, values, strict=True):
                 flags[name][run.run_id] = flag
 
-    by_id = {r.run_id: r for r in runs}
     controls = [r for r in runs if r.meta["control_or_fault"] == "control"]
     report: dict[str, Any] = {
         "bench": str(bench),
@@ -201,7 +200,6 @@ def evaluate(bench: Path, folds: int = 5, alpha: float = 0.02) -> dict[str, Any]
     report["recall_by_type"] = {
         t: {s: sum(v) / len(v) for s, v in d.items()} for t, d in sorted(per_type.items())
     }
-    _ = by_id
     return report
 
 

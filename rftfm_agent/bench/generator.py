@@ -161,7 +161,7 @@ def generate(
         if ray_address:
             _run_on_ray(ray_address, args, finished, failed)
         else:
-            _run_in_pool(workers or max(1, os.cpu_count() or 1), args, finished, failed)
+            run_in_pool(workers or max(1, os.cpu_count() or 1), args, finished, failed)
     shutil.rmtree(work_root, ignore_errors=True)
     lock.close()
     return GenerationReport(
@@ -169,7 +169,7 @@ def generate(
     )
 
 
-def _run_in_pool(
+def run_in_pool(
     workers: int,
     args: list[tuple[str, str, str, str | None]],
     finished: Callable[[dict[str, Any]], None],
