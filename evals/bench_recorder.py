@@ -27,23 +27,10 @@ from typing import Any
 import torch
 import transformers
 from datasets import Dataset
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import PrinterCallback
 
-SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
-CHARACTERS = "0123456789+= "
-
-
-def build_tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """A character-level tokenizer for "12+7=" prompts, built in code (no hub download)."""
-    vocab = {tok: i for i, tok in enumerate([*SPECIAL_TOKENS, *CHARACTERS])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()  # characters join back without spaces
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
-    )
+from rftfm_agent.testbed.model import build_tokenizer  # the testbed's character tokenizer
 
 
 def build_model(tokenizer: transformers.PreTrainedTokenizerFast, folder: Path, seed: int = 0) -> Any:

@@ -13,7 +13,6 @@ run differs from its healthy twin by more than healthy runs differ from each oth
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rftfm_agent.errors import RftfmError
+from rftfm_agent.bench.registry import registry_rows
 from rftfm_agent.faults import registry
 from rftfm_agent.telemetry.store import Store
 
@@ -46,17 +45,6 @@ METRICS: tuple[str, ...] = (
     "traj/distinct_completion_frac",
 )
 VISIBLE = 1.0
-
-
-def _registry(bench: Path) -> list[dict[str, str]]:
-    files = sorted((bench / "metadata" / "registries").glob("*.csv"))
-    if not files:
-        raise RftfmError(f"{bench}: no metadata/registries/*.csv (not a generated benchmark)")
-    rows: list[dict[str, str]] = []
-    for f in files:
-        with f.open(newline="") as fh:
-            rows.extend(csv.DictReader(fh))
-    return rows
 
 
 def _window_means(frame: Any, start: int) -> dict[str, float]:
@@ -85,7 +73,7 @@ def effect_table(bench: Path) -> dict[str, Any]:
     bench = Path(bench)
     store = Store(bench / "store")
     finished = {m.experiment_id or m.name: m.run_id for m in store.manifests() if m.status == "finished"}
-    rows = [r for r in _registry(bench) if r["experiment_id"] in finished]
+    rows = [r for r in registry_rows(bench) if r["experiment_id"] in finished]
     frames = {r["experiment_id"]: store.steps(finished[r["experiment_id"]]) for r in rows}
     controls = {r["cell"]: r for r in rows if r["control_or_fault"] == "control"}
 

@@ -7,28 +7,17 @@ store's run list; the cache is rebuilt when runs are added.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from pathlib import Path
 
 import pandas as pd
 
+from rftfm_agent.bench.registry import registry_rows
 from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.features import run_frame
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.store import Store
-
-
-def registry_rows(bench: Path) -> list[dict[str, str]]:
-    files = sorted((bench / "metadata" / "registries").glob("*.csv"))
-    if not files:
-        raise RftfmError(f"{bench}: no metadata/registries/*.csv (not a generated benchmark)")
-    rows: list[dict[str, str]] = []
-    for path in files:
-        with path.open(newline="") as fh:
-            rows.extend(csv.DictReader(fh))
-    return rows
 
 
 def load_bench(bench: Path) -> list[RunData]:

@@ -282,11 +282,7 @@ def _number(value: Any) -> float | None:
 
 
 def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
-    cols = [
-        c
-        for c in frame.columns
-        if c == "step" or c in WATCHED or c.startswith("nan_frac/") or c in _RULE_INPUTS
-    ]
+    cols = [c for c in frame.columns if c == "step" or c in WATCHED or c.startswith("nan_frac/")]
     for row in frame[cols].to_dict("records"):
         yield {
             k: v
@@ -297,7 +293,6 @@ def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
 
 # Metrics whose NaN is news (the hard rules report it); elsewhere a NaN cell is a step that did not log it.
 _KEEP_NAN = {"loss", "reward", "kl", "entropy", "grad_norm"}
-_RULE_INPUTS = {"loss"}
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -36,7 +36,6 @@ class HardRules:
         self._runs: dict[str, int] = {}
         self._fired: set[str] = set()
         self._rewards: list[float] = []
-        self._steps_seen = 0
         self._lr_was_positive = False
 
     def _streak(self, name: str, condition: bool) -> int:
@@ -44,12 +43,11 @@ class HardRules:
         return self._runs[name]
 
     def update(self, step: int, row: Mapping[str, float]) -> list[Event]:
-        self._steps_seen += 1
         events: list[Event] = []
 
-        def fire(rule: str, metric: str, value: float, once: bool = True, **evidence: float) -> None:
+        def fire(rule: str, metric: str, value: float, **evidence: float) -> None:
             key = f"{rule}:{metric}"
-            if once and key in self._fired:
+            if key in self._fired:
                 return
             self._fired.add(key)
             severity = "warning" if rule in ("constant_reward", "lr_logged_zero") else "critical"

@@ -228,7 +228,7 @@ def _fault_from_registry(row: dict[str, str]) -> tuple[str, FaultSpec | None, st
     return label, spec, None
 
 
-def _read_registries(root: Path) -> dict[str, dict[str, str]]:
+def read_registries(root: Path) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     reg_dir = root / "metadata" / "registries"
     for csv_path in sorted(reg_dir.glob("*.csv")) if reg_dir.is_dir() else []:
@@ -299,7 +299,7 @@ def _with_trajectory_aggregates(steps: list[RawStep], traj: pa.Table | None) -> 
 
 
 def read_folder(root: Path) -> list[ImportedRun]:
-    registry = _read_registries(root)
+    registry = read_registries(root)
     run_dirs = sorted({p.parent for name in (STEP_FILE, TRAJECTORY_FILE) for p in root.rglob(name)})
     if not run_dirs:
         raise InputError(root, "RFT-FaultBench layout without any run folder (no *_train_step.jsonl)")
