@@ -35,8 +35,10 @@ bench_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 testbed_app = typer.Typer(no_args_is_help=True, help="The offline tiny-model RFT testbed.")
 app.add_typer(testbed_app, name="testbed")
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection (and later diagnosis) on a benchmark.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection and diagnosis on a benchmark.")
 app.add_typer(eval_app, name="eval")
+fingerprints_app = typer.Typer(no_args_is_help=True, help="The fault-fingerprint library diagnosis uses.")
+app.add_typer(fingerprints_app, name="fingerprints")
 
 # Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
 console = Console(width=shutil.get_terminal_size((140, 40)).columns)
@@ -638,6 +640,130 @@ def eval_detect(
     text = render(report)
     if markdown is not None:
         markdown.write_text(text)
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(text, markup=False, highlight=False)
+
+
+@fingerprints_app.command("build")
+@friendly_errors
+def fingerprints_build(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark (labelled runs)")],
+    out: Annotated[Path, typer.Option(help="where to write the library (Parquet)")],
+    detector: Annotated[
+        Path | None, typer.Option(help="fitted detector that anchors the fingerprints (default: shipped)")
+    ] = None,
+    holdout_fold: Annotated[
+        int, typer.Option(help="fold of cells (seeds) kept out of the library; -1 keeps none")
+    ] = 0,
+    folds: Annotated[int, typer.Option(help="folds the cells are dealt into")] = 5,
+) -> None:
+    """Fingerprint a benchmark's labelled runs (training split) into a library for `rftfm diagnose`."""
+    from rftfm_agent.diagnose.api import build_from_bench
+
+    library = build_from_bench(bench, detector, None if holdout_fold < 0 else holdout_fold, folds)
+    library.save(out)
+    table = library.table
+    console.print(
+        f"wrote {out}: {table['experiment_id'].nunique()} runs × {table['mode'].nunique()} modes, "
+        f"{len(table.columns) - 9} features, {table['type'].nunique()} labels "
+        f"(held out: fold {library.meta['holdout_fold']} = {len(library.meta['holdout_cells'])} cells)",
+        markup=False,
+    )
+
+
+@app.command()
+@friendly_errors
+def diagnose(
+    runs_: Annotated[list[str], typer.Argument(metavar="RUN…", help="run ids or names in the store")],
+    store: StoreOpt = None,
+    library: Annotated[
+        Path | None, typer.Option(help="fingerprint library (default: the shipped one, from bench-full)")
+    ] = None,
+    detector: Annotated[Path | None, typer.Option(help="fitted detector (default: the one shipped)")] = None,
+    top: Annotated[int, typer.Option(help="hypotheses to list")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rank fault hypotheses for stored runs, with the features, metrics and labelled runs behind each."""
+    from rftfm_agent.diagnose.api import diagnose_runs
+
+    results = diagnose_runs(_store(store), runs_, library, detector, top=top)
+    if as_json:
+        payload = [
+            {
+                "run": d.run,
+                "verdict": v.verdict,
+                "anchor_step": d.anchor_step,
+                "mode": d.mode,
+                "unknown": d.unknown,
+                "hypotheses": [h.model_dump() for h in d.hypotheses],
+                "missing": d.missing,
+            }
+            for d, v in results
+        ]
+        emit_json(payload[0] if len(payload) == 1 else payload)
+        return
+    for d, v in results:
+        colour = "red" if v.verdict == "anomalous" else "green"
+        console.print(
+            f"[bold]{d.run}[/bold]: detector [{colour}]{v.verdict}[/{colour}]; fingerprint at step "
+            f"{d.anchor_step} (mode: {d.mode})"
+        )
+        if v.verdict == "healthy":
+            console.print(
+                "  [dim]nothing was detected: the ranking below describes the run's most unusual "
+                "stretch, not an incident[/dim]"
+            )
+        if d.missing:
+            console.print(f"  [dim]not logged, diagnosed without: {', '.join(d.missing)}[/dim]")
+        known = [h for h in d.hypotheses if h.type != "unknown"]
+        if known and known[0].probability < LOW_CONFIDENCE:
+            console.print(f"  [yellow]low confidence: no known type reaches p={LOW_CONFIDENCE}[/yellow]")
+        for rank, h in enumerate(d.hypotheses, 1):
+            console.print(f"  {rank}. {h.family}/{h.type}  p={h.probability:.2f}", markup=False)
+            ev = h.evidence
+            if h.type == "unknown":
+                console.print(f"     {ev['why']}", markup=False)
+                continue
+            for f in ev.get("features", []):
+                console.print(
+                    f"     {f['feature']:<44} {_fmt(f['value']):>10}  (healthy {_fmt(f['healthy'])}, "
+                    f"typical {_fmt(f['typical'])})",
+                    markup=False,
+                )
+            for m in ev.get("metrics", []):
+                console.print(
+                    f"     {m['metric']:<44} {_fmt(m['before'])} before → {_fmt(m['after'])} after",
+                    markup=False,
+                )
+            near = ", ".join(f"{n['run']} ({n['strength']}, {n['task']})" for n in ev.get("nearest_runs", []))
+            if near:
+                console.print(f"     nearest labelled runs: {near}", markup=False)
+
+
+LOW_CONFIDENCE = 0.4  # below this top probability the readable verdict warns that nothing stands out
+
+
+@eval_app.command("diagnose")
+@friendly_errors
+def eval_diagnose(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark")],
+    folds: Annotated[int, typer.Option(help="cross-validation folds over cells (seeds)")] = 5,
+    alpha: Annotated[float, typer.Option(help="false-alarm budget of the detectors that anchor")] = 0.02,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    png: Annotated[Path | None, typer.Option(help="write the confusion matrices (seeds split) here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Type/family top-1 and top-3, macro-F1, confusions: on unseen seeds and on an unseen task."""
+    from rftfm_agent.evals.eval_diagnose import evaluate, plot_confusion, render
+
+    report = evaluate(bench, folds=folds, alpha=alpha)
+    text = render(report)
+    if markdown is not None:
+        markdown.write_text(text)
+    if png is not None:
+        plot_confusion(report, png)
     if as_json:
         emit_json(report)
     else:

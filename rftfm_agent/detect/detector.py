@@ -126,13 +126,14 @@ class RunMonitor:
         a jump is critical only when another metric jumped past its critical level within the last 2
         steps (real incidents move several numbers at once).
         """
-        self.recent = [(s, m, v) for s, m, v in self.recent if step - s <= 2]
-        corroborated = any(m != metric and v >= 2 for _, m, v in self.recent)
-        if kind in ("shewhart", "bocpd"):  # jumps corroborate each other; a lingering CUSUM does not
+        if self.recent and step - self.recent[0][0] > 2:
+            self.recent = [(s, m, v) for s, m, v in self.recent if step - s <= 2]
+        jump = kind in ("shewhart", "bocpd")  # jumps corroborate each other; a lingering CUSUM does not
+        if jump and score >= 2:  # only a critical-level jump can corroborate another
             self.recent.append((step, metric, score))
         if score < 1:
             return None
-        if score >= 2 and kind in ("shewhart", "bocpd") and corroborated:
+        if score >= 2 and jump and any(m != metric for _, m, _ in self.recent):
             return "critical"
         return "warning"
 

@@ -1,0 +1,51 @@
+"""Entry points the CLI and the agent's tools use: build a fingerprint library, diagnose stored runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from rftfm_agent.detect.api import load_detector
+from rftfm_agent.detect.bench_data import load_bench
+from rftfm_agent.detect.detector import RunData
+from rftfm_agent.detect.events import RunVerdict
+from rftfm_agent.detect.features import run_frame
+from rftfm_agent.diagnose.diagnoser import Diagnoser, Diagnosis
+from rftfm_agent.diagnose.fingerprint import fingerprint
+from rftfm_agent.diagnose.library import Library, build_library
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry.store import Store
+
+
+def build_from_bench(
+    bench: Path, detector_path: Path | None = None, holdout_fold: int | None = 0, folds: int = 5
+) -> Library:
+    """Fingerprint a benchmark's training cells with a fitted detector (default: the shipped one)."""
+    if holdout_fold is not None and not 0 <= holdout_fold < folds:
+        raise RftfmError(f"--holdout-fold must be in 0..{folds - 1} (or omitted), got {holdout_fold}")
+    detector = load_detector(detector_path)
+    return build_library(load_bench(bench), detector, holdout_fold, folds, source=str(Path(bench).name))
+
+
+def diagnose_runs(
+    store: Store,
+    refs: Sequence[str],
+    library_path: Path | None = None,
+    detector_path: Path | None = None,
+    top: int = 3,
+) -> list[tuple[Diagnosis, RunVerdict]]:
+    """A diagnosis (and the detector's verdict it is anchored on) for each stored run."""
+    detector = load_detector(detector_path)
+    diagnoser = Diagnoser(Library.load(library_path))
+    out = []
+    for ref in refs:
+        run_id = store.resolve(ref)
+        manifest = store.manifest(run_id)
+        frame = run_frame(store, run_id)
+        if frame.empty:
+            raise RftfmError(f"run {run_id}: no step records to diagnose")
+        verdict = detector.score_run(RunData(run_id, manifest.task, frame))
+        band = detector.bands.get(manifest.task) if manifest.task else None
+        fp = fingerprint(run_id, frame, verdict, band)
+        out.append((diagnoser.diagnose(fp, top=top), verdict))
+    return out

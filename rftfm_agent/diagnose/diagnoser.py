@@ -1,0 +1,270 @@
+"""The diagnoser: ranked fault hypotheses for a fingerprint, each with the evidence behind it.
+
+Two views of the same fingerprint library:
+
+- a random forest (scikit-learn, class-balanced, NaN-aware) gives each fault type a probability;
+- nearest-neighbour retrieval, on features compressed with sign(x)·log(1 + |x|) and scaled by the healthy
+  runs' spread, names the labelled runs that looked most alike, and says `unknown` when the nearest one
+  is farther than almost every library run is from its own nearest neighbour (the 99th percentile).
+
+Both are fitted on the library rows taken in the query's mode (band or self) and only on the features
+the query has: a run that did not log, say, `entropy` is compared with fingerprints stripped of every
+entropy feature, rather than with a guess at its entropy. Fitting takes about a second and is cached
+per (mode, feature set). A hypothesis's driving features are those the forest relies on where the run
+sits away from healthy runs on the same side as the hypothesised fault's typical run.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import pairwise_distances
+
+from rftfm_agent.diagnose.fingerprint import FEATURES, Fingerprint, feature_docs, feature_metric
+from rftfm_agent.diagnose.library import HEALTHY, Library
+from rftfm_agent.errors import RftfmError
+
+NOVELTY_QUANTILE = 0.99
+TOP_FEATURES = 4
+TOP_NEIGHBOURS = 3
+
+
+class Hypothesis(BaseModel):
+    family: str
+    type: str
+    probability: float
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class Diagnosis(BaseModel):
+    run: str
+    anchor_step: int = Field(description="logged step where the anomaly starts (the detector's first alarm)")
+    mode: str = Field(description="'band': compared with healthy runs of its task; 'self': with its own past")
+    unknown: bool = Field(description="the run is far from every labelled fingerprint")
+    hypotheses: list[Hypothesis]
+    missing: list[str] = Field(default_factory=list, description="watched metrics the run did not log")
+    novelty: dict[str, float] = Field(default_factory=dict)
+
+
+def squash(x: np.ndarray) -> np.ndarray:
+    """sign(x)·log(1 + |x|): z-scores of 3 and 3,000 should not be a thousand times apart in a distance."""
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+@dataclass
+class _Model:
+    features: list[str]
+    forest: RandomForestClassifier
+    embedded: np.ndarray  # library rows in the retrieval space
+    center: np.ndarray  # healthy runs' median per feature (squashed)
+    scale: np.ndarray  # robust spread per feature (squashed)
+    class_median: dict[str, np.ndarray]  # per type, squashed
+    novelty_limit: float
+    loo_distances: np.ndarray
+    rules_seen: set[str]  # rule flags set in at least one library run
+    labels: Any  # library rows of this mode (labels only)
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        z = (squash(x) - self.center) / self.scale
+        return np.nan_to_num(z, nan=0.0)  # a missing value counts as healthy-looking
+
+
+class Diagnoser:
+    """Fit lazily from a library; `diagnose(fingerprint)` returns a `Diagnosis`."""
+
+    def __init__(self, library: Library, n_estimators: int = 300, seed: int = 0) -> None:
+        self.library = library
+        self.n_estimators = n_estimators
+        self.seed = seed
+        self.docs = feature_docs()
+        self._models: dict[tuple[str, tuple[str, ...]], _Model] = {}
+        self.family_of = dict(zip(library.table["type"], library.table["family"], strict=True))
+
+    def model(self, mode: str, features: tuple[str, ...]) -> _Model:
+        key = (mode, features)
+        if key not in self._models:
+            self._models[key] = self._fit(mode, list(features))
+        return self._models[key]
+
+    def _fit(self, mode: str, features: list[str]) -> _Model:
+        rows = self.library.rows(mode)
+        if rows.empty:
+            raise RftfmError(f"the fingerprint library has no fingerprints taken in mode {mode!r}")
+        x = rows[features].to_numpy(dtype=float)
+        y = rows["type"].to_numpy()
+        forest = RandomForestClassifier(
+            n_estimators=self.n_estimators, class_weight="balanced", random_state=self.seed, n_jobs=-1
+        ).fit(x, y)
+        sx = squash(x)
+        healthy = sx[y == HEALTHY] if (y == HEALTHY).any() else sx
+        with warnings.catch_warnings():  # all-NaN columns (a metric no library run logged) are expected
+            warnings.simplefilter("ignore", RuntimeWarning)
+            center = np.nan_to_num(np.nanmedian(healthy, axis=0), nan=0.0)
+            q75, q25 = np.nanpercentile(sx, [75, 25], axis=0)
+            scale = np.nan_to_num((q75 - q25) / 1.349, nan=1.0)
+        scale = np.maximum(scale, 0.1)
+        embedded = np.nan_to_num((sx - center) / scale, nan=0.0)
+        pairwise = pairwise_distances(embedded)
+        np.fill_diagonal(pairwise, np.inf)
+        loo = pairwise.min(axis=1)  # each library run's distance to its nearest other run
+        limit = float(np.sort(loo)[min(len(loo) - 1, math.ceil((len(loo) + 1) * NOVELTY_QUANTILE) - 1)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            class_median = {t: np.nanmedian(sx[y == t], axis=0) for t in np.unique(y)}
+        return _Model(
+            features, forest, embedded, center, scale, class_median, limit, np.sort(loo),
+            {f for f in features if f.startswith("rule:") and (rows[f] == 1).any()},
+            rows[["experiment_id", "type", "strength", "task"]],
+        )  # fmt: skip
+
+    def usable_features(self, fp: Fingerprint) -> tuple[str, ...]:
+        """Features whose metric the run logged and that the library has values for."""
+        missing = set(fp.missing)
+        present = self.library.table.columns[self.library.table.notna().any()]
+        return tuple(f for f in FEATURES if feature_metric(f) not in missing and f in present)
+
+    def predict_table(self, mode: str, table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For an evaluation: (classes, probabilities per row, unknown flag per row) for fingerprint rows
+        taken in `mode` that log every metric (as benchmark runs do)."""
+        present = self.library.table.columns[self.library.table.notna().any()]
+        features = tuple(f for f in FEATURES if f in present)
+        model = self.model(mode, features)
+        x = table[list(features)].to_numpy(dtype=float)
+        embedded = model.embed(x)
+        nearest = pairwise_distances(embedded, model.embedded).min(axis=1)
+        unseen = [i for i, f in enumerate(features) if f.startswith("rule:") and f not in model.rules_seen]
+        unknown = (nearest > model.novelty_limit) | (x[:, unseen] == 1).any(axis=1)
+        return model.forest.classes_, model.forest.predict_proba(x), unknown
+
+    def diagnose(self, fp: Fingerprint, top: int = 3) -> Diagnosis:
+        features = self.usable_features(fp)
+        if not features:
+            raise RftfmError(f"run {fp.run}: none of the metrics a diagnosis needs were logged")
+        model = self.model(fp.mode, features)
+        x = fp.vector(features)[None, :]
+        proba = model.forest.predict_proba(x)[0]
+        classes = model.forest.classes_
+        embedded = model.embed(x)
+        distances = np.linalg.norm(model.embedded - embedded, axis=1)
+        index = np.argsort(distances)
+        distances = distances[index]
+        nearest_distance = float(distances[0])
+        far = nearest_distance > model.novelty_limit
+        # A hard rule no library run ever set off is a failure the library has no example of.
+        unseen = [
+            f.removeprefix("rule:")
+            for f, v in zip(features, x[0], strict=True)
+            if f.startswith("rule:") and v == 1 and f not in model.rules_seen
+        ]
+        unknown = far or bool(unseen)
+        hypotheses = []
+        if unknown:
+            why = []
+            if far:
+                why.append(
+                    "farther from every labelled fingerprint than 99% of library runs are from their nearest "
+                    "neighbour"
+                )
+            if unseen:
+                why.append(f"hard rule(s) {', '.join(unseen)} fired, which no labelled run ever set off")
+            share = float(np.searchsorted(model.loo_distances, nearest_distance) / len(model.loo_distances))
+            hypotheses.append(
+                Hypothesis(
+                    family="unknown",
+                    type="unknown",
+                    probability=1.0 if unseen else share,
+                    evidence={
+                        "why": "; ".join(why) + "; the known types below are ranked as if it were one",
+                        "nearest_distance": nearest_distance,
+                        "limit": model.novelty_limit,
+                        "unseen_rules": unseen,
+                    },
+                )
+            )
+        for i in np.argsort(-proba)[:top]:
+            if proba[i] <= 0:
+                break
+            kind = str(classes[i])
+            hypotheses.append(
+                Hypothesis(
+                    family=self.family_of.get(kind, ""),
+                    type=kind,
+                    probability=float(proba[i]),
+                    evidence=self._evidence(model, fp, x[0], kind, distances, index),
+                )
+            )
+        return Diagnosis(
+            run=fp.run,
+            anchor_step=fp.anchor_step,
+            mode=fp.mode,
+            unknown=unknown,
+            hypotheses=hypotheses,
+            missing=fp.missing,
+            novelty={"nearest_distance": nearest_distance, "limit": model.novelty_limit},
+        )
+
+    def _evidence(
+        self,
+        model: _Model,
+        fp: Fingerprint,
+        x: np.ndarray,
+        kind: str,
+        distances: np.ndarray,
+        index: np.ndarray,
+    ) -> dict[str, Any]:
+        labels = model.labels
+        nearest = [
+            {
+                "run": str(labels["experiment_id"].iloc[j]),
+                "strength": str(labels["strength"].iloc[j]),
+                "task": str(labels["task"].iloc[j]),
+                "distance": round(float(d), 3),
+            }
+            for d, j in zip(distances, index, strict=True)
+            if labels["type"].iloc[j] == kind
+        ][:TOP_NEIGHBOURS]
+        sx = squash(x)
+        run_dev = (sx - model.center) / model.scale
+        kind_dev = (model.class_median[kind] - model.center) / model.scale
+        with np.errstate(invalid="ignore"):
+            agree = np.where(
+                np.sign(run_dev) == np.sign(kind_dev), np.minimum(np.abs(run_dev), np.abs(kind_dev)), 0.0
+            )
+        weight = np.nan_to_num(model.forest.feature_importances_ * agree, nan=0.0)
+        driving = []
+        for j in np.argsort(-weight)[:TOP_FEATURES]:
+            if weight[j] <= 0:
+                break
+            name = model.features[j]
+            driving.append(
+                {
+                    "feature": name,
+                    "value": _round(x[j]),
+                    "healthy": _round(_unsquash(model.center[j])),
+                    "typical": _round(_unsquash(model.class_median[kind][j])),
+                    "meaning": self.docs[name],
+                }
+            )
+        metrics = []
+        for item in driving:
+            metric = feature_metric(item["feature"])
+            if metric in fp.windows and metric not in {m["metric"] for m in metrics}:
+                window = fp.windows[metric]
+                metrics.append(
+                    {"metric": metric, "before": _round(window["before"]), "after": _round(window["after"])}
+                )
+        return {"features": driving, "metrics": metrics, "nearest_runs": nearest}
+
+
+def _unsquash(v: float) -> float:
+    return float(np.sign(v) * np.expm1(abs(v))) if math.isfinite(v) else math.nan
+
+
+def _round(v: float) -> float | None:
+    return float(f"{v:.4g}") if math.isfinite(v) else None

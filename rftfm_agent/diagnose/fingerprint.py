@@ -1,0 +1,233 @@
+"""A fault fingerprint: a fixed-length, named feature vector describing a run around its anomaly.
+
+The detector says *when* something went wrong (the anchor: its first alarm); the fingerprint says *how*.
+Every watched metric is turned into z-scores against a reference, then summarised over the window of
+`WINDOW` logged steps that starts at the anchor (the "after" window) and compared with the window just
+before it. The reference is the healthy band of the run's task when the detector has one (mode
+"band"), else the run's own steps before the anchor, or its first steps when the anchor is at the start
+(mode "self", for imported real runs). Fractions that mean the same thing in any run (zero-std groups,
+truncation, tool errors, advantage statistics) are also kept as raw levels, and each hard rule the
+detector fired is a 0/1 flag.
+
+A feature is NaN when the run does not log the metric behind it, or when its window is empty; the
+diagnoser then works with the features that are there and reports the metrics that were missing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from rftfm_agent.detect.band import MIN_SCALE, Z_CLIP, HealthyBand, SelfReference, robust_location_scale
+from rftfm_agent.detect.events import SEVERITY_RANK, RunVerdict
+from rftfm_agent.detect.features import WATCHED, as_float
+
+WINDOW = 10  # logged steps in the before and after windows
+MIN_REFERENCE = 3  # fewest finite values a self reference needs
+Z_LIMIT = 1e3  # z-scores are clipped here: past it, "how far" carries no more information
+
+# How each watched metric is summarised: one line per statistic, the feature name is "<metric>:<stat>".
+Z_STATS: dict[str, str] = {
+    "after": "median z over the after window: the level the metric moved to, against the reference",
+    "peak": "the after window's z of largest magnitude, with its sign: the worst single step",
+    "slope": "least-squares slope of z per logged step over the after window: a drift that continues",
+    "vol": "standard deviation of step-to-step changes of z over the after window: how erratic it became",
+    "jump": "median z after minus median z before the anchor: the break at the anchor (NaN at the start)",
+}
+
+# Quantities that mean the same in every run, kept as their raw mean over the after window.
+LEVEL_METRICS: dict[str, str] = {
+    "frac_reward_zero_std": "share of prompt groups whose completions all got the same reward",
+    "completions/clipped_ratio": "share of completions cut at the length limit (as the trainer logs it)",
+    "traj/truncated_frac": "share of completions cut at the length limit (from trajectories)",
+    "traj/empty_frac": "share of empty completions",
+    "traj/short_frac": "share of very short completions",
+    "traj/long_frac": "share of very long completions",
+    "traj/repetition_ratio_mean": "mean share of repeated n-grams in a completion",
+    "traj/unique_token_ratio_mean": "mean share of distinct tokens in a completion",
+    "traj/zero_std_group_frac": "share of groups with equal rewards (from trajectories)",
+    "traj/tool_calls_mean": "mean tool calls per completion",
+    "traj/tool_error_rate": "share of tool calls that returned an error",
+    "traj/reward_neg_frac": "share of negative rewards",
+    "traj/reward_mismatch_frac": "share of repeated completions in a group that got different rewards",
+    "traj/adv_reward_discord_frac": "share of groups whose advantages are not ordered like their rewards",
+    "traj/advantage_group_mean_abs": "mean |group mean of advantages| (GRPO makes it 0)",
+    "traj/advantage_group_std_mean": "mean group std of advantages (GRPO makes it 1 where rewards differ)",
+    "traj/distinct_completion_frac": "mean share of distinct completions in a group",
+}
+
+# Hard rules of the detector (rftfm_agent.detect.rules), one 0/1 flag each.
+RULES: dict[str, str] = {
+    "non_finite": "a metric was NaN or infinite (or NaN hidden inside an average)",
+    "grad_norm_zero": "gradient norm exactly 0 for several steps",
+    "lr_zero": "learning rate fell to 0",
+    "lr_logged_zero": "learning rate logged as 0 from the start",
+    "zero_std_groups": "every group had equal rewards for several steps",
+    "all_clipped": "every completion hit the length limit for several steps",
+    "constant_reward": "the mean reward did not change at all for several steps",
+    "advantage_baseline": "advantages lost their group baseline",
+}
+
+# Changes smaller than these are noise whatever the run's own spread (self mode only; log10 for lr).
+SELF_MIN_CHANGE: dict[str, float] = {**SelfReference.MIN_CHANGE, "learning_rate": 0.05}
+
+
+def feature_docs() -> dict[str, str]:
+    """Every fingerprint feature with its one-line meaning, in vector order."""
+    docs: dict[str, str] = {}
+    for metric in WATCHED:
+        for stat, text in Z_STATS.items():
+            docs[f"{metric}:{stat}"] = f"{metric}: {text}"
+    for metric, text in LEVEL_METRICS.items():
+        docs[f"{metric}:level"] = f"{text}, mean over the after window"
+    for rule, text in RULES.items():
+        docs[f"rule:{rule}"] = f"1 if the detector's hard rule fired: {text}"
+    return docs
+
+
+FEATURES: tuple[str, ...] = tuple(feature_docs())
+
+
+def feature_metric(feature: str) -> str:
+    """The logged metric a feature is computed from ('rule:x' features: the rule's name)."""
+    return feature.rsplit(":", 1)[0] if not feature.startswith("rule:") else feature
+
+
+@dataclass
+class Fingerprint:
+    """A run's feature vector plus where it was taken (anchor step) and against what (mode)."""
+
+    run: str
+    anchor_step: int
+    mode: str  # "band" or "self"
+    values: dict[str, float]
+    missing: list[str] = field(default_factory=list)  # watched metrics the run did not log
+    windows: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → raw before/after means
+
+    def vector(self, features: Sequence[str] = FEATURES) -> np.ndarray:
+        return np.array([self.values.get(f, math.nan) for f in features], dtype=float)
+
+
+def anchor_row(frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | None) -> int:
+    """Row where the anomaly starts: the detector's first alarm, else its first event, else the step that
+    deviates most from the healthy band (a run-level 'profile' event has no step of its own)."""
+    events = [e for e in verdict.events if e.kind != "profile"]
+    alarm_rank = 1 if verdict.mode == "band" else 2
+    alarms = [e for e in events if SEVERITY_RANK[e.severity] >= alarm_rank] or events
+    steps = frame["step"].to_numpy()
+    if alarms:
+        step = min(e.step for e in alarms)
+        return int(np.searchsorted(steps, step, side="left").clip(0, len(steps) - 1))
+    if band is None:
+        return 0
+    worst = np.zeros(len(frame))
+    for metric in WATCHED:
+        if metric in frame.columns:
+            z = _band_z(frame, metric, band)
+            worst = np.fmax(worst, np.abs(np.nan_to_num(z, nan=0.0)))
+    return int(np.argmax(worst))
+
+
+def _band_z(frame: pd.DataFrame, metric: str, band: HealthyBand) -> np.ndarray:
+    """Robust z of every logged value against the band's step bin (vectorised `HealthyBand.z`)."""
+    if metric not in band.center:
+        return np.full(len(frame), math.nan)
+    centers, scales = np.asarray(band.center[metric], float), np.asarray(band.scale[metric], float)
+    bins = np.minimum(frame["step"].to_numpy(dtype=np.int64) // band.bin_width, len(centers) - 1)
+    with np.errstate(invalid="ignore"):
+        z = (as_float(frame, metric) - centers[bins]) / scales[bins]
+    return np.clip(z, -Z_CLIP, Z_CLIP)
+
+
+def _self_z(values: np.ndarray, reference: np.ndarray, metric: str) -> np.ndarray:
+    """z of `values` against the run's own reference steps, with floors so that tiny changes stay small."""
+    ref = reference[np.isfinite(reference)]
+    if ref.size < MIN_REFERENCE:
+        return np.full(values.shape, math.nan)
+    center, scale = robust_location_scale(ref)
+    floor = max(MIN_SCALE, 0.02 * abs(center), 0.5 * float(np.std(ref)), SELF_MIN_CHANGE.get(metric, 0.0))
+    return (values - center) / max(scale, floor)
+
+
+def _slope(z: np.ndarray) -> float:
+    ok = np.isfinite(z)
+    if ok.sum() < 3:
+        return math.nan
+    x = np.arange(z.size, dtype=float)[ok]
+    return float(np.polyfit(x, z[ok], 1)[0])
+
+
+def _vol(z: np.ndarray) -> float:
+    finite = z[np.isfinite(z)]
+    return float(np.std(np.diff(finite))) if finite.size >= 3 else math.nan
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+def _peak(z: np.ndarray) -> float:
+    finite = z[np.isfinite(z)]
+    return float(finite[np.argmax(np.abs(finite))]) if finite.size else math.nan
+
+
+def fingerprint(
+    run_id: str, frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | None
+) -> Fingerprint:
+    """The fingerprint of one run, anchored at the detector's verdict (band=None: self mode)."""
+    frame = frame.sort_values("step").reset_index(drop=True)
+    n = len(frame)
+    anchor = anchor_row(frame, verdict, band)
+    before = slice(max(0, anchor - WINDOW), anchor)
+    after = slice(anchor, min(n, anchor + WINDOW))
+    mode = "band" if band is not None else "self"
+    values: dict[str, float] = {}
+    windows: dict[str, dict[str, float]] = {}
+    missing = [m for m in WATCHED if m not in frame.columns or frame[m].isna().all()]
+    for metric in WATCHED:
+        if metric in missing:
+            continue
+        raw = as_float(frame, metric)
+        if band is not None:
+            z = _band_z(frame, metric, band)
+        else:
+            enough = np.isfinite(raw[before]).sum() >= MIN_REFERENCE
+            reference = raw[before] if enough else raw[:MIN_REFERENCE]  # else: the run's first steps
+            z = _self_z(raw, reference, metric)
+        z = np.clip(z, -Z_LIMIT, Z_LIMIT)
+        z_after, z_before = z[after], z[before]
+        values[f"{metric}:after"] = _median(z_after)
+        values[f"{metric}:peak"] = _peak(z_after)
+        values[f"{metric}:slope"] = _slope(z_after)
+        values[f"{metric}:vol"] = _vol(z_after)
+        values[f"{metric}:jump"] = (
+            _median(z_after) - _median(z_before) if np.isfinite(z_before).sum() >= 2 else math.nan
+        )
+        plain = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
+        windows[metric] = {"before": _mean(plain[before]), "after": _mean(plain[after])}
+    for metric in LEVEL_METRICS:
+        if metric in frame.columns and metric not in missing:
+            values[f"{metric}:level"] = _mean(
+                pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)[after]
+            )
+    fired = {e.kind for e in verdict.events}
+    for rule in RULES:
+        values[f"rule:{rule}"] = float(rule in fired)
+    return Fingerprint(
+        run=run_id,
+        anchor_step=int(frame["step"].iloc[anchor]) if n else 0,
+        mode=mode,
+        values=values,
+        missing=missing,
+        windows=windows,
+    )
+
+
+def _mean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else math.nan
