@@ -325,7 +325,7 @@ def demo(
     store: StoreOpt = None,
     png: Annotated[Path | None, typer.Option(help="where to write the plot")] = Path("rftfm-demo.png"),
 ) -> None:
-    """Ingest the bundled example run (a real tiny GRPO run recorded by TRL) and show it."""
+    """Ingest the bundled example run (a real tiny GRPO run recorded by TRL), show, detect, diagnose."""
     from rftfm_agent.resources import example_path
 
     st = _store(store)
@@ -336,6 +336,10 @@ def demo(
     runs(store=st.root, as_json=False)
     console.print("[bold]3. show[/bold]")
     show("tiny_grpo_trainer_state", store=st.root, png=png, all_metrics=False, as_json=False)
+    console.print("[bold]4. detect[/bold]")
+    detect(["tiny_grpo_trainer_state"], store=st.root, detector=None, save=True, as_json=False)
+    console.print("[bold]5. diagnose[/bold]")
+    diagnose(["tiny_grpo_trainer_state"], store=st.root, library=None, detector=None, top=3, as_json=False)
 
 
 # ---------------------------------------------------------------------------------------------- bench
@@ -710,10 +714,11 @@ def diagnose(
             f"[bold]{d.run}[/bold]: detector [{colour}]{v.verdict}[/{colour}]; fingerprint at step "
             f"{d.anchor_step} (mode: {d.mode})"
         )
-        if v.verdict == "healthy":
+        brief = v.verdict == "healthy"  # no incident: name the closest types, without evidence
+        if brief:
             console.print(
-                "  [dim]nothing was detected: the ranking below describes the run's most unusual "
-                "stretch, not an incident[/dim]"
+                "  [dim]nothing was detected: the types below are only the closest matches of the run's "
+                "most unusual stretch, not an incident (--json for their evidence)[/dim]"
             )
         if d.missing:
             console.print(f"  [dim]not logged, diagnosed without: {', '.join(d.missing)}[/dim]")
@@ -723,6 +728,8 @@ def diagnose(
         for rank, h in enumerate(d.hypotheses, 1):
             console.print(f"  {rank}. {h.family}/{h.type}  p={h.probability:.2f}", markup=False)
             ev = h.evidence
+            if brief:
+                continue
             if h.type == "unknown":
                 console.print(f"     {ev['why']}", markup=False)
                 continue

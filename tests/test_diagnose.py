@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from rftfm_agent.cli import app
 from rftfm_agent.detect.detector import Detector, RunData
 from rftfm_agent.diagnose.diagnoser import Diagnoser
-from rftfm_agent.diagnose.fingerprint import FEATURES, feature_docs
+from rftfm_agent.diagnose.fingerprint import FEATURES, change_point_row, feature_docs
 from rftfm_agent.diagnose.library import Library, build_library, fingerprint_run, shipped_library_path
 from rftfm_agent.errors import RftfmError
 
@@ -89,6 +89,14 @@ def test_fingerprint_is_fixed_length_and_anchored_at_the_alarm(setup: tuple[Dete
     # In self mode the same break is measured against the run's own steps before the anchor.
     own = fingerprint_run(detector, run, "self")
     assert own.mode == "self" and own.values["kl:jump"] > 5
+
+
+def test_without_an_alarm_self_mode_anchors_at_the_largest_shift() -> None:
+    frame = _frame(950)
+    frame.loc[frame["step"] >= 18, "reward"] += 0.12  # about two noise sigmas: no alarm, but a shift
+    frame.loc[frame["step"] >= 18, "entropy"] += 0.04
+    assert 17 <= int(frame["step"].iloc[change_point_row(frame)]) <= 19
+    assert change_point_row(frame.iloc[:4]) == 0  # too short to split
 
 
 @pytest.mark.parametrize("kind", ["od_kl", "rf_sign_flip", "pg_temperature"])

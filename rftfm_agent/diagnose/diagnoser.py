@@ -9,8 +9,9 @@ Two views of the same fingerprint library:
 
 Both are fitted on the library rows taken in the query's mode (band or self) and only on the features
 the query has: a run that did not log, say, `entropy` is compared with fingerprints stripped of every
-entropy feature, rather than with a guess at its entropy. Fitting takes about a second and is cached
-per (mode, feature set). A hypothesis's driving features are those the forest relies on where the run
+entropy feature, rather than with a guess at its entropy; a run whose policy calls no tools (or whose
+tool use was not logged) is not offered tool/environment faults. Fitting takes about a second and is
+cached per (mode, feature set, tool use). A hypothesis's driving features are those the forest relies on where the run
 sits away from healthy runs on the same side as the hypothesised fault's typical run.
 """
 
@@ -52,6 +53,16 @@ class Diagnosis(BaseModel):
     novelty: dict[str, float] = Field(default_factory=dict)
 
 
+# Tool/environment faults can only show in a run whose policy calls tools: for any other run (including
+# one whose trajectories were not logged, so tool use is unknown) they are left out of the candidates.
+TOOL_FAMILIES = frozenset({"TE"})
+TOOL_FEATURE = "traj/tool_calls_mean:level"
+
+
+def uses_tools(tool_calls_mean: float) -> bool:
+    return math.isfinite(tool_calls_mean) and tool_calls_mean > 0
+
+
 def squash(x: np.ndarray) -> np.ndarray:
     """sign(x)·log(1 + |x|): z-scores of 3 and 3,000 should not be a thousand times apart in a distance."""
     return np.sign(x) * np.log1p(np.abs(x))
@@ -76,7 +87,11 @@ class _Model:
 
 
 class Diagnoser:
-    """Fit lazily from a library; `diagnose(fingerprint)` returns a `Diagnosis`."""
+    """Fit lazily from a library; `diagnose(fingerprint)` returns a `Diagnosis`.
+
+    Models are kept per (mode, feature set, tool use) for the diagnoser's lifetime: a long-lived
+    supervisor sees few distinct combinations (one per logging setup).
+    """
 
     def __init__(self, library: Library, n_estimators: int = 300, seed: int = 0) -> None:
         self.library = library
@@ -86,14 +101,16 @@ class Diagnoser:
         self._models: dict[tuple[str, tuple[str, ...]], _Model] = {}
         self.family_of = dict(zip(library.table["type"], library.table["family"], strict=True))
 
-    def model(self, mode: str, features: tuple[str, ...]) -> _Model:
-        key = (mode, features)
+    def model(self, mode: str, features: tuple[str, ...], tools: bool = True) -> _Model:
+        key = (mode, features, tools)
         if key not in self._models:
-            self._models[key] = self._fit(mode, list(features))
+            self._models[key] = self._fit(mode, list(features), tools)
         return self._models[key]
 
-    def _fit(self, mode: str, features: list[str]) -> _Model:
+    def _fit(self, mode: str, features: list[str], tools: bool) -> _Model:
         rows = self.library.rows(mode)
+        if not tools:
+            rows = rows[~rows["family"].isin(TOOL_FAMILIES)].reset_index(drop=True)
         if rows.empty:
             raise RftfmError(f"the fingerprint library has no fingerprints taken in mode {mode!r}")
         x = rows[features].to_numpy(dtype=float)
@@ -134,19 +151,30 @@ class Diagnoser:
         taken in `mode` that log every metric (as benchmark runs do)."""
         present = self.library.table.columns[self.library.table.notna().any()]
         features = tuple(f for f in FEATURES if f in present)
-        model = self.model(mode, features)
-        x = table[list(features)].to_numpy(dtype=float)
-        embedded = model.embed(x)
-        nearest = pairwise_distances(embedded, model.embedded).min(axis=1)
-        unseen = [i for i, f in enumerate(features) if f.startswith("rule:") and f not in model.rules_seen]
-        unknown = (nearest > model.novelty_limit) | (x[:, unseen] == 1).any(axis=1)
-        return model.forest.classes_, model.forest.predict_proba(x), unknown
+        classes = np.array(sorted(set(self.library.rows(mode)["type"])))
+        proba = np.zeros((len(table), len(classes)))
+        unknown = np.zeros(len(table), dtype=bool)
+        tools = np.array([uses_tools(v) for v in table[TOOL_FEATURE].to_numpy(dtype=float)], dtype=bool)
+        for flag in (True, False):
+            rows = np.flatnonzero(tools == flag)
+            if rows.size == 0:
+                continue
+            model = self.model(mode, features, flag)
+            x = table[list(features)].to_numpy(dtype=float)[rows]
+            nearest = pairwise_distances(model.embed(x), model.embedded).min(axis=1)
+            unseen = [
+                i for i, f in enumerate(features) if f.startswith("rule:") and f not in model.rules_seen
+            ]
+            unknown[rows] = (nearest > model.novelty_limit) | (x[:, unseen] == 1).any(axis=1)
+            columns = np.searchsorted(classes, model.forest.classes_)
+            proba[np.ix_(rows, columns)] = model.forest.predict_proba(x)
+        return classes, proba, unknown
 
     def diagnose(self, fp: Fingerprint, top: int = 3) -> Diagnosis:
         features = self.usable_features(fp)
         if not features:
             raise RftfmError(f"run {fp.run}: none of the metrics a diagnosis needs were logged")
-        model = self.model(fp.mode, features)
+        model = self.model(fp.mode, features, uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
         x = fp.vector(features)[None, :]
         proba = model.forest.predict_proba(x)[0]
         classes = model.forest.classes_

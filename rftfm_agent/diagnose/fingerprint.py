@@ -123,13 +123,42 @@ def anchor_row(frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | Non
         step = min(e.step for e in alarms)
         return int(np.searchsorted(steps, step, side="left").clip(0, len(steps) - 1))
     if band is None:
-        return 0
+        return change_point_row(frame)
     worst = np.zeros(len(frame))
     for metric in WATCHED:
         if metric in frame.columns:
             z = _band_z(frame, metric, band)
             worst = np.fmax(worst, np.abs(np.nan_to_num(z, nan=0.0)))
     return int(np.argmax(worst))
+
+
+def change_point_row(frame: pd.DataFrame, margin: int = MIN_REFERENCE) -> int:
+    """The row where the watched metrics, together, shift their mean the most (0 if none does).
+
+    Offline mean-shift change point, as ruptures' binary segmentation with an L2 cost would find it: each
+    metric is divided by its step-to-step noise (robust spread of first differences / √2), and a split
+    at row k scores Σ_metrics k(n−k)/n · (mean after − mean before)². Used in self mode when the
+    detector raised nothing: the fingerprint is then taken where the run changed most, not at its start.
+    """
+    n = len(frame)
+    if n < 2 * margin:
+        return 0
+    score = np.zeros(n)
+    ks = np.arange(margin, n - margin + 1)
+    for metric in WATCHED:
+        if metric not in frame.columns:
+            continue
+        x = as_float(frame, metric)
+        if not np.isfinite(x).all():
+            continue
+        _, noise = robust_location_scale(np.diff(x))
+        noise = max(noise / math.sqrt(2), 0.1 * float(np.std(x)), MIN_SCALE)
+        x = x / noise
+        total = np.cumsum(x)
+        before = total[ks - 1] / ks
+        after = (total[-1] - total[ks - 1]) / (n - ks)
+        score[ks] += ks * (n - ks) / n * (after - before) ** 2
+    return int(np.argmax(score)) if score.any() else 0
 
 
 def _band_z(frame: pd.DataFrame, metric: str, band: HealthyBand) -> np.ndarray:
