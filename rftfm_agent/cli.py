@@ -741,7 +741,8 @@ def diagnose(
                 )
             for m in ev.get("metrics", []):
                 console.print(
-                    f"     {m['metric']:<44} {_fmt(m['before'])} before → {_fmt(m['after'])} after",
+                    f"     {m['metric']:<44} {_fmt(m['before'])} before → {_fmt(m['after'])} after"
+                    + (f" (healthy runs: {_fmt(m['healthy'])})" if "healthy" in m else ""),
                     markup=False,
                 )
             near = ", ".join(f"{n['run']} ({n['strength']}, {n['task']})" for n in ev.get("nearest_runs", []))

@@ -269,6 +269,15 @@ def test_shipped_library_diagnoses_runs_of_another_benchmark(mini: dict[str, Any
     assert (top1 == table["type"].to_numpy()).mean() >= 0.75
     assert np.mean([t in s for t, s in zip(table["type"], top3, strict=True)]) >= 0.9
 
+    # `rftfm diagnose` (one run at a time) answers exactly what the evaluation (a whole table) scores.
+    from rftfm_agent.diagnose.library import fingerprint_run
+
+    diagnoser = Diagnoser(Library.load())
+    for run, p in list(zip(runs, proba, strict=True))[:8]:
+        diagnosis = diagnoser.diagnose(fingerprint_run(load_detector(), run, "band"))
+        best = next(h for h in diagnosis.hypotheses if h.type != "unknown")
+        assert best.type == classes[p.argmax()] and best.probability == pytest.approx(p.max())
+
     flip = next(r for r in runs if r.meta["fault_type"] == "rf_sign_flip")
     store = str(mini["out"] / "store")
     result = CliRunner().invoke(app, ["diagnose", flip.run_id, "--store", store, "--json"])

@@ -11,8 +11,8 @@ Both are fitted on the library rows taken in the query's mode (band or self) and
 the query has: a run that did not log, say, `entropy` is compared with fingerprints stripped of every
 entropy feature, rather than with a guess at its entropy; a run whose policy calls no tools (or whose
 tool use was not logged) is not offered tool/environment faults. Fitting takes about a second and is
-cached per (mode, feature set, tool use). A hypothesis's driving features are those the forest relies on where the run
-sits away from healthy runs on the same side as the hypothesised fault's typical run.
+cached per (mode, feature set, tool use). A hypothesis's driving features are those the forest relies
+on where the run sits away from healthy runs on the same side as the hypothesised fault's typical run.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Diagnoser:
         self.n_estimators = n_estimators
         self.seed = seed
         self.docs = feature_docs()
-        self._models: dict[tuple[str, tuple[str, ...]], _Model] = {}
+        self._models: dict[tuple[str, tuple[str, ...], bool], _Model] = {}
         self.family_of = dict(zip(library.table["type"], library.table["family"], strict=True))
 
     def model(self, mode: str, features: tuple[str, ...], tools: bool = True) -> _Model:
@@ -284,9 +284,7 @@ class Diagnoser:
             metric = feature_metric(item["feature"])
             if metric in fp.windows and metric not in {m["metric"] for m in metrics}:
                 window = fp.windows[metric]
-                metrics.append(
-                    {"metric": metric, "before": _round(window["before"]), "after": _round(window["after"])}
-                )
+                metrics.append({"metric": metric, **{k: _round(v) for k, v in window.items()}})
         return {"features": driving, "metrics": metrics, "nearest_runs": nearest}
 
 

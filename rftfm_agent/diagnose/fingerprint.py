@@ -24,7 +24,7 @@ import pandas as pd
 
 from rftfm_agent.detect.band import MIN_SCALE, Z_CLIP, HealthyBand, SelfReference, robust_location_scale
 from rftfm_agent.detect.events import SEVERITY_RANK, RunVerdict
-from rftfm_agent.detect.features import WATCHED, as_float
+from rftfm_agent.detect.features import LOG_METRICS, WATCHED, as_float
 
 WINDOW = 10  # logged steps in the before and after windows
 MIN_REFERENCE = 3  # fewest finite values a self reference needs
@@ -218,8 +218,13 @@ def fingerprint(
     values: dict[str, float] = {}
     windows: dict[str, dict[str, float]] = {}
     missing = [m for m in WATCHED if m not in frame.columns or frame[m].isna().all()]
+    calls = "traj/tool_calls_mean"
+    if calls in frame.columns and frame[calls].notna().any() and "traj/tool_error_rate" in missing:
+        missing.remove(
+            "traj/tool_error_rate"
+        )  # tool calls logged, none made: the rate is undefined, not lost
     for metric in WATCHED:
-        if metric in missing:
+        if metric in missing or metric not in frame.columns:  # (a column of NaN: its features stay NaN)
             continue
         raw = as_float(frame, metric)
         if band is not None:
@@ -239,6 +244,8 @@ def fingerprint(
         )
         plain = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
         windows[metric] = {"before": _mean(plain[before]), "after": _mean(plain[after])}
+        if band is not None and metric in band.center:
+            windows[metric]["healthy"] = _healthy_mean(frame["step"].to_numpy()[after], metric, band)
     for metric in LEVEL_METRICS:
         if metric in frame.columns and metric not in missing:
             values[f"{metric}:level"] = _mean(
@@ -255,6 +262,17 @@ def fingerprint(
         missing=missing,
         windows=windows,
     )
+
+
+def _healthy_mean(steps: np.ndarray, metric: str, band: HealthyBand) -> float:
+    """What healthy runs of the task log over these steps (the band's medians, on the metric's own scale)."""
+    centers = np.asarray(band.center[metric], float)
+    if steps.size == 0:
+        return math.nan
+    values = centers[np.minimum(steps.astype(np.int64) // band.bin_width, len(centers) - 1)]
+    if metric in LOG_METRICS:
+        values = 10.0**values
+    return _mean(values)
 
 
 def _mean(values: np.ndarray) -> float:
