@@ -3,9 +3,10 @@
 Two views of the same fingerprint library:
 
 - a random forest (scikit-learn, class-balanced, NaN-aware) gives each fault type a probability;
-- nearest-neighbour retrieval, on features compressed with sign(x)·log(1 + |x|) and scaled by the healthy
-  runs' spread, names the labelled runs that looked most alike, and says `unknown` when the nearest one
-  is farther than almost every library run is from its own nearest neighbour (the 99th percentile).
+- nearest-neighbour retrieval, on features compressed with sign(x)·log(1 + |x|), centred on the healthy
+  runs' medians and scaled by the library's interquartile spread, names the labelled runs that looked
+  most alike, and says `unknown` when the nearest one is farther than almost every library run is from
+  its own nearest neighbour (the 99th percentile), or when a hard rule fired that no library run set off.
 
 Both are fitted on the library rows taken in the query's mode (band or self) and only on the features
 the query has: a run that did not log, say, `entropy` is compared with fingerprints stripped of every
