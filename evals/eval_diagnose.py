@@ -17,11 +17,13 @@ Two splits, both with everything fitted on the training side only:
 Each split is scored in both fingerprint modes: "band" (the run's task has a healthy band: every
 benchmark run) and "self" (compared with its own past, as an imported run of an unknown task is).
 
-Scores, per strength, over fault runs: type and family accuracy top-1 and top-3 (family top-k: the k
-families with the most summed probability), macro-F1 over the 16 types, per-type accuracy and the
-confusions behind each miss. "healthy" is one of the answers the diagnoser can give; for a fault run it
-counts as wrong. Also: the share of healthy controls diagnosed healthy, and the share of fault runs
-called unknown.
+Rankings are the known types in the diagnoser's order, as `rftfm diagnose` lists them after its
+`unknown` line (types with probability 0 are not listed); how often `unknown` would lead is reported
+separately. Scores, per strength, over fault runs: type and family accuracy top-1 and top-3
+(family top-k: the k families with the most summed probability), macro-F1 over the 16 types,
+per-type accuracy and the confusions behind each miss. "healthy" is one of the answers the diagnoser
+can give; for a fault run it counts as wrong. Also: the share of healthy controls diagnosed healthy,
+and the share of fault runs called unknown.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import Detector, RunData
 from rftfm_agent.diagnose.diagnoser import Diagnoser
 from rftfm_agent.diagnose.library import HEALTHY, Library, fingerprint_table, split_cells
+from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.schema import FAULT_FAMILIES, FAULT_TYPES
 
 MODES = ("band", "self")
@@ -52,7 +55,7 @@ def _rank(diagnoser: Diagnoser, mode: str, test: pd.DataFrame) -> list[dict[str,
     family_of = {**FAULT_TYPES, HEALTHY: "none"}
     out = []
     for (_, row), p, far in zip(test.iterrows(), proba, unknown, strict=True):
-        order = np.argsort(-p)
+        order = [i for i in np.argsort(-p) if p[i] > 0]  # as `rftfm diagnose` lists them
         types = [str(classes[i]) for i in order]
         fam_p: dict[str, float] = defaultdict(float)
         for c, v in zip(classes, p, strict=True):
@@ -68,7 +71,7 @@ def _rank(diagnoser: Diagnoser, mode: str, test: pd.DataFrame) -> list[dict[str,
                 "true_family": row["family"],
                 "types": types[:3],
                 "families": families[:3],
-                "probability": float(p[order[0]]),
+                "probability": float(p[order[0]]) if order else 0.0,
                 "unknown": bool(far),
             }
         )
@@ -98,10 +101,13 @@ def _predictions_tasks(runs: list[RunData], alpha: float) -> list[dict[str, Any]
     held_out = [t for t in HELD_OUT_TASKS if any(r.task == t for r in runs)]
     if not held_out:
         return []
-    detector = Detector(alpha=alpha).fit([r for r in runs if r.meta["control_or_fault"] == "control"])
-    table = fingerprint_table(detector, runs, MODES)
+    controls = [r for r in runs if r.meta["control_or_fault"] == "control"]
+    band = fingerprint_table(Detector(alpha=alpha).fit(controls), runs, ("band",))
     out = []
     for task in held_out:
+        # Self mode uses no healthy run of the new task at all, not even to calibrate the anchor's alarms.
+        others = Detector(alpha=alpha).fit([r for r in controls if r.task != task])
+        table = pd.concat([band, fingerprint_table(others, runs, ("self",))], ignore_index=True)
         diagnoser = Diagnoser(Library(table[table["task"] != task]))
         for mode in MODES:
             test = table[(table["task"] == task) & (table["mode"] == mode)]
@@ -169,6 +175,8 @@ def confusion(preds: list[dict[str, Any]], strength: str) -> pd.DataFrame:
 
 
 def evaluate(bench: Path, folds: int = 5, alpha: float = 0.02) -> dict[str, Any]:
+    if folds < 2:
+        raise RftfmError(f"--folds must be at least 2, got {folds}")
     started = time.perf_counter()
     runs = load_bench(bench)
     preds = _predictions_seeds(runs, folds, alpha) + _predictions_tasks(runs, alpha)

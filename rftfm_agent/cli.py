@@ -643,7 +643,7 @@ def eval_detect(
     report = evaluate(bench, folds=folds, alpha=alpha)
     text = render(report)
     if markdown is not None:
-        markdown.write_text(text)
+        _write_report(markdown, lambda: markdown.write_text(text))
     if as_json:
         emit_json(report)
     else:
@@ -703,6 +703,7 @@ def diagnose(
                 "unknown": d.unknown,
                 "hypotheses": [h.model_dump() for h in d.hypotheses],
                 "missing": d.missing,
+                "notes": d.notes,
             }
             for d, v in results
         ]
@@ -720,6 +721,8 @@ def diagnose(
                 "  [dim]nothing was detected: the types below are only the closest matches of the run's "
                 "most unusual stretch, not an incident (--json for their evidence)[/dim]"
             )
+        for note in d.notes:
+            console.print(f"  [yellow]note: {note}[/yellow]", markup=True, highlight=False)
         if d.missing:
             console.print(f"  [dim]not logged, diagnosed without: {', '.join(d.missing)}[/dim]")
         known = [h for h in d.hypotheses if h.type != "unknown"]
@@ -750,6 +753,14 @@ def diagnose(
                 console.print(f"     nearest labelled runs: {near}", markup=False)
 
 
+def _write_report(path: Path, write: Callable[[], Any]) -> None:
+    """Write a report file, turning an unwritable path into rftfm's one-line error."""
+    try:
+        write()
+    except OSError as exc:
+        raise RftfmError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+
+
 LOW_CONFIDENCE = 0.4  # below this top probability the readable verdict warns that nothing stands out
 
 
@@ -769,9 +780,9 @@ def eval_diagnose(
     report = evaluate(bench, folds=folds, alpha=alpha)
     text = render(report)
     if markdown is not None:
-        markdown.write_text(text)
+        _write_report(markdown, lambda: markdown.write_text(text))
     if png is not None:
-        plot_confusion(report, png)
+        _write_report(png, lambda: plot_confusion(report, png))
     if as_json:
         emit_json(report)
     else:

@@ -211,3 +211,83 @@ def test_diagnose_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["fingerprints", "build", "--bench", str(tmp_path), "--out", str(bad)])
     assert result.exit_code == 1 and "not a benchmark folder" in result.output
     assert bad.read_bytes() == b"\x00garbage"  # nothing overwritten
+
+
+def test_missing_means_not_logged_not_undefined() -> None:
+    from rftfm_agent.diagnose.fingerprint import LEVEL_METRICS, missing_metrics
+
+    frame = _frame(1000)
+    frame["traj/reward_mean"] = frame["reward"]
+    frame["traj/adv_reward_discord_frac"] = np.nan  # recorded, undefined (every group had equal rewards)
+    missing = missing_metrics(frame)
+    assert not any(m.startswith("traj/") for m in missing)  # trajectories were recorded
+    assert "entropy" not in missing and "loss" in missing
+    bare = missing_metrics(_frame(1000))  # no trajectories: traj/ metrics it did not log are missing
+    assert {m for m in LEVEL_METRICS if m.startswith("traj/")} - {"traj/reward_neg_frac"} <= set(bare)
+    assert "traj/reward_neg_frac" not in bare  # the synthetic frame logs this one
+
+
+def test_sparse_logging_keeps_its_features(setup: tuple[Detector, Library]) -> None:
+    detector, _ = setup
+    frame = _frame(1100)
+    frame.loc[frame.index % 2 == 0, "kl"] = np.nan  # kl logged every other step
+    frame.loc[frame["step"] >= 16, "reward"] -= 0.4
+    assert 15 <= int(frame["step"].iloc[change_point_row(frame)]) <= 17
+    fp = fingerprint_run(detector, RunData("sparse", "arith_a", frame), "self")
+    assert "kl" not in fp.missing and math.isfinite(fp.values["kl:after"])
+
+
+def test_a_run_without_any_watched_metric_is_refused(setup: tuple[Detector, Library]) -> None:
+    detector, library = setup
+    frame = pd.DataFrame({"step": np.arange(1, 11), "epoch": np.linspace(0, 1, 10)})
+    fp = fingerprint_run(detector, RunData("bare", None, frame), "self")
+    with pytest.raises(RftfmError, match="none of the metrics"):
+        Diagnoser(library).diagnose(fp)
+
+
+def test_cli_refuses_bad_options_in_one_line(tmp_path: Path) -> None:
+    runner = CliRunner()
+    cases = [
+        (["diagnose", "x", "--top", "0", "--store", str(tmp_path)], "--top must be at least 1"),
+        (["eval", "diagnose", "--bench", str(tmp_path), "--folds", "1"], "--folds must be at least 2"),
+        (["fingerprints", "build", "--bench", str(tmp_path), "--out", "o", "--folds", "1"], "--folds must"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1
+
+
+def test_library_with_broken_metadata_names_the_file(setup: tuple[Detector, Library], tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, library = setup
+    path = tmp_path / "fp.parquet"
+    table = pa.Table.from_pandas(library.table, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({b"rftfm": b"{not json"}), path)
+    with pytest.raises(RftfmError, match=str(path)):
+        Library.load(path)
+    pq.write_table(pa.Table.from_pandas(library.table[["mode"]], preserve_index=False), path)
+    with pytest.raises(RftfmError, match=f"{path}: fingerprint table lacks columns"):
+        Library.load(path)
+
+
+def test_a_library_made_with_another_detector_is_noted(
+    setup: tuple[Detector, Library], tmp_path: Path, fixtures: Path
+) -> None:
+    from rftfm_agent.diagnose.api import diagnose_runs
+    from rftfm_agent.telemetry.store import Store
+
+    detector, library = setup
+    library.save(tmp_path / "fp.parquet")  # built with the synthetic detector, not the shipped one
+    store = Store(tmp_path / "store")
+    ingested = CliRunner().invoke(
+        app, ["ingest", str(fixtures / "trainer_state.json"), "--store", str(store.root)]
+    )
+    assert ingested.exit_code == 0
+    run_id = store.run_ids()[0]
+    [(diagnosis, _)] = diagnose_runs(store, [run_id], library_path=tmp_path / "fp.parquet")
+    assert diagnosis.notes and "another detector" in diagnosis.notes[0]
+    detector.save(tmp_path / "d.json")
+    [(same, _)] = diagnose_runs(store, [run_id], tmp_path / "fp.parquet", tmp_path / "d.json")
+    assert same.notes == []

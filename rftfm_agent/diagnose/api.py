@@ -12,7 +12,7 @@ from rftfm_agent.detect.events import RunVerdict
 from rftfm_agent.detect.features import run_frame
 from rftfm_agent.diagnose.diagnoser import Diagnoser, Diagnosis
 from rftfm_agent.diagnose.fingerprint import fingerprint
-from rftfm_agent.diagnose.library import Library, build_library
+from rftfm_agent.diagnose.library import Library, build_library, detector_digest
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.store import Store
 
@@ -21,6 +21,8 @@ def build_from_bench(
     bench: Path, detector_path: Path | None = None, holdout_fold: int | None = 0, folds: int = 5
 ) -> Library:
     """Fingerprint a benchmark's training cells with a fitted detector (default: the shipped one)."""
+    if folds < 2:
+        raise RftfmError(f"--folds must be at least 2, got {folds}")
     if holdout_fold is not None and not 0 <= holdout_fold < folds:
         raise RftfmError(f"--holdout-fold must be in 0..{folds - 1} (or omitted), got {holdout_fold}")
     detector = load_detector(detector_path)
@@ -35,8 +37,18 @@ def diagnose_runs(
     top: int = 3,
 ) -> list[tuple[Diagnosis, RunVerdict]]:
     """A diagnosis (and the detector's verdict it is anchored on) for each stored run."""
+    if top < 1:
+        raise RftfmError(f"--top must be at least 1, got {top}")
     detector = load_detector(detector_path)
-    diagnoser = Diagnoser(Library.load(library_path))
+    library = Library.load(library_path)
+    notes = []
+    made_with = library.meta.get("detector")
+    if made_with and made_with != detector_digest(detector):
+        notes.append(
+            f"the fingerprint library was anchored with another detector ({made_with}); "
+            "rebuild it with `rftfm fingerprints build --detector` for like-for-like fingerprints"
+        )
+    diagnoser = Diagnoser(library)
     out = []
     for ref in refs:
         run_id = store.resolve(ref)
@@ -47,5 +59,6 @@ def diagnose_runs(
         verdict = detector.score_run(RunData(run_id, manifest.task, frame))
         band = detector.bands.get(manifest.task) if manifest.task else None
         fp = fingerprint(run_id, frame, verdict, band)
-        out.append((diagnoser.diagnose(fp, top=top), verdict))
+        diagnosis = diagnoser.diagnose(fp, top=top)
+        out.append((diagnosis.model_copy(update={"notes": notes}), verdict))
     return out

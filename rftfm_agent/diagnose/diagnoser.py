@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import pairwise_distances
 
+from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.diagnose.fingerprint import FEATURES, Fingerprint, feature_docs, feature_metric
 from rftfm_agent.diagnose.library import HEALTHY, Library
 from rftfm_agent.errors import RftfmError
@@ -52,6 +53,7 @@ class Diagnosis(BaseModel):
     hypotheses: list[Hypothesis]
     missing: list[str] = Field(default_factory=list, description="watched metrics the run did not log")
     novelty: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list, description="caveats about how the answer was reached")
 
 
 # Tool/environment faults can only show in a run whose policy calls tools: for any other run (including
@@ -173,7 +175,7 @@ class Diagnoser:
 
     def diagnose(self, fp: Fingerprint, top: int = 3) -> Diagnosis:
         features = self.usable_features(fp)
-        if not features:
+        if all(m in fp.missing for m in WATCHED):
             raise RftfmError(f"run {fp.run}: none of the metrics a diagnosis needs were logged")
         model = self.model(fp.mode, features, uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
         x = fp.vector(features)[None, :]

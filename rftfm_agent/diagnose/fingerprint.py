@@ -112,6 +112,23 @@ class Fingerprint:
         return np.array([self.values.get(f, math.nan) for f in features], dtype=float)
 
 
+def missing_metrics(frame: pd.DataFrame) -> list[str]:
+    """Metrics behind the fingerprint that the run did not log.
+
+    A run that recorded trajectories has every `traj/` aggregate, even where one is undefined (a tool-error
+    rate without tool calls, advantage statistics when every group had equal rewards): those are NaN
+    features, as in the library, not missing metrics. Without trajectories, all `traj/` metrics are missing.
+    """
+    has_traj = "traj/reward_mean" in frame.columns and bool(frame["traj/reward_mean"].notna().any())
+    missing = []
+    for metric in dict.fromkeys([*WATCHED, *LEVEL_METRICS]):
+        if metric.startswith("traj/") and has_traj:
+            continue
+        if metric not in frame.columns or frame[metric].isna().all():
+            missing.append(metric)
+    return missing
+
+
 def anchor_row(frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | None) -> int:
     """Row where the anomaly starts: the detector's first alarm, else its first event, else the step that
     deviates most from the healthy band (a run-level 'profile' event has no step of its own)."""
@@ -149,8 +166,10 @@ def change_point_row(frame: pd.DataFrame, margin: int = MIN_REFERENCE) -> int:
         if metric not in frame.columns:
             continue
         x = as_float(frame, metric)
-        if not np.isfinite(x).all():
+        if np.isfinite(x).sum() < 2 * margin:
             continue
+        if not np.isfinite(x).all():  # a metric logged every few steps: fill its gaps linearly
+            x = pd.Series(x).interpolate(limit_direction="both").to_numpy(dtype=float)
         _, noise = robust_location_scale(np.diff(x))
         noise = max(noise / math.sqrt(2), 0.1 * float(np.std(x)), MIN_SCALE)
         x = x / noise
@@ -217,12 +236,7 @@ def fingerprint(
     mode = "band" if band is not None else "self"
     values: dict[str, float] = {}
     windows: dict[str, dict[str, float]] = {}
-    missing = [m for m in WATCHED if m not in frame.columns or frame[m].isna().all()]
-    calls = "traj/tool_calls_mean"
-    if calls in frame.columns and frame[calls].notna().any() and "traj/tool_error_rate" in missing:
-        missing.remove(
-            "traj/tool_error_rate"
-        )  # tool calls logged, none made: the rate is undefined, not lost
+    missing = missing_metrics(frame)
     for metric in WATCHED:
         if metric in missing or metric not in frame.columns:  # (a column of NaN: its features stay NaN)
             continue
@@ -231,7 +245,8 @@ def fingerprint(
             z = _band_z(frame, metric, band)
         else:
             enough = np.isfinite(raw[before]).sum() >= MIN_REFERENCE
-            reference = raw[before] if enough else raw[:MIN_REFERENCE]  # else: the run's first steps
+            first = raw[np.isfinite(raw)][:MIN_REFERENCE]  # else: the run's first logged values
+            reference = raw[before] if enough else first
             z = _self_z(raw, reference, metric)
         z = np.clip(z, -Z_LIMIT, Z_LIMIT)
         z_after, z_before = z[after], z[before]

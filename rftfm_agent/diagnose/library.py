@@ -111,10 +111,12 @@ class Library:
             )
         try:
             arrow = pq.read_table(path)
-        except (pa.ArrowInvalid, OSError) as exc:
+            meta = json.loads((arrow.schema.metadata or {}).get(b"rftfm", b"{}"))
+            return cls(arrow.to_pandas(), meta)
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:  # (json errors are ValueErrors)
             raise RftfmError(f"{path}: not a Parquet fingerprint library ({exc})") from None
-        meta = json.loads((arrow.schema.metadata or {}).get(b"rftfm", b"{}"))
-        return cls(arrow.to_pandas(), meta)
+        except RftfmError as exc:
+            raise RftfmError(f"{path}: {exc}") from None
 
 
 def shipped_library_path() -> Path:
