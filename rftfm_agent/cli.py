@@ -85,6 +85,24 @@ def _store(path: Path | None) -> Store:
     return Store(path if path is not None else default_store_path())
 
 
+def _write_report(path: Path, write: Callable[[], Any]) -> None:
+    """Write a report file, turning an unwritable path into rftfm's one-line error."""
+    try:
+        write()
+    except OSError as exc:
+        raise RftfmError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
+
+
+def _deliver_report(payload: Any, text: str, markdown: Path | None, as_json: bool) -> None:
+    """What every report command ends with: Markdown to a file on request, then JSON or the text."""
+    if markdown is not None:
+        _write_report(markdown, lambda: markdown.write_text(text))
+    if as_json:
+        emit_json(payload)
+    else:
+        console.print(text, markup=False, highlight=False)
+
+
 # ---------------------------------------------------------------------------------------------- ingest
 @app.command()
 @friendly_errors
@@ -462,13 +480,7 @@ def bench_effects(
     from rftfm_agent.bench.effects import effect_table, render_markdown
 
     table = effect_table(bench)
-    text = render_markdown(table, bench)
-    if markdown is not None:
-        markdown.write_text(text)
-    if as_json:
-        emit_json(table)
-    else:
-        console.print(text, markup=False, highlight=False)
+    _deliver_report(table, render_markdown(table, bench), markdown, as_json)
 
 
 @bench_app.command("speed")
@@ -641,13 +653,7 @@ def eval_detect(
     from rftfm_agent.evals.eval_detect import evaluate, render
 
     report = evaluate(bench, folds=folds, alpha=alpha)
-    text = render(report)
-    if markdown is not None:
-        _write_report(markdown, lambda: markdown.write_text(text))
-    if as_json:
-        emit_json(report)
-    else:
-        console.print(text, markup=False, highlight=False)
+    _deliver_report(report, render(report), markdown, as_json)
 
 
 @fingerprints_app.command("build")
@@ -675,6 +681,9 @@ def fingerprints_build(
         f"(held out: fold {library.meta['holdout_fold']} = {len(library.meta['holdout_cells'])} cells)",
         markup=False,
     )
+
+
+LOW_CONFIDENCE = 0.4  # below this top probability the readable verdict warns that nothing stands out
 
 
 @app.command()
@@ -753,17 +762,6 @@ def diagnose(
                 console.print(f"     nearest labelled runs: {near}", markup=False)
 
 
-def _write_report(path: Path, write: Callable[[], Any]) -> None:
-    """Write a report file, turning an unwritable path into rftfm's one-line error."""
-    try:
-        write()
-    except OSError as exc:
-        raise RftfmError(f"{path}: cannot write the report ({exc.strerror or exc})") from None
-
-
-LOW_CONFIDENCE = 0.4  # below this top probability the readable verdict warns that nothing stands out
-
-
 @eval_app.command("diagnose")
 @friendly_errors
 def eval_diagnose(
@@ -778,15 +776,9 @@ def eval_diagnose(
     from rftfm_agent.evals.eval_diagnose import evaluate, plot_confusion, render
 
     report = evaluate(bench, folds=folds, alpha=alpha)
-    text = render(report)
-    if markdown is not None:
-        _write_report(markdown, lambda: markdown.write_text(text))
     if png is not None:
         _write_report(png, lambda: plot_confusion(report, png))
-    if as_json:
-        emit_json(report)
-    else:
-        console.print(text, markup=False, highlight=False)
+    _deliver_report(report, render(report), markdown, as_json)
 
 
 def main() -> None:
