@@ -84,6 +84,15 @@ class _Model:
     rules_seen: set[str]  # rule flags set in at least one library run
     labels: Any  # library rows of this mode (labels only)
 
+    def unseen_rules(self, x: np.ndarray) -> list[str]:
+        """Hard rules set in one fingerprint (a row over `features`) that no library run ever set off:
+        a failure the library has no example of."""
+        return [
+            f.removeprefix("rule:")
+            for f, v in zip(self.features, x, strict=True)
+            if f.startswith("rule:") and v == 1 and f not in self.rules_seen
+        ]
+
     def embed(self, x: np.ndarray) -> np.ndarray:
         z = (squash(x) - self.center) / self.scale
         return np.nan_to_num(z, nan=0.0)  # a missing value counts as healthy-looking
@@ -103,6 +112,8 @@ class Diagnoser:
         self.docs = feature_docs()
         self._models: dict[tuple[str, tuple[str, ...], bool], _Model] = {}
         self.family_of = dict(zip(library.table["type"], library.table["family"], strict=True))
+        table = library.table
+        self.present = frozenset(table.columns[table.notna().any()])  # features the library has values for
 
     def model(self, mode: str, features: tuple[str, ...], tools: bool = True) -> _Model:
         key = (mode, features, tools)
@@ -146,14 +157,12 @@ class Diagnoser:
     def usable_features(self, fp: Fingerprint) -> tuple[str, ...]:
         """Features whose metric the run logged and that the library has values for."""
         missing = set(fp.missing)
-        present = self.library.table.columns[self.library.table.notna().any()]
-        return tuple(f for f in FEATURES if feature_metric(f) not in missing and f in present)
+        return tuple(f for f in FEATURES if feature_metric(f) not in missing and f in self.present)
 
     def predict_table(self, mode: str, table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For an evaluation: (classes, probabilities per row, unknown flag per row) for fingerprint rows
         taken in `mode` that log every metric (as benchmark runs do)."""
-        present = self.library.table.columns[self.library.table.notna().any()]
-        features = tuple(f for f in FEATURES if f in present)
+        features = tuple(f for f in FEATURES if f in self.present)
         classes = np.array(sorted(set(self.library.rows(mode)["type"])))
         proba = np.zeros((len(table), len(classes)))
         unknown = np.zeros(len(table), dtype=bool)
@@ -165,10 +174,8 @@ class Diagnoser:
             model = self.model(mode, features, flag)
             x = table[list(features)].to_numpy(dtype=float)[rows]
             nearest = pairwise_distances(model.embed(x), model.embedded).min(axis=1)
-            unseen = [
-                i for i, f in enumerate(features) if f.startswith("rule:") and f not in model.rules_seen
-            ]
-            unknown[rows] = (nearest > model.novelty_limit) | (x[:, unseen] == 1).any(axis=1)
+            unseen = np.array([bool(model.unseen_rules(row)) for row in x])
+            unknown[rows] = (nearest > model.novelty_limit) | unseen
             columns = np.searchsorted(classes, model.forest.classes_)
             proba[np.ix_(rows, columns)] = model.forest.predict_proba(x)
         return classes, proba, unknown
@@ -187,12 +194,7 @@ class Diagnoser:
         distances = distances[index]
         nearest_distance = float(distances[0])
         far = nearest_distance > model.novelty_limit
-        # A hard rule no library run ever set off is a failure the library has no example of.
-        unseen = [
-            f.removeprefix("rule:")
-            for f, v in zip(features, x[0], strict=True)
-            if f.startswith("rule:") and v == 1 and f not in model.rules_seen
-        ]
+        unseen = model.unseen_rules(x[0])
         unknown = far or bool(unseen)
         hypotheses = []
         if unknown:
