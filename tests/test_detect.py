@@ -151,3 +151,14 @@ def test_shipped_detector_loads() -> None:
 
     detector = load_detector()
     assert {"arith_a", "arith_b", "tool"} <= set(detector.bands)
+
+
+def test_band_z_many_is_z_for_a_whole_series(fitted: Detector) -> None:
+    band = fitted.bands["arith_a"]
+    frame = _healthy_frame(99, steps=40)  # runs past the last fitted bin, which then serves
+    for metric in ("reward", "learning_rate", "traj/advantage_group_std_mean", "not_a_metric"):
+        values = frame[metric].to_numpy(dtype=float, copy=True) if metric in frame else np.ones(40)
+        values[3] = math.nan
+        many = band.z_many(metric, frame["step"].to_numpy(), values)
+        one = [band.z(metric, int(s), float(v)) for s, v in zip(frame["step"], values, strict=True)]
+        np.testing.assert_allclose(many, [math.nan if z is None else z for z in one])

@@ -25,7 +25,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.detect.features import WATCHED, as_float, to_scale
+from rftfm_agent.detect.features import LOG_METRICS, WATCHED, as_float, to_scale
 
 Z_CLIP = 1e4
 MIN_SCALE = 1e-6
@@ -85,6 +85,24 @@ class HealthyBand:
         if not math.isfinite(center):
             return None
         return float(np.clip((value - center) / scale, -Z_CLIP, Z_CLIP))
+
+    def _bins(self, metric: str, steps: np.ndarray) -> np.ndarray:
+        return np.minimum(np.asarray(steps, dtype=np.int64) // self.bin_width, len(self.center[metric]) - 1)
+
+    def z_many(self, metric: str, steps: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """`z` for a whole series at once (NaN where `z` would be None), for offline use."""
+        if metric not in self.center:
+            return np.full(len(values), math.nan)
+        b = self._bins(metric, steps)
+        center, scale = np.asarray(self.center[metric], float)[b], np.asarray(self.scale[metric], float)[b]
+        with np.errstate(invalid="ignore"):
+            z = (to_scale(metric, np.asarray(values, dtype=float)) - center) / scale
+        return np.clip(z, -Z_CLIP, Z_CLIP)
+
+    def expected(self, metric: str, steps: np.ndarray) -> np.ndarray:
+        """What healthy runs log at these steps: the band's medians, back on the metric's own scale."""
+        center = np.asarray(self.center[metric], float)[self._bins(metric, steps)]
+        return 10.0**center if metric in LOG_METRICS else center
 
     def to_dict(self) -> dict:
         return {"bin_width": self.bin_width, "center": self.center, "scale": self.scale}

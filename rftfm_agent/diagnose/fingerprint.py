@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.detect.band import MIN_SCALE, Z_CLIP, HealthyBand, SelfReference, robust_location_scale
+from rftfm_agent.detect.band import MIN_SCALE, HealthyBand, SelfReference, robust_location_scale
 from rftfm_agent.detect.events import SEVERITY_RANK, RunVerdict
-from rftfm_agent.detect.features import LOG_METRICS, WATCHED, as_float
+from rftfm_agent.detect.features import WATCHED, as_float
 
 WINDOW = 10  # logged steps in the before and after windows
 MIN_REFERENCE = 3  # fewest finite values a self reference needs
@@ -144,7 +144,9 @@ def anchor_row(frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | Non
     worst = np.zeros(len(frame))
     for metric in WATCHED:
         if metric in frame.columns:
-            z = _band_z(frame, metric, band)
+            z = band.z_many(
+                metric, steps, pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
+            )
             worst = np.fmax(worst, np.abs(np.nan_to_num(z, nan=0.0)))
     return int(np.argmax(worst))
 
@@ -178,17 +180,6 @@ def change_point_row(frame: pd.DataFrame, margin: int = MIN_REFERENCE) -> int:
         after = (total[-1] - total[ks - 1]) / (n - ks)
         score[ks] += ks * (n - ks) / n * (after - before) ** 2
     return int(np.argmax(score)) if score.any() else 0
-
-
-def _band_z(frame: pd.DataFrame, metric: str, band: HealthyBand) -> np.ndarray:
-    """Robust z of every logged value against the band's step bin (vectorised `HealthyBand.z`)."""
-    if metric not in band.center:
-        return np.full(len(frame), math.nan)
-    centers, scales = np.asarray(band.center[metric], float), np.asarray(band.scale[metric], float)
-    bins = np.minimum(frame["step"].to_numpy(dtype=np.int64) // band.bin_width, len(centers) - 1)
-    with np.errstate(invalid="ignore"):
-        z = (as_float(frame, metric) - centers[bins]) / scales[bins]
-    return np.clip(z, -Z_CLIP, Z_CLIP)
 
 
 def _self_z(values: np.ndarray, reference: np.ndarray, metric: str) -> np.ndarray:
@@ -237,12 +228,14 @@ def fingerprint(
     values: dict[str, float] = {}
     windows: dict[str, dict[str, float]] = {}
     missing = missing_metrics(frame)
+    steps = frame["step"].to_numpy()
     for metric in WATCHED:
         if metric in missing or metric not in frame.columns:  # (a column of NaN: its features stay NaN)
             continue
+        plain = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
         raw = as_float(frame, metric)
         if band is not None:
-            z = _band_z(frame, metric, band)
+            z = band.z_many(metric, steps, plain)
         else:
             enough = np.isfinite(raw[before]).sum() >= MIN_REFERENCE
             first = raw[np.isfinite(raw)][:MIN_REFERENCE]  # else: the run's first logged values
@@ -257,10 +250,9 @@ def fingerprint(
         values[f"{metric}:jump"] = (
             _median(z_after) - _median(z_before) if np.isfinite(z_before).sum() >= 2 else math.nan
         )
-        plain = pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)
         windows[metric] = {"before": _mean(plain[before]), "after": _mean(plain[after])}
         if band is not None and metric in band.center:
-            windows[metric]["healthy"] = _healthy_mean(frame["step"].to_numpy()[after], metric, band)
+            windows[metric]["healthy"] = _mean(band.expected(metric, steps[after]))
     for metric in LEVEL_METRICS:
         if metric in frame.columns and metric not in missing:
             values[f"{metric}:level"] = _mean(
@@ -277,17 +269,6 @@ def fingerprint(
         missing=missing,
         windows=windows,
     )
-
-
-def _healthy_mean(steps: np.ndarray, metric: str, band: HealthyBand) -> float:
-    """What healthy runs of the task log over these steps (the band's medians, on the metric's own scale)."""
-    centers = np.asarray(band.center[metric], float)
-    if steps.size == 0:
-        return math.nan
-    values = centers[np.minimum(steps.astype(np.int64) // band.bin_width, len(centers) - 1)]
-    if metric in LOG_METRICS:
-        values = 10.0**values
-    return _mean(values)
 
 
 def _mean(values: np.ndarray) -> float:
