@@ -20,3 +20,7 @@ class InputError(RftfmError):
 
 class StoreError(RftfmError):
     """The store was asked for something it does not hold, or cannot be written."""
+
+
+class NotFittedError(RftfmError):
+    """An estimator (detector, diagnoser) was used before `fit` (or `load`) gave it its fitted state."""

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 
 from rftfm_agent.cli import app
 from rftfm_agent.detect.detector import Detector, RunData
-from rftfm_agent.detect.events import RunVerdict
-from rftfm_agent.detect.rules import HardRules
+from rftfm_agent.detect.events import Event, RunVerdict
+from rftfm_agent.detect.rules import RULES, HardRules
+from rftfm_agent.errors import NotFittedError, RftfmError
+from rftfm_agent.telemetry.store import Store
 
 
 def _healthy_frame(seed: int, steps: int = 30) -> pd.DataFrame:
@@ -137,9 +139,13 @@ def test_detect_cli_json_and_events_beside_the_run(fitted: Detector, tmp_path: P
     [payload] = json.loads(result.stdout)
     assert payload["run"] == run_id and payload["verdict"] in ("healthy", "anomalous")
     for event in payload["events"]:
-        assert set(event) == {"step", "metric", "kind", "severity", "score", "evidence"}
-    saved = RunVerdict.model_validate_json((store / "runs" / run_id / "events.json").read_text())
-    assert saved.verdict == payload["verdict"]
+        assert set(event) == {"step", "metric", "kind", "source", "check", "severity", "score", "evidence"}
+    stored = Store(store)
+    [verdict] = stored.sql("SELECT run_id, verdict, mode, n_alarms FROM verdicts").to_dict("records")
+    assert verdict["run_id"] == run_id
+    assert (verdict["verdict"], verdict["mode"]) == (payload["verdict"], payload["mode"])
+    events = stored.sql('SELECT step, metric, source, "check", severity FROM events ORDER BY step, metric')
+    assert len(events) == len(payload["events"])
     missing = runner.invoke(
         app, ["detect", run_id, "--store", str(store), "--detector", str(tmp_path / "nope.json")]
     )
@@ -162,3 +168,72 @@ def test_band_z_many_is_z_for_a_whole_series(fitted: Detector) -> None:
         many = band.z_many(metric, frame["step"].to_numpy(), values)
         one = [band.z(metric, int(s), float(v)) for s, v in zip(frame["step"], values, strict=True)]
         np.testing.assert_allclose(many, [math.nan if z is None else z for z in one])
+
+
+def test_cli_json_and_stored_events_agree_on_nan_and_inf(
+    tmp_path: Path, fitted: Detector, fixtures: Path
+) -> None:
+    """A NaN loss: `rftfm detect --json` and the stored `events` spell NaN and Inf the same way."""
+    state = json.loads((fixtures / "trainer_state.json").read_text())
+    state["log_history"][3]["loss"] = math.nan
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state))  # Python's json writes a bare NaN
+    fitted.save(tmp_path / "d.json")
+    store, runner = tmp_path / "store", CliRunner()
+    ingest = runner.invoke(app, ["ingest", str(tmp_path / "trainer_state.json"), "--store", str(store)])
+    assert ingest.exit_code == 0, ingest.output
+    run_id = Store(store).run_ids()[0]
+    result = runner.invoke(
+        app, ["detect", run_id, "--store", str(store), "--detector", str(tmp_path / "d.json"), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    [printed] = [e for e in json.loads(result.stdout)[0]["events"] if e["check"] == "non_finite"]
+    assert printed["evidence"] == {"value": "NaN"} and printed["score"] == "Infinity"
+    stored = Store(store).sql("SELECT evidence, score FROM events WHERE \"check\" = 'non_finite'")
+    assert json.loads(stored["evidence"][0]) == printed["evidence"] and math.isinf(stored["score"][0])
+
+
+def test_events_are_typed_and_rules_carry_provenance(fitted: Detector) -> None:
+    frame = _healthy_frame(99).assign(loss=0.1)
+    frame.loc[frame["step"] == 12, "loss"] = math.nan
+    verdict = fitted.score_run(RunData("r", "arith_a", frame))
+    rule_events = [e for e in verdict.events if e.source == "rule"]
+    assert rule_events and all(e.check in RULES for e in rule_events)
+    band_checks = {e.check for e in verdict.events if e.source == "band"}
+    assert band_checks <= {"shewhart", "ewma", "cusum", "bocpd"}
+    assert verdict.verdict == "anomalous" and verdict.first_alarm_step == 12
+    assert all(r.reference and r.description for r in RULES.values())
+    with pytest.raises(ValueError):
+        Event(step=1, metric="x", source="nowhere", check="x", severity="warning", score=1.0)
+
+
+def test_alarm_policy_depends_on_the_mode() -> None:
+    warning = Event(step=4, metric="kl", source="self", check="shewhart", severity="warning", score=1.5)
+    critical = warning.model_copy(update={"severity": "critical", "step": 9})
+    self_verdict = RunVerdict.judge("r", "self", [warning, critical], 2.0, [])
+    assert self_verdict.alarms == [critical] and self_verdict.first_alarm_step == 9
+    band_verdict = RunVerdict.judge("r", "band", [warning], 1.5, [])
+    assert band_verdict.verdict == "anomalous" and band_verdict.first_alarm_step == 4
+    quiet = RunVerdict.judge("r", "self", [warning], 1.5, [])
+    assert quiet.verdict == "healthy" and quiet.first_alarm_step is None
+
+
+def test_detector_options_are_validated_and_an_unfitted_detector_refuses() -> None:
+    for bad in ({"alpha": 0}, {"alpha": 1.5}, {"folds": 1}, {"warmup": 0}, {"k": -1}):
+        with pytest.raises(RftfmError):
+            Detector(**bad)
+    detector = Detector()
+    assert not detector.is_fitted
+    with pytest.raises(NotFittedError):
+        detector.score_run(RunData("r", "t", _healthy_frame(1)))
+    with pytest.raises(NotFittedError):
+        detector.monitor("t")
+
+
+def test_detector_file_has_a_format_version(tmp_path: Path, fitted: Detector) -> None:
+    fitted.save(tmp_path / "d.json")
+    data = json.loads((tmp_path / "d.json").read_text())
+    assert data["format_version"] == 1
+    data["format_version"] = 99
+    (tmp_path / "future.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="format version 99"):
+        Detector.load(tmp_path / "future.json")

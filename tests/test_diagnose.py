@@ -110,12 +110,13 @@ def test_diagnoser_ranks_the_injected_type_first_with_evidence(
     assert best.type == kind and best.probability > 0.5
     assert sum(h.probability for h in diagnosis.hypotheses) <= 1.0 + 1e-9
     evidence = best.evidence
-    assert evidence["features"] and all(f["meaning"] for f in evidence["features"])
-    assert evidence["nearest_runs"] and all(n["run"].startswith(kind) for n in evidence["nearest_runs"])
-    driving = {f["feature"].split(":")[0] for f in evidence["features"]}
+    assert evidence.features and all(f.meaning for f in evidence.features)
+    assert evidence.nearest_runs and all(n.run.startswith(kind) for n in evidence.nearest_runs)
+    assert evidence.why.startswith(f"{kind}: ") and evidence.features[0].feature in evidence.why
+    driving = {f.feature.split(":")[0] for f in evidence.features}
     expected = {"od_kl": "kl", "rf_sign_flip": "traj/reward_neg_frac", "pg_temperature": "entropy"}[kind]
     assert expected in driving
-    assert any(m["metric"] == expected for m in evidence["metrics"]) or expected == "traj/reward_neg_frac"
+    assert any(m.metric == expected for m in evidence.metrics) or expected == "traj/reward_neg_frac"
 
 
 def test_healthy_run_is_called_healthy(setup: tuple[Detector, Library]) -> None:

@@ -12,7 +12,8 @@ import pytest
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.importers import csv_table, html_table
-from rftfm_agent.telemetry.importers.base import ImportedRun, read_head
+from rftfm_agent.telemetry.importers.base import read_head
+from rftfm_agent.telemetry.schema import ImportedRun
 
 FOREIGN_CSV = "name,street,city,zip\nAda Lovelace,St James Sq,London,SW1Y\nAlan Turing,Sherborne,Dorset,DT9\n"
 

@@ -11,8 +11,7 @@ import pytest
 from rftfm_agent.errors import StoreError
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry import store as store_mod
-from rftfm_agent.telemetry.importers.base import RawStep
-from rftfm_agent.telemetry.schema import RunManifest, SourceInfo
+from rftfm_agent.telemetry.schema import RawStep, RunManifest, SourceInfo
 from rftfm_agent.telemetry.store import Store
 
 
@@ -129,3 +128,45 @@ def test_resolve_by_name_and_prefix(tmp_path: Path, fixtures: Path) -> None:
     assert st.resolve(m.run_id[:5]) == m.run_id
     with pytest.raises(StoreError, match="no run"):
         st.resolve("zzz")
+
+
+def test_derived_tables_are_stored_beside_a_run_and_queryable(tmp_path: Path, fixtures: Path) -> None:
+    st = Store(tmp_path / "s")
+    m = _ingest(st, fixtures / "verl_console.log")
+    assert st.sql("SELECT count(*) AS n FROM events")["n"].item() == 0  # the view exists before any write
+    table = pa.table(
+        {
+            "run_id": [m.run_id],
+            "step": [3],
+            "metric": ["grad_norm"],
+            "source": ["rule"],
+            "check": ["non_finite"],
+            "severity": ["critical"],
+            "score": [math.inf],
+            "alarm": [True],
+            "evidence": ['{"value": "NaN"}'],
+        }
+    )
+    st.write_artifact(m.run_id, "events", table)
+    got = st.sql('SELECT step, "check", score FROM events').to_dict("records")
+    assert got == [{"step": 3, "check": "non_finite", "score": math.inf}]
+    assert len(st.artifact(m.run_id, "events")) == 1
+    with pytest.raises(StoreError, match="unknown run artifact"):
+        st.write_artifact(m.run_id, "journal", table)
+    with pytest.raises(StoreError, match="does not fit its schema"):
+        st.write_artifact(m.run_id, "events", table.drop(["severity"]))
+    with pytest.raises(StoreError, match="no run"):
+        st.write_artifact("nope", "events", table)
+    assert not list((st.runs_dir / m.run_id).glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_replacing_a_runs_content_drops_its_stale_derived_tables(tmp_path: Path, fixtures: Path) -> None:
+    st = Store(tmp_path / "s")
+    (run,) = importers.load(fixtures / "verl_console.log")
+    m, _ = st.write_run(run)
+    st.write_artifact(m.run_id, "verdicts", store_mod.VERDICT_SCHEMA.empty_table())
+    assert (st.runs_dir / m.run_id / "verdicts.parquet").is_file()
+    changed = run.__class__(**{**run.__dict__, "steps": run.steps[:2]})
+    changed.source = changed.source.model_copy(update={"sha256": "other"})
+    _, outcome = st.write_run(changed, replace=True)
+    assert outcome == "replaced" and not (st.runs_dir / m.run_id / "verdicts.parquet").exists()

@@ -1,4 +1,4 @@
-"""Export a generated benchmark in the RFT-FaultBench release layout (DESIGN §2).
+"""Export a generated benchmark in the RFT-FaultBench release layout (the paper's Zenodo record 20044882).
 
     OUT/metadata/registries/<preset>.csv
     OUT/runs/<experiment_id>/openrlhf_train_train_step.jsonl

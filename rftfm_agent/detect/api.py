@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import Detector, RunData
-from rftfm_agent.detect.events import RunVerdict, write_events
+from rftfm_agent.detect.events import RunVerdict, save_verdict
 from rftfm_agent.detect.features import run_frame
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.store import Store
@@ -40,7 +40,8 @@ def fit_on_bench(bench: Path, alpha: float = 0.02) -> Detector:
 def detect_runs(
     store: Store, refs: Sequence[str], detector_path: Path | None = None, save: bool = True
 ) -> list[RunVerdict]:
-    """Verdicts for stored runs (resolved by id, name or prefix); events saved beside each run."""
+    """Verdicts for stored runs (resolved by id, name or prefix); with `save`, each verdict and its events
+    are stored beside the run (SQL views `verdicts` and `events`)."""
     detector = load_detector(detector_path)
     run_ids = [store.resolve(ref) for ref in refs]
     verdicts = []
@@ -51,6 +52,6 @@ def detect_runs(
             raise RftfmError(f"run {run_id}: no step records to examine")
         verdict = detector.score_run(RunData(run_id, manifest.task, frame))
         if save:
-            write_events(store.runs_dir / run_id, verdict)
+            save_verdict(store, verdict, last_step=int(frame["step"].max()))
         verdicts.append(verdict)
     return verdicts

@@ -1,19 +1,17 @@
-"""Per-metric change detection against a healthy band.
+"""Per-metric change detection against a healthy band (or the run's own recent past).
 
 `HealthyBand` is fitted on healthy runs of a task: for every watched metric and every bin of steps, the
-median and the robust spread (1.4826 × MAD) of the healthy values. A step's value becomes a robust z-score
-against its bin. `MetricMonitor` turns a metric's z-scores into two statistics, one step at a time:
+median and the robust spread (1.4826 × MAD, see `robust.py`) of the healthy values. A step's value
+becomes a robust z-score against its bin. `MetricMonitor` turns a metric's z-scores into four
+statistics, one step at a time: Shewhart (jumps), EWMA (smoothed level shifts), two-sided CUSUM (small
+persistent shifts) and Bayesian online change-point detection (Adams & MacKay 2007).
 
-- **Shewhart**: |z| itself — a large jump fires at once;
-- **CUSUM** (two-sided, allowance k): S⁺ = max(0, S⁺ + z − k), S⁻ = max(0, S⁻ − z − k) — a small
-  persistent shift accumulates until it fires.
+Without a band for the run's task (an imported real run), `SelfReference` builds the reference from the
+run's own recent past instead, so the same statistics measure change *within* the run.
 
-Without a band for the run's task (an imported real run), `SelfReference` builds the band from the run's
-own first steps instead, so the same statistics measure change *within* the run.
-
-Metric scales differ and some metrics are heavier-tailed than others, so each statistic is divided by a
-per-metric reference (its 90th percentile over healthy runs, see `calibrate.py`) before one global
-threshold is applied.
+Metric scales differ and some metrics are heavier-tailed than others, so the detector divides each
+statistic by a per-metric reference (its 90th percentile over healthy runs scored out of sample, see
+`detector._calibrate`) before one threshold per statistic is applied.
 """
 
 from __future__ import annotations
@@ -25,18 +23,9 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 
+from rftfm_agent.detect.events import STAT_CHECKS, StatCheck
 from rftfm_agent.detect.features import LOG_METRICS, WATCHED, as_float, to_scale
-
-Z_CLIP = 1e4
-MIN_SCALE = 1e-6
-
-
-def robust_location_scale(values: np.ndarray) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    median = float(np.median(values))
-    return median, 1.4826 * float(np.median(np.abs(values - median)))
+from rftfm_agent.detect.robust import MIN_SCALE, robust_location_scale, robust_z, self_location_scale
 
 
 class HealthyBand:
@@ -44,11 +33,11 @@ class HealthyBand:
 
     def __init__(self, bin_width: int = 5) -> None:
         self.bin_width = bin_width
-        self.center: dict[str, list[float]] = {}
-        self.scale: dict[str, list[float]] = {}
 
     def fit(self, frames: Iterable[pd.DataFrame]) -> HealthyBand:
         frames = list(frames)
+        self.center: dict[str, list[float]] = {}
+        self.scale: dict[str, list[float]] = {}
         for metric in WATCHED:
             by_bin: dict[int, list[np.ndarray]] = {}
             pooled: list[np.ndarray] = []
@@ -84,7 +73,7 @@ class HealthyBand:
         center, scale = self.center[metric][b], self.scale[metric][b]
         if not math.isfinite(center):
             return None
-        return float(np.clip((value - center) / scale, -Z_CLIP, Z_CLIP))
+        return float(robust_z(value, center, scale))
 
     def _bins(self, metric: str, steps: np.ndarray) -> np.ndarray:
         return np.minimum(np.asarray(steps, dtype=np.int64) // self.bin_width, len(self.center[metric]) - 1)
@@ -95,9 +84,7 @@ class HealthyBand:
             return np.full(len(values), math.nan)
         b = self._bins(metric, steps)
         center, scale = np.asarray(self.center[metric], float)[b], np.asarray(self.scale[metric], float)[b]
-        with np.errstate(invalid="ignore"):
-            z = (to_scale(metric, np.asarray(values, dtype=float)) - center) / scale
-        return np.clip(z, -Z_CLIP, Z_CLIP)
+        return robust_z(to_scale(metric, np.asarray(values, dtype=float)), center, scale)
 
     def expected(self, metric: str, steps: np.ndarray) -> np.ndarray:
         """What healthy runs log at these steps: the band's medians, back on the metric's own scale."""
@@ -156,11 +143,8 @@ class SelfReference:
         z = None
         if len(past) >= self.warmup:
             recent = np.asarray(past[-self.window :])
-            center, scale = robust_location_scale(recent)
-            floor = max(
-                MIN_SCALE, 0.02 * abs(center), 0.5 * float(np.std(recent)), self.MIN_CHANGE.get(metric, 0.0)
-            )
-            z = float(np.clip((value - center) / max(scale, floor), -Z_CLIP, Z_CLIP))
+            center, scale = self_location_scale(recent, self.MIN_CHANGE.get(metric, 0.0))
+            z = float(robust_z(value, center, scale))
             if metric in self.UPWARD_BAD:
                 z = max(z, 0.0)
             elif metric in self.DOWNWARD_BAD:
@@ -233,7 +217,7 @@ class MetricMonitor:
     - bocpd: Bayesian online change-point probability (see `BayesianChangePoint`).
     """
 
-    KINDS = ("shewhart", "ewma", "cusum", "bocpd")
+    KINDS: tuple[StatCheck, ...] = STAT_CHECKS
 
     def __init__(self, k: float = 0.5, lam: float = 0.3) -> None:
         self.k = k

@@ -8,15 +8,15 @@ store's run list; the cache is rebuilt when runs are added.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from rftfm_agent.bench.registry import registry_rows
 from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.features import run_frame
 from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry.importers.faultbench import read_registries
+from rftfm_agent.telemetry.io import atomic_write_with
 from rftfm_agent.telemetry.store import Store
 
 
@@ -26,7 +26,9 @@ def load_bench(bench: Path) -> list[RunData]:
         raise RftfmError(f"{bench}: not a benchmark folder (no store)")
     store = Store(bench / "store")
     finished = {m.experiment_id or m.name: m for m in store.manifests() if m.status == "finished"}
-    rows = [r for r in registry_rows(bench) if r["experiment_id"] in finished]
+    # The registry CSVs label every run (the paper's layout); read with the importer's reader, since
+    # detection never imports the benchmark generator.
+    rows = [r for r in read_registries(bench).values() if r["experiment_id"] in finished]
     if not rows:
         raise RftfmError(f"{bench}: no finished runs")
     key = hashlib.sha1(
@@ -43,9 +45,7 @@ def load_bench(bench: Path) -> list[RunData]:
             parts.append(frame)
         frames = pd.concat(parts, ignore_index=True)
         cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}")
-        frames.to_parquet(tmp)
-        os.replace(tmp, cache)
+        atomic_write_with(cache, frames.to_parquet)
     by_id = {
         k: g.drop(columns="experiment_id").reset_index(drop=True) for k, g in frames.groupby("experiment_id")
     }

@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from rftfm_agent.detect.band import HealthyBand, MetricMonitor, SelfReference
-from rftfm_agent.detect.events import SEVERITY_RANK, Event, RunVerdict
+from rftfm_agent.detect.events import SEVERITY_RANK, Event, Mode, RunVerdict, Severity
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.detect.profile import HealthyProfile
 from rftfm_agent.detect.rules import HardRules
-from rftfm_agent.errors import RftfmError
+from rftfm_agent.errors import NotFittedError, RftfmError
+from rftfm_agent.telemetry import io
 
 KINDS = MetricMonitor.KINDS
 
@@ -61,7 +62,7 @@ class RunMonitor:
         self.detector = detector
         self.run = run
         self.band = detector.bands.get(task) if task else None
-        self.mode = "band" if self.band is not None else "self"
+        self.mode: Mode = "band" if self.band is not None else "self"
         self.thresholds = detector.thresholds[self.mode]
         self.self_ref = SelfReference(detector.warmup)
         self.rules = HardRules()
@@ -109,7 +110,8 @@ class RunMonitor:
                             run=self.run,
                             step=step,
                             metric=metric,
-                            kind=f"{self.mode}_{kind}",
+                            source=self.mode,
+                            check=kind,
                             severity=severity,
                             score=score,
                             evidence={"value": value, "z": z, "statistic": stat, "threshold": ref * limit},
@@ -117,7 +119,7 @@ class RunMonitor:
                     )
         return events
 
-    def _self_mode_severity(self, kind: str, metric: str, step: int, score: float) -> str | None:
+    def _self_mode_severity(self, kind: str, metric: str, step: int, score: float) -> Severity | None:
         """Without healthy runs to compare with, one metric moving alone is a warning, not an incident.
 
         A run's own past is a weak reference (real runs trend: reward rises, KL grows, schedules move, and
@@ -141,21 +143,40 @@ class RunMonitor:
 SELF_FLOORS = {"shewhart": 6.0, "ewma": 6.0, "cusum": 10.0, "bocpd": 3.0}
 
 
+FORMAT_VERSION = 1  # of detector.json; files written before the field existed are version 1
+
+
 class Detector:
-    """Fit on healthy runs; `monitor(task).update(row)` online; `score_run(run)` offline."""
+    """Fit on healthy runs; `monitor(task).update(row)` online; `score_run(run)` offline.
+
+    The constructor takes only options (validated at once); the fitted state — bands, profiles,
+    thresholds, profile limit — exists only after `fit` (or `load`), and an unfitted detector refuses to
+    score instead of calling every run healthy.
+    """
 
     def __init__(
         self, alpha: float = 0.02, k: float = 0.5, warmup: int = 5, bin_width: int = 5, folds: int = 5
     ):
+        if not 0 < alpha < 1:
+            raise RftfmError(f"detector alpha (false-alarm budget) must be in (0, 1), got {alpha}")
+        if not k >= 0:
+            raise RftfmError(f"detector k (CUSUM allowance) must be ≥ 0, got {k}")
+        for name, value, least in (("warmup", warmup, 1), ("bin_width", bin_width, 1), ("folds", folds, 2)):
+            if int(value) != value or value < least:
+                raise RftfmError(f"detector {name} must be an integer ≥ {least}, got {value}")
         self.alpha = alpha
         self.k = k
-        self.warmup = warmup
-        self.bin_width = bin_width
-        self.folds = folds
-        self.bands: dict[str, HealthyBand] = {}
-        self.profiles: dict[str, HealthyProfile] = {}
-        self.thresholds: dict[str, Thresholds] = {"band": Thresholds(), "self": Thresholds()}
-        self.profile_limit: float = math.inf
+        self.warmup = int(warmup)
+        self.bin_width = int(bin_width)
+        self.folds = int(folds)
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "profile_limit")
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError("this detector is not fitted: call fit(healthy_runs) or Detector.load(path)")
 
     # ------------------------------------------------------------------ fitting
     def _fit_models(
@@ -174,6 +195,7 @@ class Detector:
             raise RftfmError(
                 f"need at least {2 * self.folds} healthy runs to fit and calibrate, got {len(healthy)}"
             )
+        self.thresholds: dict[str, Thresholds] = {"band": Thresholds(), "self": Thresholds()}
         per_run: dict[str, list[dict[tuple[str, str], float]]] = {"band": [], "self": []}
         profile_scores: list[float] = []
         order = sorted(range(len(healthy)), key=lambda i: healthy[i].run_id)
@@ -189,8 +211,9 @@ class Detector:
         for mode in ("band", "self"):
             self.thresholds[mode] = _calibrate(per_run[mode], self.alpha / (len(KINDS) + 1))
         share = self.alpha / (len(KINDS) + 1)
-        self.profile_limit = _quantile(profile_scores, 1 - share) if profile_scores else math.inf
+        profile_limit = _quantile(profile_scores, 1 - share) if profile_scores else math.inf
         self.bands, self.profiles = self._fit_models(healthy)
+        self.profile_limit = profile_limit  # set last: the detector counts as fitted from here on
         return self
 
     def _raw_stats(self, run: RunData, mode: str) -> dict[tuple[str, str], float]:
@@ -205,6 +228,7 @@ class Detector:
 
     # ------------------------------------------------------------------ scoring
     def monitor(self, task: str | None, run: str = "") -> RunMonitor:
+        self._check_fitted()
         return RunMonitor(self, task, run)
 
     def score_run(self, run: RunData) -> RunVerdict:
@@ -224,30 +248,22 @@ class Detector:
                         run=run.run_id,
                         step=last,
                         metric=top[0][0].split("|")[0],
-                        kind="profile",
+                        source="profile",
+                        check="profile",
                         severity="critical" if relative >= 2 else "warning",
                         score=relative,
                         evidence={"score": score, "threshold": self.profile_limit, "top_features": dict(top)},
                     )
                 )
-        rule_hit = any(e.kind != "profile" and not e.kind.startswith(("band_", "self_")) for e in events)
-        # Band mode is calibrated on healthy runs of the same setup: any warning is an alarm. Self mode is
-        # not (see RunMonitor._self_mode_severity): only a critical event makes the run anomalous.
-        alarm_rank = 1 if monitor.mode == "band" else 2
-        anomalous = any(SEVERITY_RANK[e.severity] >= alarm_rank for e in events)
+        rule_hit = any(e.source == "rule" for e in events)
         missing = [m for m in WATCHED if m not in run.frame.columns or run.frame[m].isna().all()]
-        return RunVerdict(
-            run=run.run_id,
-            verdict="anomalous" if anomalous else "healthy",
-            score=math.inf if rule_hit else peak,
-            events=sorted(events, key=lambda e: (e.step, -SEVERITY_RANK[e.severity])),
-            mode=monitor.mode,
-            missing=missing,
-        )
+        return RunVerdict.judge(run.run_id, monitor.mode, events, math.inf if rule_hit else peak, missing)
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
+        self._check_fitted()
         return {
+            "format_version": FORMAT_VERSION,
             "alpha": self.alpha,
             "k": self.k,
             "warmup": self.warmup,
@@ -260,11 +276,14 @@ class Detector:
         }
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict()))
+        io.atomic_write_text(Path(path), io.dumps(self.to_dict(), indent=None))
 
     @classmethod
     def load(cls, path: Path) -> Detector:
-        data = json.loads(Path(path).read_text())
+        data = io.from_json_safe(json.loads(Path(path).read_text()))
+        version = data.get("format_version", 1)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"format version {version}; this rftfm reads version {FORMAT_VERSION}")
         det = cls(data["alpha"], data["k"], data["warmup"], data["bin_width"], data["folds"])
         det.bands = {t: HealthyBand.from_dict(b) for t, b in data["bands"].items()}
         det.profiles = {t: HealthyProfile.from_dict(p) for t, p in data["profiles"].items()}

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.detect.band import MIN_SCALE, robust_location_scale
 from rftfm_agent.detect.features import WATCHED, as_float
+from rftfm_agent.detect.robust import MIN_SCALE, robust_location_scale, robust_z
 
 TOP = 3
 
@@ -47,13 +47,11 @@ def run_summary(frame: pd.DataFrame, start: int = 1) -> dict[str, float]:
 
 
 class HealthyProfile:
-    """Median and robust spread of each run summary over healthy runs of one task."""
-
-    def __init__(self) -> None:
-        self.center: dict[str, float] = {}
-        self.scale: dict[str, float] = {}
+    """Median and robust spread of each run summary over healthy runs of one task (set by `fit`)."""
 
     def fit(self, frames: Iterable[pd.DataFrame]) -> HealthyProfile:
+        self.center: dict[str, float] = {}
+        self.scale: dict[str, float] = {}
         summaries = pd.DataFrame([run_summary(f) for f in frames])
         # A metric's typical size, so that a change feature near 0 is not scaled by a vanishing spread.
         size = {
@@ -75,7 +73,7 @@ class HealthyProfile:
     def zscores(self, frame: pd.DataFrame) -> dict[str, float]:
         summary = run_summary(frame)
         return {
-            f: float(np.clip((v - self.center[f]) / self.scale[f], -1e4, 1e4))
+            f: float(robust_z(v, self.center[f], self.scale[f]))
             for f, v in summary.items()
             if f in self.center and math.isfinite(v)
         }

@@ -1,33 +1,107 @@
 """Hard rules: states that are never healthy, whatever the run. They need no fitting and fire online.
 
-- non_finite (critical): any metric is NaN or ±Inf at a step; a NaN loss that TRL averaged away shows
-  as nan_frac/loss > 0.
-- grad_norm_zero (critical): grad_norm exactly 0 for `patience` steps in a row.
-- lr_zero (critical): learning_rate drops to exactly 0 after being positive, for `patience` steps in a
-  row (a single 0 at the end of a decaying schedule is normal).
-- lr_logged_zero (warning): learning_rate logged as 0 from the start for `patience` steps: frozen, or
-  logged with too few digits.
-- zero_std_groups (critical): frac_reward_zero_std ≥ 0.999 for `patience` steps (no group gives a
-  learning signal).
-- all_clipped (critical): completions/clipped_ratio ≥ 0.999 for `patience` steps (every completion hits
-  the length cap).
-- constant_reward (warning): the mean reward identical for `constant_steps` steps (a stuck verifier).
-- advantage_baseline (critical): traj/advantage_group_mean_abs > 0.05: GRPO's group baseline is not
-  subtracted.
+The rules are data: `RULES` names each one with its severity, what it means and where the knowledge comes
+from (a paper, a framework's documentation, an issue thread), in the manner of declarative monitoring
+rules. `HardRules` evaluates them on a stream of step rows; the fingerprint reads the same registry for
+its rule flags.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-from rftfm_agent.detect.events import Event
+from rftfm_agent.detect.events import Event, Severity
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rule:
+    """A hard rule: its name, how bad it is when it fires, what it means, and its source."""
+
+    name: str
+    severity: Severity
+    description: str
+    reference: str
+
+
+PATIENCE = 3  # steps a condition must hold before its rule fires: one odd logged value is not an incident
+CONSTANT_STEPS = 6  # identical mean rewards in a row that make a reward "constant"
+BASELINE_LIMIT = 0.05  # mean |group mean of advantages| above which GRPO's baseline is not subtracted
+
+RULES: dict[str, Rule] = {
+    r.name: r
+    for r in (
+        Rule(
+            name="non_finite",
+            severity="critical",
+            description="a metric was NaN or infinite (or a NaN hidden inside an average: "
+            "nan_frac/<metric> > 0)",
+            reference="transformers TrainingArguments.logging_nan_inf_filter (NaN/Inf losses are left out "
+            "of the logged average): https://huggingface.co/docs/transformers/main_classes/trainer",
+        ),
+        Rule(
+            name="grad_norm_zero",
+            severity="critical",
+            description=f"gradient norm exactly 0 for {PATIENCE} steps in a row: nothing is learned",
+            reference="huggingface/trl#3857 and modelscope/ms-swift#4547 (GRPO loss and grad_norm 0 when "
+            "every group's rewards are equal)",
+        ),
+        Rule(
+            name="lr_zero",
+            severity="critical",
+            description=f"learning rate fell to exactly 0 after being positive, for {PATIENCE} steps "
+            "(a single 0 at the end of a decaying schedule is normal)",
+            reference="transformers optimizer schedules (linear/cosine decay reach 0 only at the last "
+            "step): https://huggingface.co/docs/transformers/main_classes/optimizer_schedules",
+        ),
+        Rule(
+            name="lr_logged_zero",
+            severity="warning",
+            description=f"learning rate logged as 0 from the start for {PATIENCE} steps: frozen, or "
+            "printed with too few digits",
+            reference="transformers optimizer schedules (warm-up leaves 0 after the first step); console "
+            "loggers that round small values print a positive lr as 0.000",
+        ),
+        Rule(
+            name="zero_std_groups",
+            severity="critical",
+            description=f"frac_reward_zero_std ≥ 0.999 for {PATIENCE} steps: no group gives a learning "
+            "signal",
+            reference="DAPO (Yu et al., 2025, arXiv:2503.14476) §3.2: groups whose rewards are all equal "
+            "have zero advantage; TRL logs their share as frac_reward_zero_std "
+            "(https://huggingface.co/docs/trl/logging)",
+        ),
+        Rule(
+            name="all_clipped",
+            severity="critical",
+            description=f"completions/clipped_ratio ≥ 0.999 for {PATIENCE} steps: every completion hits "
+            "the length cap",
+            reference="TRL logging docs (completions/clipped_ratio: share of completions truncated at "
+            "max_completion_length, https://huggingface.co/docs/trl/logging); DAPO §3.4 overlong samples",
+        ),
+        Rule(
+            name="constant_reward",
+            severity="warning",
+            description=f"the mean reward identical for {CONSTANT_STEPS} steps: a stuck verifier",
+            reference="huggingface/trl#3452 (GRPO reward=0 and loss=0: the reward function never pays)",
+        ),
+        Rule(
+            name="advantage_baseline",
+            severity="critical",
+            description=f"traj/advantage_group_mean_abs > {BASELINE_LIMIT}: advantages lost their group "
+            "baseline",
+            reference="DeepSeekMath (Shao et al., 2024, arXiv:2402.03300) §4.1: GRPO's advantage is the "
+            "reward minus its group's mean, divided by the group's std",
+        ),
+    )
+}
 
 
 class HardRules:
     """Streaming hard rules; `update(step, row)` returns the events that fire at this step."""
 
-    def __init__(self, patience: int = 3, constant_steps: int = 6) -> None:
+    def __init__(self, patience: int = PATIENCE, constant_steps: int = CONSTANT_STEPS) -> None:
         self.patience = patience
         self.constant_steps = constant_steps
         self.reset()
@@ -50,13 +124,13 @@ class HardRules:
             if key in self._fired:
                 return
             self._fired.add(key)
-            severity = "warning" if rule in ("constant_reward", "lr_logged_zero") else "critical"
             events.append(
                 Event(
                     step=step,
                     metric=metric,
-                    kind=rule,
-                    severity=severity,
+                    source="rule",
+                    check=rule,
+                    severity=RULES[rule].severity,
                     score=math.inf,
                     evidence={"value": value, **evidence},
                 )
@@ -93,6 +167,6 @@ class HardRules:
             if len(recent) == self.constant_steps and max(recent) - min(recent) == 0.0:
                 fire("constant_reward", "reward", reward, steps=self.constant_steps)
         baseline = row.get("traj/advantage_group_mean_abs")
-        if baseline is not None and math.isfinite(baseline) and baseline > 0.05:
+        if baseline is not None and math.isfinite(baseline) and baseline > BASELINE_LIMIT:
             fire("advantage_baseline", "traj/advantage_group_mean_abs", baseline)
         return events

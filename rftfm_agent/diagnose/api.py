@@ -10,8 +10,9 @@ from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.events import RunVerdict
 from rftfm_agent.detect.features import run_frame
-from rftfm_agent.diagnose.diagnoser import Diagnoser, Diagnosis
+from rftfm_agent.diagnose.diagnoser import Diagnoser
 from rftfm_agent.diagnose.fingerprint import fingerprint
+from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.diagnose.library import Library, build_library, detector_digest
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.store import Store

@@ -24,36 +24,25 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import pairwise_distances
 
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.diagnose.fingerprint import FEATURES, Fingerprint, feature_docs, feature_metric
+from rftfm_agent.diagnose.hypothesis import (
+    Diagnosis,
+    DrivingFeature,
+    Evidence,
+    Hypothesis,
+    MetricWindow,
+    NearestRun,
+)
 from rftfm_agent.diagnose.library import HEALTHY, Library
 from rftfm_agent.errors import RftfmError
 
 NOVELTY_QUANTILE = 0.99
 TOP_FEATURES = 4
 TOP_NEIGHBOURS = 3
-
-
-class Hypothesis(BaseModel):
-    family: str
-    type: str
-    probability: float
-    evidence: dict[str, Any] = Field(default_factory=dict)
-
-
-class Diagnosis(BaseModel):
-    run: str
-    anchor_step: int = Field(description="logged step where the anomaly starts (the detector's first alarm)")
-    mode: str = Field(description="'band': compared with healthy runs of its task; 'self': with its own past")
-    unknown: bool = Field(description="the run is far from every labelled fingerprint")
-    hypotheses: list[Hypothesis]
-    missing: list[str] = Field(default_factory=list, description="watched metrics the run did not log")
-    novelty: dict[str, float] = Field(default_factory=dict)
-    notes: list[str] = Field(default_factory=list, description="caveats about how the answer was reached")
 
 
 # Tool/environment faults can only show in a run whose policy calls tools: for any other run (including
@@ -212,12 +201,12 @@ class Diagnoser:
                     family="unknown",
                     type="unknown",
                     probability=1.0 if unseen else share,
-                    evidence={
-                        "why": "; ".join(why) + "; the known types below are ranked as if it were one",
-                        "nearest_distance": nearest_distance,
-                        "limit": model.novelty_limit,
-                        "unseen_rules": unseen,
-                    },
+                    evidence=Evidence(
+                        why="; ".join(why) + "; the known types below are ranked as if it were one",
+                        nearest_distance=nearest_distance,
+                        limit=model.novelty_limit,
+                        unseen_rules=unseen,
+                    ),
                 )
             )
         for i in np.argsort(-proba)[:top]:
@@ -250,15 +239,15 @@ class Diagnoser:
         kind: str,
         distances: np.ndarray,
         index: np.ndarray,
-    ) -> dict[str, Any]:
+    ) -> Evidence:
         labels = model.labels
         nearest = [
-            {
-                "run": str(labels["experiment_id"].iloc[j]),
-                "strength": str(labels["strength"].iloc[j]),
-                "task": str(labels["task"].iloc[j]),
-                "distance": round(float(d), 3),
-            }
+            NearestRun(
+                run=str(labels["experiment_id"].iloc[j]),
+                strength=str(labels["strength"].iloc[j]),
+                task=str(labels["task"].iloc[j]),
+                distance=round(float(d), 3),
+            )
             for d, j in zip(distances, index, strict=True)
             if labels["type"].iloc[j] == kind
         ][:TOP_NEIGHBOURS]
@@ -270,27 +259,46 @@ class Diagnoser:
                 np.sign(run_dev) == np.sign(kind_dev), np.minimum(np.abs(run_dev), np.abs(kind_dev)), 0.0
             )
         weight = np.nan_to_num(model.forest.feature_importances_ * agree, nan=0.0)
-        driving = []
+        driving: list[DrivingFeature] = []
         for j in np.argsort(-weight)[:TOP_FEATURES]:
             if weight[j] <= 0:
                 break
             name = model.features[j]
             driving.append(
-                {
-                    "feature": name,
-                    "value": _round(x[j]),
-                    "healthy": _round(_unsquash(model.center[j])),
-                    "typical": _round(_unsquash(model.class_median[kind][j])),
-                    "meaning": self.docs[name],
-                }
+                DrivingFeature(
+                    feature=name,
+                    value=_round(x[j]),
+                    healthy=_round(_unsquash(model.center[j])),
+                    typical=_round(_unsquash(model.class_median[kind][j])),
+                    meaning=self.docs[name],
+                )
             )
-        metrics = []
+        metrics: list[MetricWindow] = []
         for item in driving:
-            metric = feature_metric(item["feature"])
-            if metric in fp.windows and metric not in {m["metric"] for m in metrics}:
-                window = fp.windows[metric]
-                metrics.append({"metric": metric, **{k: _round(v) for k, v in window.items()}})
-        return {"features": driving, "metrics": metrics, "nearest_runs": nearest}
+            metric = feature_metric(item.feature)
+            if metric in fp.windows and metric not in {m.metric for m in metrics}:
+                window = {k: _round(v) for k, v in fp.windows[metric].items()}
+                metrics.append(MetricWindow(metric=metric, **window))
+        why = _why(kind, driving, nearest)
+        return Evidence(why=why, features=driving, metrics=metrics, nearest_runs=nearest)
+
+
+def _why(kind: str, driving: list[DrivingFeature], nearest: list[NearestRun]) -> str:
+    """One readable line: the strongest deviations shared with the type, and the closest labelled run."""
+    if not driving:
+        return f"{kind}: no single feature stands out; ranked by the forest on the whole fingerprint"
+    parts = [
+        f"{f.feature} = {_fmt(f.value)} (healthy {_fmt(f.healthy)}, typical of {kind} {_fmt(f.typical)})"
+        for f in driving[:2]
+    ]
+    line = f"{kind}: " + "; ".join(parts)
+    if nearest:
+        line += f"; nearest labelled run {nearest[0].run}"
+    return line
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
 
 
 def _unsquash(v: float) -> float:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.detect.band import MIN_SCALE, HealthyBand, SelfReference, robust_location_scale
-from rftfm_agent.detect.events import SEVERITY_RANK, RunVerdict
+from rftfm_agent.detect.band import HealthyBand, SelfReference
+from rftfm_agent.detect.events import Mode, RunVerdict
 from rftfm_agent.detect.features import WATCHED, as_float
+from rftfm_agent.detect.robust import MIN_SCALE, robust_location_scale, robust_z, self_location_scale
+from rftfm_agent.detect.rules import RULES
 
 WINDOW = 10  # logged steps in the before and after windows
 MIN_REFERENCE = 3  # fewest finite values a self reference needs
@@ -60,17 +62,6 @@ LEVEL_METRICS: dict[str, str] = {
     "traj/distinct_completion_frac": "mean share of distinct completions in a group",
 }
 
-# Hard rules of the detector (rftfm_agent.detect.rules), one 0/1 flag each.
-RULES: dict[str, str] = {
-    "non_finite": "a metric was NaN or infinite (or NaN hidden inside an average)",
-    "grad_norm_zero": "gradient norm exactly 0 for several steps",
-    "lr_zero": "learning rate fell to 0",
-    "lr_logged_zero": "learning rate logged as 0 from the start",
-    "zero_std_groups": "every group had equal rewards for several steps",
-    "all_clipped": "every completion hit the length limit for several steps",
-    "constant_reward": "the mean reward did not change at all for several steps",
-    "advantage_baseline": "advantages lost their group baseline",
-}
 
 # Changes smaller than these are noise whatever the run's own spread (self mode only; log10 for lr).
 SELF_MIN_CHANGE: dict[str, float] = {**SelfReference.MIN_CHANGE, "learning_rate": 0.05}
@@ -84,8 +75,8 @@ def feature_docs() -> dict[str, str]:
             docs[f"{metric}:{stat}"] = f"{metric}: {text}"
     for metric, text in LEVEL_METRICS.items():
         docs[f"{metric}:level"] = f"{text}, mean over the after window"
-    for rule, text in RULES.items():
-        docs[f"rule:{rule}"] = f"1 if the detector's hard rule fired: {text}"
+    for name, rule in RULES.items():  # the detector's hard rules, one 0/1 flag each
+        docs[f"rule:{name}"] = f"1 if the detector's hard rule fired: {rule.description}"
     return docs
 
 
@@ -103,7 +94,7 @@ class Fingerprint:
 
     run: str
     anchor_step: int
-    mode: str  # "band" or "self"
+    mode: Mode
     values: dict[str, float]
     missing: list[str] = field(default_factory=list)  # watched metrics the run did not log
     windows: dict[str, dict[str, float]] = field(default_factory=dict)  # metric → raw before/after means
@@ -132,12 +123,11 @@ def missing_metrics(frame: pd.DataFrame) -> list[str]:
 def anchor_row(frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | None) -> int:
     """Row where the anomaly starts: the detector's first alarm, else its first event, else the step that
     deviates most from the healthy band (a run-level 'profile' event has no step of its own)."""
-    events = [e for e in verdict.events if e.kind != "profile"]
-    alarm_rank = 1 if verdict.mode == "band" else 2
-    alarms = [e for e in events if SEVERITY_RANK[e.severity] >= alarm_rank] or events
+    step = verdict.first_alarm_step
+    if step is None:  # no alarm: the first event below the alarm level, if any
+        step = min((e.step for e in verdict.events if e.source != "profile"), default=None)
     steps = frame["step"].to_numpy()
-    if alarms:
-        step = min(e.step for e in alarms)
+    if step is not None:
         return int(np.searchsorted(steps, step, side="left").clip(0, len(steps) - 1))
     if band is None:
         return change_point_row(frame)
@@ -187,9 +177,8 @@ def _self_z(values: np.ndarray, reference: np.ndarray, metric: str) -> np.ndarra
     ref = reference[np.isfinite(reference)]
     if ref.size < MIN_REFERENCE:
         return np.full(values.shape, math.nan)
-    center, scale = robust_location_scale(ref)
-    floor = max(MIN_SCALE, 0.02 * abs(center), 0.5 * float(np.std(ref)), SELF_MIN_CHANGE.get(metric, 0.0))
-    return (values - center) / max(scale, floor)
+    center, scale = self_location_scale(ref, SELF_MIN_CHANGE.get(metric, 0.0))
+    return robust_z(values, center, scale, clip=Z_LIMIT)
 
 
 def _slope(z: np.ndarray) -> float:
@@ -258,7 +247,7 @@ def fingerprint(
             values[f"{metric}:level"] = _mean(
                 pd.to_numeric(frame[metric], errors="coerce").to_numpy(dtype=float)[after]
             )
-    fired = {e.kind for e in verdict.events}
+    fired = {e.check for e in verdict.events if e.source == "rule"}
     for rule in RULES:
         values[f"rule:{rule}"] = float(rule in fired)
     return Fingerprint(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from rftfm_agent.detect.detector import Detector, RunData
 from rftfm_agent.diagnose.fingerprint import FEATURES, Fingerprint, fingerprint
 from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry.io import atomic_write_with
 
 HEALTHY = "healthy"  # the type (and family "none") of healthy controls in the library
 LABELS = ("experiment_id", "mode", "family", "type", "strength", "task", "cell", "onset_style", "anchor_step")
@@ -98,9 +98,7 @@ class Library:
         arrow = arrow.replace_schema_metadata(
             {**(arrow.schema.metadata or {}), b"rftfm": json.dumps(self.meta).encode()}
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        pq.write_table(arrow, tmp)
-        os.replace(tmp, path)
+        atomic_write_with(path, lambda tmp: pq.write_table(arrow, tmp))
 
     @classmethod
     def load(cls, path: Path | None = None) -> Library:
@@ -124,7 +122,9 @@ def shipped_library_path() -> Path:
 
 
 def detector_digest(detector: Detector) -> str:
-    return hashlib.sha1(json.dumps(detector.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    """A short hash of the detector's options and fitted state (not of its file format version)."""
+    state = {k: v for k, v in detector.to_dict().items() if k != "format_version"}
+    return hashlib.sha1(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def build_library(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rftfm_agent.telemetry.importers.faultbench import STEP_FILE, TRAJECTORY_FILE
+from rftfm_agent.telemetry.io import atomic_write_with
 
 REGISTRY_COLUMNS = (
     "experiment_id",
@@ -52,14 +53,17 @@ def trajectory_row(
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
-    tmp = path.with_name(path.name + ".tmp")
     n = 0
-    with tmp.open("w") as fh:
-        for row in rows:
-            fh.write(json.dumps(row))
-            fh.write("\n")
-            n += 1
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        nonlocal n
+        with tmp.open("w") as fh:
+            for row in rows:
+                fh.write(json.dumps(row))
+                fh.write("\n")
+                n += 1
+
+    atomic_write_with(path, write)
     return n
 
 
@@ -81,11 +85,13 @@ def write_registry(root: Path, name: str, rows: Iterable[dict[str, Any]]) -> Pat
     path = reg / f"{name}.csv"
     rows = list(rows)
     extra = [k for k in (rows[0] if rows else {}) if k not in REGISTRY_COLUMNS]
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*REGISTRY_COLUMNS, *extra], extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-    tmp.replace(path)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=[*REGISTRY_COLUMNS, *extra], extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(row)
+
+    atomic_write_with(path, write)
     return path

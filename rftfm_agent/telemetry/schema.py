@@ -2,16 +2,20 @@
 
 One schema serves our own testbed runs, live TRL runs and logs imported from other frameworks, so that
 detectors and diagnosers never care where a run came from. Field names follow the paper's released
-RFT-FaultBench layout (DESIGN §2, §4) so both datasets load the same way.
+RFT-FaultBench release layout (Zenodo record 20044882) so both datasets load the same way.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 FAULT_FAMILIES: dict[str, str] = {
     "RF": "reward faults",
@@ -160,6 +164,33 @@ class RunManifest(BaseModel):
     # and are ignored by readers: this list is what makes appends atomic.
     step_parts: list[str] = Field(default_factory=list)
     trajectory_parts: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class RawStep:
+    """One logged row as the framework wrote it: step, optional wall time, key → float."""
+
+    step: int
+    values: dict[str, float]
+    wall_time: float | None = None
+
+
+@dataclass
+class ImportedRun:
+    """A run read from a source, before it is written to the store."""
+
+    name: str
+    source: SourceInfo
+    steps: list[RawStep] = field(default_factory=list)
+    trajectories: pa.Table | None = None
+    task: str | None = None
+    model: str | None = None
+    seed: int | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str = "unknown"
+    fault: FaultSpec | None = None
+    experiment_id: str | None = None
+    provenance: str | None = None
 
 
 def is_finite(value: float | None) -> bool:

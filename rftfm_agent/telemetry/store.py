@@ -5,6 +5,7 @@ Layout (no server needed):
     ROOT/runs/<run_id>/manifest.json          what the run is, and which part files are committed
     ROOT/runs/<run_id>/steps/part-*.parquet   long format: run_id, step, wall_time, metric, source_key, value
     ROOT/runs/<run_id>/trajectories/part-*.parquet
+    ROOT/runs/<run_id>/verdicts.parquet, events.parquet   derived: the detector's latest verdict and events
 
 Atomicity: a part file is written under a temporary name and renamed; it only becomes visible when a
 new manifest that lists it replaces the old one with `os.replace`. A crash at any point therefore
@@ -34,8 +35,8 @@ import pyarrow.parquet as pq
 
 from rftfm_agent.errors import StoreError
 from rftfm_agent.telemetry import vocabulary
-from rftfm_agent.telemetry.importers.base import ImportedRun, RawStep
-from rftfm_agent.telemetry.schema import RunManifest, SourceInfo, TrajectoryRecord
+from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, RunManifest, SourceInfo, TrajectoryRecord
 
 STEP_SCHEMA = pa.schema(
     [
@@ -78,6 +79,37 @@ TRAJECTORY_SCHEMA = pa.schema(
     ]
 )
 
+# Tables derived from a run and stored beside it, one Parquet file each (`runs/<id>/<name>.parquet`),
+# replaced whole when recomputed and queryable by SQL as views of the same name. Their writers own the
+# content: detection writes `verdicts` (one row per run) and `events` (one row per event).
+VERDICT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("verdict", pa.string()),  # healthy | anomalous
+        ("mode", pa.string()),  # band | self
+        ("score", pa.float64()),
+        ("first_alarm_step", pa.int64()),
+        ("n_alarms", pa.int64()),
+        ("missing", pa.list_(pa.string())),
+        ("last_step", pa.int64()),  # the newest step the verdict saw (a live run may have more by now)
+        ("detected_at", pa.float64()),  # unix time
+    ]
+)
+EVENT_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("step", pa.int64()),
+        ("metric", pa.string()),
+        ("source", pa.string()),  # rule | band | self | profile
+        ("check", pa.string()),  # shewhart | ewma | cusum | bocpd | profile | the rule's name
+        ("severity", pa.string()),
+        ("score", pa.float64()),
+        ("alarm", pa.bool_()),
+        ("evidence", pa.string()),  # JSON (telemetry.io policy: NaN/Inf as strings)
+    ]
+)
+ARTIFACTS: dict[str, pa.Schema] = {"verdicts": VERDICT_SCHEMA, "events": EVENT_SCHEMA}
+
 # Readers may hold many small parts from a live run; past this many, appends merge them into one.
 COMPACT_AFTER_PARTS = 64
 
@@ -96,33 +128,11 @@ def slugify(name: str) -> str:
     return slug[:80] or "run"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 def _write_part(folder: Path, table: pa.Table) -> str:
-    """Write a Parquet part under a temporary name, then rename it; returns its name."""
+    """Write a Parquet part atomically (temporary name, then rename); returns its name."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
-    with tmp.open("rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, folder / name)
+    atomic_write_with(folder / name, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
     return name
 
 
@@ -235,8 +245,31 @@ class Store:
             return TRAJECTORY_SCHEMA.empty_table().to_pandas()
         return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]).to_pandas()
 
+    def _artifact_path(self, run_id: str, name: str) -> Path:
+        if name not in ARTIFACTS:
+            raise StoreError(f"unknown run artifact {name!r}; known: {', '.join(ARTIFACTS)}")
+        return self.runs_dir / run_id / f"{name}.parquet"
+
+    def artifact(self, run_id: str, name: str) -> pd.DataFrame:
+        """A derived table stored beside a run (see `ARTIFACTS`); empty when none was written."""
+        path = self._artifact_path(run_id, name)
+        table = pq.read_table(path) if path.is_file() else ARTIFACTS[name].empty_table()
+        return table.to_pandas()
+
+    def write_artifact(self, run_id: str, name: str, table: pa.Table) -> Path:
+        """Store (or replace) a derived table beside a committed run, atomically."""
+        path = self._artifact_path(run_id, name)
+        self.manifest(run_id)  # the run must exist
+        try:
+            table = table.select(ARTIFACTS[name].names).cast(ARTIFACTS[name])
+        except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise StoreError(f"run {run_id}: {name} table does not fit its schema ({exc})") from None
+        with self._locked(run_id):
+            atomic_write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        return path
+
     def sql(self, query: str) -> pd.DataFrame:
-        """Run one read-only SQL query over the views `runs`, `steps` and `trajectories`.
+        """Run one read-only SQL query over the views `runs`, `steps`, `trajectories`, `verdicts`, `events`.
 
         This is the entry point the agent's tools use, so it refuses anything but SELECT / EXPLAIN and
         cannot reach files outside the store.
@@ -300,8 +333,19 @@ class Store:
         )
         con.register("runs_df", runs)
         con.execute("CREATE VIEW runs AS SELECT * FROM runs_df")
-        for kind, schema in (("steps", STEP_SCHEMA), ("trajectories", TRAJECTORY_SCHEMA)):
-            files = [str(p) for m in manifests for p in self._parts(m.run_id, kind, m)]
+        sources = {
+            "steps": (STEP_SCHEMA, [p for m in manifests for p in self._parts(m.run_id, "steps", m)]),
+            "trajectories": (
+                TRAJECTORY_SCHEMA,
+                [p for m in manifests for p in self._parts(m.run_id, "trajectories", m)],
+            ),
+            **{
+                name: (schema, [p for m in manifests if (p := self._artifact_path(m.run_id, name)).is_file()])
+                for name, schema in ARTIFACTS.items()
+            },
+        }
+        for kind, (schema, paths) in sources.items():
+            files = [str(p) for p in paths]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 source = f"read_parquet([{listing}], union_by_name=true)"
@@ -323,7 +367,7 @@ class Store:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def _commit_manifest(self, run_dir: Path, manifest: RunManifest) -> None:
-        _atomic_write_bytes(run_dir / "manifest.json", manifest.model_dump_json(indent=2).encode())
+        atomic_write_bytes(run_dir / "manifest.json", manifest.model_dump_json(indent=2).encode())
 
     @staticmethod
     def _summarise(manifest: RunManifest, steps: pd.DataFrame | None, n_traj: int) -> None:
@@ -392,7 +436,7 @@ class Store:
             if target.exists():  # a folder left without a manifest by a crash: not a committed run
                 shutil.rmtree(target)
             os.rename(staging, target)
-            _fsync_dir(self.runs_dir)
+            fsync_dir(self.runs_dir)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
@@ -406,6 +450,8 @@ class Store:
             manifest.trajectory_parts = [_write_part(run_dir / "trajectories", traj)]
         self._commit_manifest(run_dir, manifest)
         self._collect_garbage(run_dir, manifest)
+        for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
+            (run_dir / f"{name}.parquet").unlink(missing_ok=True)
 
     @staticmethod
     def _collect_garbage(run_dir: Path, manifest: RunManifest) -> None:

@@ -20,7 +20,8 @@ from rftfm_agent.telemetry.importers import (
     trainer_state,
     verl_console,
 )
-from rftfm_agent.telemetry.importers.base import ImportedRun, looks_binary, provenance_beside, read_head
+from rftfm_agent.telemetry.importers.base import looks_binary, provenance_beside, read_head
+from rftfm_agent.telemetry.schema import ImportedRun
 
 # Order matters only where two formats could both claim a file: the more specific one goes first.
 FILE_IMPORTERS: tuple[ModuleType, ...] = (

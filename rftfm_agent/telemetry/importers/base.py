@@ -1,8 +1,9 @@
 """What every importer returns, and the careful file reading they all share.
 
 Importers are chosen by what a file contains, never by its name: each one offers `sniff(path, head)`
-and `read(path)`. They return raw rows (framework keys, unmapped); mapping to the vocabulary happens in
-one place, `ImportedRun.step_rows()`, so every source is mapped the same way.
+and `read(path)`. They return `ImportedRun`s of raw rows (framework keys, unmapped; the record types live
+in `telemetry.schema`); mapping to the vocabulary happens in one place, when the store writes a run
+(`store.step_table`), so every source is mapped the same way.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import itertools
 import math
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import pyarrow as pa
-
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.schema import FaultSpec, SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun
 
 HEAD_BYTES = 64 * 1024
 # Keys of the row `Trainer.train()` logs once at the end: a run summary (kept in config), not a step.
@@ -34,33 +32,6 @@ SUMMARY_KEYS = frozenset(
     }
 )
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
-
-
-@dataclass
-class RawStep:
-    """One logged row as the framework wrote it: step, optional wall time, key → float."""
-
-    step: int
-    values: dict[str, float]
-    wall_time: float | None = None
-
-
-@dataclass
-class ImportedRun:
-    """A run read from a source, before it is written to the store."""
-
-    name: str
-    source: SourceInfo
-    steps: list[RawStep] = field(default_factory=list)
-    trajectories: pa.Table | None = None
-    task: str | None = None
-    model: str | None = None
-    seed: int | None = None
-    config: dict[str, Any] = field(default_factory=dict)
-    label: str = "unknown"
-    fault: FaultSpec | None = None
-    experiment_id: str | None = None
-    provenance: str | None = None
 
 
 class Importer(Protocol):

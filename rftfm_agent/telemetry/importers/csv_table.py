@@ -22,16 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import (
-    SUMMARY_KEYS,
-    ImportedRun,
-    RawStep,
-    looks_binary,
-    read_text,
-    sha256_of,
-    to_float,
-)
-from rftfm_agent.telemetry.schema import SourceInfo
+from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, looks_binary, read_text, sha256_of, to_float
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "csv_export"
 

@@ -25,15 +25,8 @@ import pyarrow.json as pajson
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
-from rftfm_agent.telemetry.importers.base import (
-    ImportedRun,
-    RawStep,
-    looks_binary,
-    numeric_items,
-    read_text,
-    sha256_of,
-)
-from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, SourceInfo
+from rftfm_agent.telemetry.importers.base import looks_binary, numeric_items, read_text, sha256_of
+from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, ImportedRun, RawStep, SourceInfo
 
 NAME = "rft_faultbench"
 STEP_FILE = "openrlhf_train_train_step.jsonl"

@@ -19,8 +19,6 @@ from pathlib import Path
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
     SUMMARY_KEYS,
-    ImportedRun,
-    RawStep,
     infer_steps_from_epochs,
     looks_binary,
     numeric_items,
@@ -29,7 +27,7 @@ from rftfm_agent.telemetry.importers.base import (
     sha256_of,
     strip_terminal,
 )
-from rftfm_agent.telemetry.schema import SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "hf_console"
 

@@ -19,15 +19,13 @@ from typing import Any
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
-    ImportedRun,
-    RawStep,
     infer_steps_from_epochs,
     looks_binary,
     read_text,
     sha256_of,
     to_float,
 )
-from rftfm_agent.telemetry.schema import SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "hf_notebook_table"
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import ImportedRun, RawStep, sha256_of
-from rftfm_agent.telemetry.schema import SourceInfo
+from rftfm_agent.telemetry.importers.base import sha256_of
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "tensorboard"
 

@@ -12,15 +12,8 @@ import re
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import (
-    SUMMARY_KEYS,
-    ImportedRun,
-    RawStep,
-    numeric_items,
-    read_text,
-    sha256_of,
-)
-from rftfm_agent.telemetry.schema import SourceInfo
+from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, numeric_items, read_text, sha256_of
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "trl_trainer_state"
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
-    ImportedRun,
-    RawStep,
     looks_binary,
     read_text,
     scan,
@@ -21,7 +19,7 @@ from rftfm_agent.telemetry.importers.base import (
     strip_terminal,
     to_float,
 )
-from rftfm_agent.telemetry.schema import SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "verl_console"
 
