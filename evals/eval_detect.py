@@ -34,7 +34,6 @@ import pandas as pd
 
 from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import Detector, RunData
-from rftfm_agent.detect.events import SEVERITY_RANK
 from rftfm_agent.detect.profile import run_summary
 from rftfm_agent.telemetry.schema import FAULT_FAMILIES
 
@@ -130,7 +129,7 @@ def evaluate(bench: Path, folds: int = 5, alpha: float = 0.02) -> dict[str, Any]
             verdict = detector.score_run(run)
             step_seconds.append((time.perf_counter() - started) / max(1, len(run.frame)))
             flags["rftfm"][run.run_id] = verdict.verdict == "anomalous"
-            alarms = [e for e in verdict.events if SEVERITY_RANK[e.severity] >= 1 and e.kind != "profile"]
+            alarms = [e for e in verdict.alarms if e.source != "profile"]  # the profile has no step
             if run.meta["control_or_fault"] == "control":
                 healthy_steps += len(run.frame)
                 healthy_alarm_events += len(alarms)

@@ -1,4 +1,4 @@
-"""Tool: read-only SQL over the run store (views `runs`, `steps`, `trajectories`).
+"""Tool: read-only SQL over the run store (views `runs`, `steps`, `trajectories`, `verdicts`, `events`).
 
 The agent reaches telemetry only through this read-only entry point, so a tool call can never change
 or delete a run, and text inside trajectories is returned as data, never acted on.
@@ -17,7 +17,8 @@ from rftfm_agent.telemetry.store import Store
 class QueryStoreInput(BaseModel):
     sql: str = Field(
         description="one SELECT over the views runs, steps (long: run_id, step, metric, "
-        "source_key, value) and trajectories"
+        "source_key, value), trajectories, verdicts (the detector's latest verdict per run) and events "
+        "(run_id, step, metric, source, check, severity, score, alarm, evidence)"
     )
     store: str | None = Field(
         default=None, description="store folder; default $RFTFM_STORE or ~/.rftfm/store"
