@@ -175,8 +175,8 @@ def test_cli_json_and_stored_events_agree_on_nan_and_inf(
 ) -> None:
     """A NaN loss: `rftfm detect --json` and the stored `events` spell NaN and Inf the same way."""
     state = json.loads((fixtures / "trainer_state.json").read_text())
-    state["log_history"][3]["loss"] = math.nan
-    (tmp_path / "trainer_state.json").write_text(json.dumps(state))  # Python's json writes a bare NaN
+    state["log_history"][4]["loss"] = math.nan  # step 4
+    (tmp_path / "trainer_state.json").write_text(json.dumps(state, indent=2))  # a bare NaN, as TRL writes it
     fitted.save(tmp_path / "d.json")
     store, runner = tmp_path / "store", CliRunner()
     ingest = runner.invoke(app, ["ingest", str(tmp_path / "trainer_state.json"), "--store", str(store)])
@@ -186,7 +186,8 @@ def test_cli_json_and_stored_events_agree_on_nan_and_inf(
         app, ["detect", run_id, "--store", str(store), "--detector", str(tmp_path / "d.json"), "--json"]
     )
     assert result.exit_code == 0, result.output
-    [printed] = [e for e in json.loads(result.stdout)[0]["events"] if e["check"] == "non_finite"]
+    events = json.loads(result.stdout)[0]["events"]
+    [printed] = [e for e in events if e["check"] == "non_finite" and e["metric"] == "loss"]
     assert printed["evidence"] == {"value": "NaN"} and printed["score"] == "Infinity"
     stored = Store(store).sql("SELECT evidence, score FROM events WHERE \"check\" = 'non_finite'")
     assert json.loads(stored["evidence"][0]) == printed["evidence"] and math.isinf(stored["score"][0])

@@ -37,7 +37,7 @@ def test_wheel_carries_tools_prompts_evals_and_example(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("rftfm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
-        "rftfm_agent/cli.py",
+        "rftfm_agent/cli/__init__.py",
         "rftfm_agent/tools/query_store.py",
         "rftfm_agent/prompts/untrusted_data.md",
         "rftfm_agent/evals/bench_ingest.py",

@@ -1,0 +1,47 @@
+"""`rftfm eval`: evaluate detection and diagnosis on a benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rftfm_agent.cli.common import JsonOpt, deliver_report, friendly_errors, write_report
+
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection and diagnosis on a benchmark.")
+
+
+@eval_app.command("detect")
+@friendly_errors
+def eval_detect(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark")],
+    folds: Annotated[int, typer.Option(help="cross-validation folds over cells (seeds)")] = 5,
+    alpha: Annotated[float, typer.Option(help="false-alarm budget")] = 0.02,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run-level P/R/F1 per family × strength (protocols B and A), online delay, baselines side by side."""
+    from rftfm_agent.evals.eval_detect import evaluate, render
+
+    report = evaluate(bench, folds=folds, alpha=alpha)
+    deliver_report(report, render(report), markdown, as_json)
+
+
+@eval_app.command("diagnose")
+@friendly_errors
+def eval_diagnose(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark")],
+    folds: Annotated[int, typer.Option(help="cross-validation folds over cells (seeds)")] = 5,
+    alpha: Annotated[float, typer.Option(help="false-alarm budget of the detectors that anchor")] = 0.02,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    png: Annotated[Path | None, typer.Option(help="write the confusion matrices (seeds split) here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Type/family top-1 and top-3, macro-F1, confusions: on unseen seeds and on an unseen task."""
+    from rftfm_agent.evals.eval_diagnose import evaluate, plot_confusion, render
+
+    report = evaluate(bench, folds=folds, alpha=alpha)
+    if png is not None:
+        write_report(png, lambda: plot_confusion(report, png))
+    deliver_report(report, render(report), markdown, as_json)
