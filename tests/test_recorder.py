@@ -164,6 +164,84 @@ def test_rows_are_flushed_at_the_configured_interval(recorded: dict[str, Any]) -
     ]
 
 
+def test_listeners_get_canonical_rows_and_change_no_record(recorded: dict[str, Any], tmp_path: Path) -> None:
+    """The fixture's run again, with listeners.
+
+    They see each step row as it is logged, in canonical names, traj/ aggregates included. A listener that
+    raises is noted and spares training, the other listener and the records: these equal the fixture's.
+    """
+    from rftfm_agent.evals.bench_recorder import tiny_grpo_trainer
+
+    store = Store(tmp_path / "store")
+    trainer = tiny_grpo_trainer(
+        tmp_path / "out",
+        max_steps=STEPS,
+        batch_size=BATCH,
+        num_generations=GROUP,
+        max_completion_length=MAX_LEN,
+    )
+    rows: list[dict[str, float]] = []
+
+    def broken(row: dict[str, float]) -> None:
+        raise RuntimeError("detector bug")
+
+    recorder = RunRecorder(
+        store,
+        "tiny grpo",
+        task="arithmetic",
+        flush_every_steps=2,
+        flush_every_seconds=1e9,
+        listeners=[broken],
+    )
+
+    recorder.on_row(rows.append)
+    recorder.attach(trainer)
+    trainer.train()
+
+    assert [e.split(":")[0] for e in recorder.errors] == ["listener"] * STEPS
+    assert "detector bug" in recorder.errors[0]
+    assert [row["step"] for row in rows] == [float(s) for s in range(1, STEPS + 1)]
+    wide = store.steps(recorder.run_id).set_index("step")
+    for row in rows:
+        assert {"reward", "kl", "completion_length", "traj/count", "loss"} <= set(row)
+        assert "completions/mean_length" not in row  # TRL's name, mapped
+        assert row["traj/count"] == BATCH
+        stored = wide.loc[int(row["step"])]
+        for metric, value in row.items():
+            if metric != "step":
+                assert value == pytest.approx(stored[metric], nan_ok=True), metric
+
+    # The same records as the run without listeners (wall-clock timings apart).
+    before, ref = recorded["store"], recorded["recorder"]
+    pd.testing.assert_frame_equal(_untimed_steps(store, recorder.run_id), _untimed_steps(before, ref.run_id))
+    pd.testing.assert_frame_equal(store.trajectories(recorder.run_id), before.trajectories(ref.run_id))
+
+
+def _untimed_steps(store: Store, run_id: str) -> pd.DataFrame:
+    """A run's stored step rows (long: metric, source key, value) without wall-clock timings."""
+    steps = store.steps(run_id, wide=False)
+    return steps[steps["metric"] != "step_time"].drop(columns="wall_time").reset_index(drop=True)
+
+
+def test_listener_rows_from_fake_trainer_keep_nan_and_unknown_keys(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s")
+    rows: list[dict[str, float]] = []
+    recorder = RunRecorder(store, "fake", record_trajectories=False, flush_every_steps=100)
+    recorder.on_row(rows.append)
+    trainer = _FakeTrainer()
+    recorder.attach(trainer)
+    trainer.state.global_step = 3
+    trainer._metrics["train"] = {"kl": [math.nan], "reward": [math.nan, 1.0]}
+    trainer.log({"loss": 0.5, "completions/mean_length": 7.0, "my/custom": 2.0, "note": "text"})
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["step"] == 3.0 and row["completion_length"] == 7.0 and row["my/custom"] == 2.0
+    assert math.isnan(row["kl"]) and row["reward"] == 1.0 and row["nan_frac/reward"] == 0.5
+    assert "note" not in row and "completions/mean_length" not in row
+    recorder.on_train_end(trainer.args, trainer.state, TrainerControl())
+    assert recorder.errors == []
+
+
 def _sometimes_unscorable(completions: list[str], **kwargs: Any) -> list[float | None]:
     """1 for a short completion, else 0; None (unscorable) for every fourth completion."""
     return [None if i % 4 == 0 else float(len(c) < 4) for i, c in enumerate(completions)]
@@ -260,6 +338,30 @@ def test_nan_none_inf_and_summary_row(tmp_path: Path) -> None:
     assert math.isnan(wide.loc[2, "nan_frac/kl"])  # no NaN at step 2: not logged
     assert "note" not in wide.columns and "train_runtime" not in wide.columns
     assert recorder.summary == {"train_runtime": 1.0, "train_loss": 0.45, "train_samples_per_second": 3.0}
+
+
+def test_attach_observes_the_batch_pipeline_or_warns_without_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rftfm_agent.telemetry.trl_batch import has_batch_method
+
+    class _BatchTrainer(_FakeTrainer):
+        def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+            return {}
+
+    with_batch = _BatchTrainer()
+    recorder = RunRecorder(Store(tmp_path / "a"), "with batch").attach(with_batch)
+    assert list(with_batch._rftfm_batch_pipeline.observers) == [recorder]  # an observer, keyed by recorder
+
+    plain = _FakeTrainer()
+    assert not has_batch_method(plain)
+    with caplog.at_level("WARNING", logger="rftfm_agent.telemetry.recorder"):
+        recorder = RunRecorder(Store(tmp_path / "b"), "no batch").attach(plain)
+    assert "recording step metrics only" in caplog.text
+    plain.state.global_step = 1
+    plain.log({"loss": 0.5})
+    recorder.on_train_end(plain.args, plain.state, TrainerControl())
+    assert recorder.store.manifest(recorder.run_id).n_steps == 1 and recorder.errors == []
 
 
 def test_recorder_without_attach_records_steps(tmp_path: Path) -> None:

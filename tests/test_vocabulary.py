@@ -1,3 +1,8 @@
+import math
+
+import numpy as np
+import pytest
+
 from rftfm_agent.telemetry import vocabulary as v
 
 
@@ -32,3 +37,47 @@ def test_clash_keeps_both_values_and_prefers_the_primary_key() -> None:
     assert by_metric["actor/kl_loss"] == ("actor/kl_loss", 0.5)
     assert by_metric["reward"] == ("critic/score/mean", 0.3)
     assert len(rows) == 3
+
+
+def test_canonical_row_names_a_trl_logs_dict() -> None:
+    logs = {
+        "rewards/correct/mean": 0.25,
+        "completions/mean_length": 7.5,
+        "kl": 0.01,
+        "reward": 0.25,
+        "train/entropy": 1.5,  # a logger's prefix
+        "epoch": 1,  # ints become floats
+    }
+    assert v.canonical_row(logs) == {
+        "rewards/correct/mean": 0.25,
+        "completion_length": 7.5,
+        "kl": 0.01,
+        "reward": 0.25,
+        "entropy": 1.5,
+        "epoch": 1.0,
+    }
+
+
+def test_canonical_row_names_a_verl_row_with_scale_and_clash() -> None:
+    row = {
+        "critic/score/mean": 0.4,
+        "actor/entropy": 0.9,
+        "response_length/mean": 120.0,
+        "actor/lr(1e-4)": 2.0,  # verl's old unit: 1e-4
+        "actor/kl_loss": 0.5,  # clashes with critic/kl and loses: kept under its own name
+        "critic/kl": 0.1,
+    }
+    out = v.canonical_row(row)
+    assert out["reward"] == 0.4 and out["entropy"] == 0.9 and out["completion_length"] == 120.0
+    assert out["learning_rate"] == pytest.approx(2e-4)
+    assert out["kl"] == 0.1 and out["actor/kl_loss"] == 0.5
+    assert all(isinstance(value, float) for value in out.values())
+
+
+def test_canonical_row_keeps_unknown_keys_nan_and_inf_drops_non_numbers() -> None:
+    out = v.canonical_row(
+        {"attention/early/mdi": 3, "kl": math.nan, "grad_norm": math.inf, "note": "text", "x": None, "y": [1]}
+    )
+    assert out.keys() == {"attention/early/mdi", "kl", "grad_norm"}
+    assert out["attention/early/mdi"] == 3.0 and math.isnan(out["kl"]) and out["grad_norm"] == math.inf
+    assert v.canonical_row({"reward": np.float32(0.5), "flag": True}) == {"reward": 0.5, "flag": 1.0}

@@ -6,10 +6,17 @@
 
 Why a callback plus a hook: a `TrainerCallback` sees every logged row (`on_log`) and the checkpoint and
 end-of-training events, but never the completions. Those exist only inside the trainer, so `attach()`
-also wraps the instance's `_generate_and_score_completions`: the original runs unchanged and the wrapper
-reads what it returned (token ids, masks, advantages) and the newest entries of `trainer._logs` (prompt and
-completion text, reward per function). No extra forward pass is made; token statistics are a few
-vectorised torch ops on tensors that already exist, moved to the CPU once per batch.
+also registers an "observe" handler on the trainer's batch pipeline (`telemetry.trl_batch`, the one hook
+into `_generate_and_score_completions`): it sees the batch the loss trains on, after any edit (a fault
+injector, a remediation), and `telemetry.batch_stats` turns it and the newest entries of `trainer._logs`
+into trajectory rows. No extra forward pass is made. The manifest's config comes from
+`telemetry.run_config`.
+
+Listeners: `on_row(callback)` subscribes to every step row as it is recorded, in canonical metric names
+(`vocabulary.canonical_row`, plus "step"), on the main process, e.g. an online detector run by a
+supervisor inside the training job. When there are listeners, a row's `traj/` aggregates are computed
+at log time (so that the listener sees them) instead of on the writer thread; the stored values are the
+same either way.
 
 Durability: rows are buffered in memory and committed with `Store.append` every `flush_every_steps`
 optimizer steps or `flush_every_seconds` (checked at the end of each step and at each log, not by a
@@ -18,8 +25,8 @@ from) and at the end of training (status "finished"). What was flushed is commit
 survives any later crash; rows buffered since the last flush die with the process, and the run then stays
 "live" in the store. Call `flush()` yourself (e.g. in an `except` block) to commit them early.
 
-Recording never stops training: an error inside the recorder is logged once per kind as a warning and
-kept in `recorder.errors`; the trainer goes on.
+Recording never stops training: an error inside the recorder (or raised by a listener) is logged once per
+kind as a warning and kept in `recorder.errors`; the trainer goes on.
 
 TRL behaviour this relies on (TRL 1.16):
 - `GRPOTrainer.log()` averages each metric over the logging window after dropping NaN values, and logs
@@ -46,13 +53,11 @@ Limitations:
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.metadata
 import logging
 import math
 import numbers
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -64,9 +69,13 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
-from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, RawStep
-from rftfm_agent.telemetry.schema import FaultSpec, RunManifest, SourceInfo
+from rftfm_agent.telemetry.batch_stats import message_text, token_statistics, trajectory_columns
+from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS
+from rftfm_agent.telemetry.run_config import config_from_args, model_name, run_config, versions
+from rftfm_agent.telemetry.schema import FaultSpec, RawStep, RunManifest, SourceInfo
 from rftfm_agent.telemetry.store import TRAJECTORY_SCHEMA, Store, slugify
+from rftfm_agent.telemetry.trl_batch import add_batch_handler, has_batch_method
+from rftfm_agent.telemetry.vocabulary import canonical_row
 
 logger = logging.getLogger(__name__)
 
@@ -75,100 +84,8 @@ SOURCE_FORMAT = "rftfm_recorder"
 # Bookkeeping keys that alone do not make a step row worth keeping.
 _BOOKKEEPING_KEYS = frozenset({"epoch", "num_input_tokens_seen"})
 
-# Arguments copied from `trainer.args` into the manifest's config (missing ones are skipped).
-CONFIG_KEYS: tuple[str, ...] = (
-    "learning_rate",
-    "lr_scheduler_type",
-    "warmup_ratio",
-    "warmup_steps",
-    "weight_decay",
-    "max_grad_norm",
-    "optim",
-    "adam_beta1",
-    "adam_beta2",
-    "adam_epsilon",
-    "beta",
-    "epsilon",
-    "epsilon_high",
-    "delta",
-    "loss_type",
-    "scale_rewards",
-    "multi_objective_aggregation",
-    "importance_sampling_level",
-    "reward_weights",
-    "num_generations",
-    "num_iterations",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "steps_per_generation",
-    "generation_batch_size",
-    "max_prompt_length",
-    "max_completion_length",
-    "mask_truncated_completions",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repetition_penalty",
-    "use_vllm",
-    "vllm_mode",
-    "max_steps",
-    "num_train_epochs",
-    "logging_steps",
-    "save_steps",
-    "seed",
-    "bf16",
-    "fp16",
-    "gradient_checkpointing",
-    "world_size",
-)
-
-# Token-statistic thresholds (see `token_statistics`).
-NGRAM = 3
-SHORT_FRACTION = 0.05
-LONG_FRACTION = 0.95
-MIN_TOKENS = 2
-
-_TOKEN_FIELDS = ("response_length", "truncated", "repetition_ratio", "unique_token_ratio")
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def versions() -> dict[str, str]:
-    """Installed versions of the libraries a recorded run depends on (for the manifest)."""
-    out: dict[str, str] = {}
-    for dist in ("rftfm", "trl", "transformers", "torch", "accelerate"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _json_value(value: Any) -> Any:
-    """A config value as plain JSON (enums → their value, tuples → lists); None when it cannot be one."""
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if hasattr(value, "value") and isinstance(value.value, str | int | float):  # ExplicitEnum, Enum
-        return value.value
-    if isinstance(value, list | tuple):
-        items = [_json_value(v) for v in value]
-        return items if all(i is not None for i in items) else None
-    return None
-
-
-def config_from_args(args: Any, keys: Sequence[str] = CONFIG_KEYS) -> dict[str, Any]:
-    """The training arguments a diagnosis needs, taken from a `GRPOConfig` (or any TrainingArguments)."""
-    config: dict[str, Any] = {}
-    for key in keys:
-        if not hasattr(args, key):
-            continue
-        try:
-            value = _json_value(getattr(args, key))
-        except Exception:  # a property that raises outside a distributed launch
-            continue
-        if value is not None:
-            config[key] = value
-    return config
+# A listener gets one step row: "step" and each metric under its canonical name, as floats.
+RowListener = Callable[[dict[str, float]], None]
 
 
 def logged_float(value: Any) -> float | None:
@@ -195,144 +112,6 @@ def logged_float(value: Any) -> float | None:
     return None
 
 
-def message_text(value: Any) -> str:
-    """Prompt or completion as text: a string as is; chat messages → their text.
-
-    One message gives its content alone; several give one "role: content" line each. Content given as
-    parts keeps only the text parts (images are dropped).
-    """
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        value = [value]
-    if isinstance(value, list):
-        texts = []
-        for message in value:
-            if not isinstance(message, dict):
-                texts.append(("", str(message)))
-                continue
-            content = message.get("content")
-            if isinstance(content, list):
-                content = "".join(
-                    str(part.get("text", "")) for part in content if isinstance(part, dict) and "text" in part
-                )
-            texts.append((str(message.get("role", "")), "" if content is None else str(content)))
-        if len(texts) == 1:
-            return texts[0][1]
-        return "\n".join(f"{role}: {text}" if role else text for role, text in texts)
-    return str(value)
-
-
-def _distinct_counts(codes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Per row, how many distinct non-negative codes sit at valid positions (vectorised: sort, count)."""
-    masked = torch.where(valid, codes, torch.full_like(codes, -1))
-    ordered, _ = masked.sort(dim=1)
-    new = torch.ones_like(ordered, dtype=torch.bool)
-    new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    return (new & (ordered >= 0)).sum(dim=1)
-
-
-def token_statistics(
-    completion_ids: torch.Tensor,
-    completion_mask: torch.Tensor,
-    eos_token_ids: Sequence[int],
-    pad_token_id: int | None = None,
-    recover_masked_rows: bool = False,
-) -> dict[str, list]:
-    """Shape statistics of a right-padded batch of completions, computed on the tensors' device.
-
-    - response_length: tokens in the completion (completion_mask; the EOS token counts).
-    - truncated: no EOS token among the completion's tokens (it was cut at the length cap). This can
-      differ from TRL's `completions/clipped_ratio`, which also counts a completion whose last token is
-      the pad token as terminated (a model may sample the pad token).
-    - repetition_ratio: 1 − distinct 3-grams / 3-grams over token ids; 0 when there are fewer than 3
-      tokens (no 3-gram). Near 1 means a loop.
-    - unique_token_ratio: distinct tokens / tokens; 0 for an empty completion.
-
-    `recover_masked_rows` handles TRL's `mask_truncated_completions`, which zeroes the mask of truncated
-    completions: a row with an all-zero mask then gets its length from its last non-pad token.
-    """
-    ids = completion_ids.detach().long()
-    mask = completion_mask.detach().bool()
-    batch, width = ids.shape
-    if recover_masked_rows and pad_token_id is not None and width:
-        empty = ~mask.any(dim=1)
-        if bool(empty.any()):
-            positions = torch.arange(1, width + 1, device=ids.device).expand(batch, width)
-            last = torch.where(ids != pad_token_id, positions, torch.zeros_like(positions)).amax(dim=1)
-            recovered = positions <= last.unsqueeze(1)
-            mask = torch.where(empty.unsqueeze(1), recovered, mask)
-    lengths = mask.sum(dim=1)
-    eos = torch.tensor(list(eos_token_ids), device=ids.device, dtype=ids.dtype)
-    has_eos = (torch.isin(ids, eos) & mask).any(dim=1) if eos.numel() else torch.zeros_like(lengths).bool()
-
-    unique_tokens = _distinct_counts(ids, mask) if width else torch.zeros_like(lengths)
-    if width >= NGRAM:
-        vocab = int(ids.max().item()) + 1 if ids.numel() else 1
-        windows = ids.unfold(1, NGRAM, 1)  # (batch, width - n + 1, n)
-        codes = windows[..., 0]
-        for k in range(1, NGRAM):
-            codes = codes * vocab + windows[..., k]  # exact for vocab ≤ 2M; wraps (rare collisions) above
-        valid = mask.unfold(1, NGRAM, 1).all(dim=-1)
-        grams = valid.sum(dim=1)
-        distinct = _distinct_counts(codes, valid)
-    else:
-        grams = distinct = torch.zeros_like(lengths)
-    lengths_f = lengths.double()
-    repetition = torch.where(grams > 0, 1.0 - distinct.double() / grams.clamp(min=1).double(), 0.0)
-    unique_ratio = torch.where(lengths > 0, unique_tokens.double() / lengths_f.clamp(min=1.0), 0.0)
-    stacked = torch.stack([lengths_f, (~has_eos).double(), repetition, unique_ratio]).cpu()  # one sync
-    length, truncated, rep, uniq = stacked.tolist()
-    return {
-        "response_length": [int(x) for x in length],
-        "truncated": [bool(x) for x in truncated],
-        "repetition_ratio": rep,
-        "unique_token_ratio": uniq,
-    }
-
-
-def _tail(values: Any, n: int) -> list | None:
-    """The newest n entries of a deque/list, or None when it holds fewer."""
-    if values is None or len(values) < n:
-        return None
-    items = list(values)
-    return items[len(items) - n :]
-
-
-def _is_short(length: int | None, max_len: int | None) -> bool | None:
-    """Short: fewer than 2 tokens, or under 5% of max_completion_length; None when the length is unknown."""
-    if length is None:
-        return None
-    return length < MIN_TOKENS or bool(max_len and length < SHORT_FRACTION * max_len)
-
-
-def _is_long(length: int | None, max_len: int | None) -> bool | None:
-    """Long: at least 95% of max_completion_length; None when the length or the cap is unknown."""
-    if length is None or not max_len:
-        return None
-    return length >= LONG_FRACTION * max_len
-
-
-def _group_stats(advantages: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the mean and sample std (ddof=1, as TRL's `nanstd`) of its group's advantages.
-
-    Groups are consecutive runs of `group_size` rows, as TRL lays them out; NaNs are left out.
-    """
-    n = advantages.shape[0]
-    padded = np.full(-(-n // group_size) * group_size, np.nan)  # a ragged last group is NaN-padded
-    padded[:n] = advantages
-    grouped = padded.reshape(-1, group_size)
-    valid = ~np.isnan(grouped)
-    count = valid.sum(axis=1)
-    filled = np.where(valid, grouped, 0.0)
-    mean = np.divide(filled.sum(axis=1), count, out=np.full(count.shape, np.nan), where=count > 0)
-    squares = np.where(valid, (grouped - mean[:, None]) ** 2, 0.0).sum(axis=1)
-    std = np.sqrt(np.divide(squares, count - 1, out=np.full(count.shape, np.nan), where=count > 1))
-    return np.repeat(mean, group_size)[:n], np.repeat(std, group_size)[:n]
-
-
 # ---------------------------------------------------------------------------------------------- recorder
 class RunRecorder(TrainerCallback):
     """A `TrainerCallback` that writes a live GRPO run (step metrics and trajectories) into a `Store`.
@@ -351,6 +130,7 @@ class RunRecorder(TrainerCallback):
         extra_columns: called with the batch size after each generation batch; returns extra trajectory
             columns (e.g. tool_call_count, fault labels), one value per row, that the trainer does not
             keep itself.
+        listeners: step-row listeners, as if each were passed to `on_row`.
 
     After training, `summary` holds the end-of-training numbers (train_runtime, train_loss, …) and
     `errors` any recording error that was swallowed to keep training alive.
@@ -373,6 +153,7 @@ class RunRecorder(TrainerCallback):
         fault: FaultSpec | None = None,
         experiment_id: str | None = None,
         extra_columns: Callable[[int], dict[str, list]] | None = None,
+        listeners: Iterable[RowListener] = (),
     ) -> None:
         self.store = store
         self.name = name
@@ -387,6 +168,7 @@ class RunRecorder(TrainerCallback):
         self.fault = fault
         self.experiment_id = experiment_id
         self.extra_columns = extra_columns
+        self.listeners: list[RowListener] = list(listeners)
         # Writes (aggregation, Parquet, fsync) run on one background thread so that the training loop
         # only pays for copying its buffers; checkpoints and the end of training wait for them.
         self.background = background
@@ -412,6 +194,17 @@ class RunRecorder(TrainerCallback):
         self._began = False
 
     # ------------------------------------------------------------------ wiring
+    def on_row(self, listener: RowListener) -> RowListener:
+        """Call `listener(row)` with every step row as it is recorded (main process only); returns it.
+
+        `row` maps "step" and each metric's canonical name (see `vocabulary.canonical_row`) to a float,
+        `traj/` aggregates of the completions since the previous row included. It is called on the
+        training thread, so it should be quick. An exception it raises is noted in `errors` and warned
+        about once; it never reaches the training loop, and the listener keeps getting later rows.
+        """
+        self.listeners.append(listener)
+        return listener
+
     def attach(self, trainer: Any) -> RunRecorder:
         """Register with `trainer`, hook its generation step, and create the live run in the store."""
         self._trainer = trainer
@@ -421,8 +214,8 @@ class RunRecorder(TrainerCallback):
             return self
         self._wrap_log(trainer)
         if self.record_trajectories:
-            if hasattr(trainer, "_generate_and_score_completions"):
-                self._wrap_generation(trainer)
+            if has_batch_method(trainer):
+                add_batch_handler(trainer, "observe", self._observe_batch, key=self)  # re-attach: replaced
             else:
                 self._warn(
                     "no_hook",
@@ -432,20 +225,9 @@ class RunRecorder(TrainerCallback):
         self._ensure_run(trainer.args, trainer.model)
         return self
 
-    def _wrap_generation(self, trainer: Any) -> None:
-        original: Callable[..., dict[str, Any]] = trainer._generate_and_score_completions
-        if getattr(original, "_rftfm_recorder", None) is self:
-            return
-
-        @functools.wraps(original)
-        def generate_and_score(*args: Any, **kwargs: Any) -> dict[str, Any]:
-            output = original(*args, **kwargs)
-            if trainer.model.training:  # eval completions are not recorded
-                self._guard("trajectories", self._capture, trainer, output)
-            return output
-
-        generate_and_score._rftfm_recorder = self  # type: ignore[attr-defined]
-        trainer._generate_and_score_completions = generate_and_score
+    def _observe_batch(self, trainer: Any, output: dict[str, Any]) -> None:
+        """The batch pipeline's observer (training batches only): record, never raise into training."""
+        self._guard("trajectories", self._capture, trainer, output)
 
     def _wrap_log(self, trainer: Any) -> None:
         """Peek at TRL's raw metric window just before `log()` averages it (NaNs are dropped there)."""
@@ -465,17 +247,9 @@ class RunRecorder(TrainerCallback):
         """Create the live run once; config comes from the training arguments, overridden by `config`."""
         if self.run_id is not None:
             return
-        config = config_from_args(args)
-        trainer = self._trainer
-        if trainer is not None:
-            names = getattr(trainer, "reward_func_names", None)
-            if names:
-                config["reward_funcs"] = list(names)
-        config.update(self.user_config)
-        model_name = self.model_name
-        if model_name is None and model is not None:
-            model_config = getattr(model, "config", None)
-            model_name = getattr(model_config, "name_or_path", None) or type(model).__name__
+        names = getattr(self._trainer, "reward_func_names", None) if self._trainer is not None else None
+        config = run_config(args, names, self.user_config)
+        name_of_model = self.model_name if self.model_name is not None else model_name(model)
         seed = self.seed if self.seed is not None else getattr(args, "seed", None)
         manifest = RunManifest(
             run_id=slugify(self.name),
@@ -490,7 +264,7 @@ class RunRecorder(TrainerCallback):
                 ],
             ),
             task=self.task,
-            model=model_name,
+            model=name_of_model,
             seed=seed,
             config=config,
             versions=versions(),
@@ -588,6 +362,18 @@ class RunRecorder(TrainerCallback):
         self._steps.append(row)
         if since_log:  # the traj/ aggregates are computed by the writer, off the training loop
             self._step_trajectories.append((row, since_log))
+        if self.listeners:
+            self._guard("listener", self._notify, row, since_log)
+
+    def _notify(self, row: RawStep, since_log: dict[str, list]) -> None:
+        """Hand the row, in canonical names, to every listener; one failing listener spares the others."""
+        if since_log and "traj/count" not in row.values:
+            # Listeners need the aggregates now; the writer skips rows that already have them.
+            row.values.update(aggregate_trajectories(pd.DataFrame(since_log)))
+        payload = canonical_row(row.values)
+        payload["step"] = float(row.step)  # the optimizer step, whatever the row itself holds
+        for listener in list(self.listeners):
+            self._guard("listener", listener, dict(payload))
 
     def _peek_nans(self, trainer: Any) -> None:
         metrics = getattr(trainer, "_metrics", None)
@@ -606,98 +392,9 @@ class RunRecorder(TrainerCallback):
 
     # ------------------------------------------------------------------ trajectory rows
     def _capture(self, trainer: Any, output: dict[str, Any]) -> None:
-        """Build this generation batch's trajectory rows from what the trainer already computed."""
-        completion_ids: torch.Tensor = output["completion_ids"]
-        completion_mask: torch.Tensor = output["completion_mask"]
-        local = int(completion_ids.shape[0])
-        num_processes = int(getattr(getattr(trainer, "accelerator", None), "num_processes", 1) or 1)
-        group_size = int(getattr(trainer, "num_generations", 1) or 1)
-        step = int(trainer.state.global_step) + 1
-
-        tokenizer = getattr(trainer, "processing_class", None)
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a multimodal processor wraps one
-        pad_id = getattr(trainer, "pad_token_id", None)
-        if pad_id is None:
-            pad_id = getattr(tokenizer, "pad_token_id", None)
-        eos_ids = getattr(trainer, "eos_token_ids", None)
-        if eos_ids is None:
-            single = getattr(trainer, "eos_token_id", None)
-            single = single if single is not None else getattr(tokenizer, "eos_token_id", None)
-            eos_ids = [] if single is None else [single]
-        stats = token_statistics(
-            completion_ids,
-            completion_mask,
-            [int(e) for e in eos_ids],
-            pad_token_id=pad_id,
-            recover_masked_rows=bool(getattr(trainer, "mask_truncated_completions", False)),
-        )
-
-        names = list(getattr(trainer, "reward_func_names", []) or [])
-        logs = getattr(trainer, "_logs", None) or {}
-        n = local * num_processes
-        prompts = _tail(logs.get("prompt"), n)
-        completions = _tail(logs.get("completion"), n)
-        advantages = _tail(logs.get("advantages"), n)
-        reward_logs = logs.get("rewards") or {}
-        per_func = {name: _tail(reward_logs.get(name), n) for name in names}
-        if (
-            prompts is None
-            or completions is None
-            or advantages is None
-            or any(v is None for v in per_func.values())
-        ):
-            # `_logs` is not what TRL 1.16 keeps: fall back to this process's tensors alone.
-            self._warn("logs_layout", "trainer._logs lacks this batch: recording local rows without rewards")
-            n = local
-            prompts = _decode(tokenizer, output.get("prompt_ids"), output.get("prompt_mask"))
-            completions = _decode(tokenizer, completion_ids, completion_mask)
-            advantages = output["advantages"].detach().float().cpu().tolist()
-            per_func = {name: [math.nan] * n for name in names}
-
-        if num_processes == 1 and "advantages" in output:
-            # What the loss trains on. TRL logs advantages before returning the batch; a hook that changes
-            # them afterwards (a credit-assignment fault, an advantage filter) is only visible here.
-            advantages = output["advantages"].detach().double().cpu().tolist()
-
-        reward_matrix = np.array([per_func[k] for k in names], dtype=np.float64).T.reshape(n, len(names))
-        weights = getattr(trainer, "reward_weights", None)
-        if isinstance(weights, torch.Tensor):
-            weights = weights.detach().cpu().tolist()
-        weight = np.ones(len(names))
-        if weights is not None and len(weights) == len(names):
-            weight = np.asarray(weights, dtype=np.float64)
-        total = np.nansum(reward_matrix * weight, axis=1)
-        total[np.isnan(reward_matrix).all(axis=1)] = np.nan  # unscorable: every function returned None
-        adv = np.asarray(advantages, dtype=np.float64)
-        index = np.arange(n)
-        group_ids = index // group_size
-        adv_mean, adv_std = _group_stats(adv, group_size)
-
-        max_len = getattr(trainer.args, "max_completion_length", None)
-        prompt_text = [message_text(p) for p in prompts]
-        completion_text = [message_text(c) for c in completions]
-        lengths: list[int | None] = list(stats["response_length"]) + [None] * (n - local)
-        cols: dict[str, list] = {
-            "step": [step] * n,
-            "prompt_id": [hashlib.blake2b(p.encode(), digest_size=8).hexdigest() for p in prompt_text],
-            "group_id": group_ids.tolist(),
-            "sample_index": (index % group_size).tolist(),
-            "prompt": prompt_text,
-            "completion": completion_text,
-            "reward": total.tolist(),
-            "rewards": [list(zip(names, row, strict=True)) for row in reward_matrix.tolist()],
-            "advantage": adv.tolist(),
-            "advantage_mean": adv_mean.tolist(),
-            "advantage_std": adv_std.tolist(),
-            "empty_response": [
-                length == 0 or not text.strip() for length, text in zip(lengths, completion_text, strict=True)
-            ],
-            "short_response": [_is_short(length, max_len) for length in lengths],
-            "long_response": [_is_long(length, max_len) for length in lengths],
-        }
-        for field in _TOKEN_FIELDS:
-            cols[field] = list(stats[field]) + [None] * (n - local)
-        cols["return"] = list(cols["reward"])  # one outcome reward per completion, undiscounted
+        """Buffer this generation batch's trajectory rows (built from what the trainer already computed)."""
+        cols = trajectory_columns(trainer, output, self._warn)
+        n = len(cols["step"])
         if self.extra_columns is not None:
             for key, values in self.extra_columns(n).items():
                 if key in TRAJECTORY_SCHEMA.names and key not in cols and len(values) == n:
@@ -820,13 +517,12 @@ def _trajectory_table(traj: dict[str, list]) -> pa.Table | None:
     return pa.table({c: traj[c] for c in schema.names}, schema=schema)
 
 
-def _decode(tokenizer: Any, ids: torch.Tensor | None, mask: torch.Tensor | None) -> list[str]:
-    """Texts of a padded id batch (fallback only; the normal path reads TRL's already-decoded text)."""
-    if ids is None or tokenizer is None:
-        return [""] * (0 if ids is None else int(ids.shape[0]))
-    keep = (mask if mask is not None else torch.ones_like(ids)).bool().cpu()
-    rows = [row[m].tolist() for row, m in zip(ids.cpu(), keep, strict=True)]
-    return list(tokenizer.batch_decode(rows, skip_special_tokens=True))
-
-
-__all__ = ["RunRecorder", "config_from_args", "logged_float", "message_text", "token_statistics"]
+# config_from_args (run_config), message_text and token_statistics (batch_stats) stay importable here.
+__all__ = [
+    "RowListener",
+    "RunRecorder",
+    "config_from_args",
+    "logged_float",
+    "message_text",
+    "token_statistics",
+]

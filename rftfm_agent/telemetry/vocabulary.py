@@ -1,14 +1,18 @@
 """One metric vocabulary for every framework, with the aliases each framework and version uses.
 
-Canonical names follow TRL's current names (DESIGN §4), because TRL is what most of our users run.
+Canonical names follow TRL's current names (https://huggingface.co/docs/trl/logging), because TRL is
+what most of our users run.
 Every alias says which framework (and, where it changed, which versions) logs it, so that a mapping can
 be audited. Keys that match no alias are kept under their own (normalised) name: nothing is dropped.
 """
 
 from __future__ import annotations
 
+import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,22 @@ def map_row(row: dict[str, float]) -> list[tuple[str, str, float]]:
             out.append((normalise_key(key), key, scaled))
     out.extend((metric, key, value) for metric, (_p, key, value) in chosen.items())
     return out
+
+
+def canonical_row(raw: Mapping[str, Any]) -> dict[str, float]:
+    """One logged row (TRL's `logs`, a verl row, …) as {canonical name: value}, as the store would name it.
+
+    For consumers that want names, not provenance (an online detector fed by the live recorder). The
+    mapping is `map_row`'s: scaled aliases, patterns, clashes kept under their own key, unknown keys under
+    their normalised name. Only real numbers (bools and numpy scalars included) are kept; anything else
+    (None, strings, lists) is dropped; NaN and ±Inf are kept as they are.
+    """
+    numeric = {
+        str(key): float(value)
+        for key, value in raw.items()
+        if isinstance(value, numbers.Real)  # bool and numpy scalars are Real too
+    }
+    return {metric: value for metric, _source_key, value in map_row(numeric)}
 
 
 def describe(metric: str) -> str:
