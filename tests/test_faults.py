@@ -3,28 +3,35 @@ change what training sees from it on. (Their effect on real runs is checked in t
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.faults import FaultRuntime, make_injector, registry
+from rftfm_agent.faults.base import Injector
+from rftfm_agent.faults.registry import INJECTORS, hooks_for, make_injector
+from rftfm_agent.hooks import RunContext, TrainerHook
 from rftfm_agent.telemetry.schema import FAULT_FAMILIES, FAULT_TYPES, FaultSpec
-from rftfm_agent.testbed.runner import correct, parse_fault
+from rftfm_agent.telemetry.store import Store
+from rftfm_agent.testbed.runner import RunSpec, correct, parse_fault, run
 
 
-def _runtime(spec: FaultSpec, step: int) -> FaultRuntime:
-    runtime = FaultRuntime(spec, seed=0, task="arith_a", num_generations=4)
-    runtime.trainer = SimpleNamespace(state=SimpleNamespace(global_step=step - 1))
-    return runtime
+def _bound(spec: FaultSpec, step: int) -> Injector:
+    """The spec's injector, its clock bound to a stand-in trainer that is about to train `step`."""
+    injector = make_injector(spec)
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=step - 1))
+    injector.runtime.bind(trainer, RunContext(task="arith_a", seed=0, num_generations=4))
+    return injector
 
 
 def test_every_type_of_the_taxonomy_has_an_injector() -> None:
-    assert set(registry) == set(FAULT_TYPES)
-    assert {cls.family for cls in registry.values()} == set(FAULT_FAMILIES)
-    for kind, cls in registry.items():
+    assert set(INJECTORS) == set(FAULT_TYPES)
+    assert {cls.family for cls in INJECTORS.values()} == set(FAULT_FAMILIES)
+    for kind, cls in INJECTORS.items():
         assert cls.family == FAULT_TYPES[kind] and cls.description and cls.key_metrics
+        assert cls.needs_hf_sampler == (cls.family == "PG")  # vLLM fixes the sampler when it starts
         for strength in ("easy", "hard"):
             for variant in cls.variants:
                 spec = FaultSpec(
@@ -34,6 +41,9 @@ def test_every_type_of_the_taxonomy_has_an_injector() -> None:
                     variant=variant if len(cls.variants) > 1 else None,
                 )
                 assert make_injector(spec).spec == spec
+                (hook,) = hooks_for(spec)
+                assert isinstance(hook, TrainerHook) and hook.name == "fault"
+    assert hooks_for(None) == []
 
 
 def test_parse_fault() -> None:
@@ -60,53 +70,53 @@ ANSWERS = ["12"] * 8
 def test_reward_hooks_start_at_the_onset(kind: str, strength: str) -> None:
     spec = FaultSpec(family=FAULT_TYPES[kind], type=kind, strength=strength, onset_step=5)  # type: ignore[arg-type]
     injector = make_injector(spec)
+    reward = injector.wrap_reward(correct)  # made before the trainer exists, bound when installed
+    assert reward.__name__ == "correct"  # metric keys stay the same
     healthy = correct(COMPLETIONS * 4, ANSWERS * 4)
-    before = _runtime(spec, step=4)
-    assert injector.wrap_reward(correct, before)(COMPLETIONS * 4, answer=ANSWERS * 4) == healthy
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=3))
+    injector.install(trainer, RunContext(task="arith_a", seed=0, num_generations=4))
+    assert reward(COMPLETIONS * 4, answer=ANSWERS * 4) == healthy
+    assert injector.label_columns(len(healthy))["fault_injected"] == [False] * len(healthy)
+    trainer.state.global_step = 4  # step 5: the onset
     changed = 0
     for seed in range(5):  # rates below 1: some batches may come through unchanged, not all of them
-        after = _runtime(spec, step=5)
-        after.rng.seed(seed)
-        rewards = injector.wrap_reward(correct, after)(COMPLETIONS * 4, answer=ANSWERS * 4)
+        injector.runtime.rng.seed(seed)
+        rewards = reward(COMPLETIONS * 4, answer=ANSWERS * 4)
         changed += rewards != healthy
-        labels = after.label_batch(len(rewards))
+        labels = injector.label_columns(len(rewards))
         assert labels["fault_injection_type"] == [kind] * len(rewards)
         if rewards != healthy:  # a changed batch has its perturbed rows labelled
             assert any(labels["fault_injected"])
     assert changed >= 3
-    assert injector.wrap_reward(correct, before).__name__ == "correct"  # metric keys stay the same
 
 
 def test_hackable_pays_near_misses_only() -> None:
     spec = FaultSpec(family="RF", type="rf_hackable", strength="hard")
-    rewards = make_injector(spec).wrap_reward(correct, _runtime(spec, 1))(
-        ["12", "13", "14", "15", "x"], answer=["12"] * 5
-    )
+    rewards = _bound(spec, 1).wrap_reward(correct)(["12", "13", "14", "15", "x"], answer=["12"] * 5)
     assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0]  # tolerance 2 at hard strength
 
 
 def test_labels_before_onset_say_healthy() -> None:
     spec = FaultSpec(family="OD", type="od_lr", strength="easy", onset_step=3)
-    labels = _runtime(spec, step=2).label_batch(4)
+    labels = _bound(spec, step=2).label_columns(4)
     assert labels == {
         "fault_injected": [False] * 4,
         "fault_injection_type": [None] * 4,
         "fault_injection_strength": [None] * 4,
     }
-    labels = _runtime(spec, step=3).label_batch(2)
+    labels = _bound(spec, step=3).label_columns(2)
     assert labels["fault_injected"] == [True, True] and labels["fault_injection_strength"] == ["easy"] * 2
 
 
 def test_tool_faults_need_the_tool_task() -> None:
     injector = make_injector(FaultSpec(family="TE", type="te_tool_error", strength="easy"))
+    trainer = SimpleNamespace(state=SimpleNamespace(global_step=0))
     with pytest.raises(RftfmError, match="tool"):
-        injector.check_task("arith_a")
+        injector.install(trainer, RunContext(task="arith_a", seed=0, num_generations=4))
     injector.check_task("tool")
 
 
 def test_truncation_caps_follow_the_task_and_cut_below_the_default() -> None:
-    from rftfm_agent.testbed.runner import RunSpec
-
     easy = make_injector(FaultSpec(family="PG", type="pg_truncation", strength="easy"))
     hard = make_injector(FaultSpec(family="PG", type="pg_truncation", strength="hard"))
     for task in ("arith_a", "arith_b", "tool"):
@@ -117,11 +127,11 @@ def test_truncation_caps_follow_the_task_and_cut_below_the_default() -> None:
 
 def test_whole_step_faults_label_only_the_steps_they_hit() -> None:
     spec = FaultSpec(family="OD", type="od_grad", strength="hard", onset_step=1)
-    runtime = _runtime(spec, step=3)
-    runtime.step_injected = False
-    assert runtime.label_batch(2)["fault_injected"] == [False, False]
-    runtime.step_injected = True
-    assert runtime.label_batch(2)["fault_injected"] == [True, True]
+    injector = _bound(spec, step=3)
+    injector.runtime.step_injected = False
+    assert injector.label_columns(2)["fault_injected"] == [False, False]
+    injector.runtime.step_injected = True
+    assert injector.label_columns(2)["fault_injected"] == [True, True]
 
 
 def _settings(kind: str, strength: str, variant: str | None = None) -> dict[str, Any]:
@@ -136,3 +146,17 @@ def test_hard_is_subtler_than_easy() -> None:
     assert _settings("od_lr", "hard", "low")["lr_factor"] > _settings("od_lr", "easy", "low")["lr_factor"]
     assert abs(_settings("od_kl", "hard", "sign")["beta"]) < abs(_settings("od_kl", "easy", "sign")["beta"])
     assert _settings("te_tool_error", "hard")["error_rate"] < _settings("te_tool_error", "easy")["error_rate"]
+
+
+def test_the_runner_refuses_a_fault_label_without_hooks_and_sampler_hooks_with_vllm(tmp_path: Path) -> None:
+    spec = RunSpec(name="x", steps=1, fault=parse_fault("pg_temperature:easy"))
+    with pytest.raises(RftfmError, match="no hooks"):
+        run(spec, Store(tmp_path / "store"), tmp_path / "work")
+    with pytest.raises(RftfmError, match="HF sampler"):
+        run(
+            spec.model_copy(update={"use_vllm": True}),
+            Store(tmp_path / "store"),
+            tmp_path / "work",
+            hooks=hooks_for(spec.fault),
+        )
+    assert not Store(tmp_path / "store").manifests()  # refused before anything was recorded

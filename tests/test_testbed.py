@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import transformers
 
+from rftfm_agent.faults.registry import hooks_for
+from rftfm_agent.hooks import RewardFn, RunContext, TrainerHook
 from rftfm_agent.telemetry.store import Store
 from rftfm_agent.testbed.environment import Calculator, rollout_with_tools
 from rftfm_agent.testbed.model import WarmupConfig, build_tokenizer, warm_model, warmup_report
@@ -123,7 +127,7 @@ def test_same_spec_gives_the_same_records(tmp_path: Path) -> None:
     tables = []
     for i in range(2):
         store = Store(tmp_path / f"s{i}")
-        run_id = run(spec, store, tmp_path / f"w{i}").run_id
+        run_id = run(spec, store, tmp_path / f"w{i}", hooks=hooks_for(spec.fault)).run_id
         traj = store.trajectories(run_id).drop(columns=["run_id"])
         steps = store.steps(run_id).drop(columns=["wall_time", "step_time"], errors="ignore")
         tables.append((traj, steps))
@@ -168,3 +172,43 @@ def test_runner_takes_any_hf_causal_lm(tmp_path: Path) -> None:
     result = run(spec, store, tmp_path / "work")
     assert result.steps == 2
     assert store.manifest(result.run_id).model == str(folder)
+
+
+class _Probe(TrainerHook):
+    """A hook that is no fault: pays every completion, labels every row, reports one setting."""
+
+    name = "probe"
+
+    def __init__(self) -> None:
+        self.run: RunContext | None = None
+        self.trainer: Any = None
+
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
+        @functools.wraps(fn)
+        def paid(completions: list[Any], **kwargs: Any) -> list[float]:
+            return [1.0] * len(completions)
+
+        return paid
+
+    def install(self, trainer: Any, run: RunContext) -> None:
+        self.trainer, self.run = trainer, run
+
+    def settings(self) -> dict[str, Any]:
+        return {"paid": 1.0}
+
+    def label_columns(self, n: int) -> dict[str, list]:
+        return {"fault_injected": [True] * n, "not_a_trajectory_column": [0] * n}
+
+
+@pytest.mark.slow
+def test_runner_applies_every_part_of_a_hook(tmp_path: Path) -> None:
+    store, probe = Store(tmp_path / "store"), _Probe()
+    spec = RunSpec(name="probe", task="arith_b", steps=2, batch_size=8, seed=3)
+    result = run(spec, store, tmp_path / "work", hooks=[probe])
+    assert probe.run == RunContext(task="arith_b", seed=3, num_generations=4)  # no tool: no calculator
+    assert probe.trainer is not None
+    traj = store.trajectories(result.run_id)
+    assert (traj["reward"] == 1.0).all() and traj["fault_injected"].all()
+    assert "not_a_trajectory_column" not in traj.columns
+    manifest = store.manifest(result.run_id)
+    assert manifest.config["probe/paid"] == 1.0 and manifest.label == "control"

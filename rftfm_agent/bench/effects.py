@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rftfm_agent.bench.registry import registry_rows
-from rftfm_agent.faults import registry
+from rftfm_agent.faults.registry import INJECTORS
 from rftfm_agent.telemetry.store import Store
 
 METRICS: tuple[str, ...] = (
@@ -118,7 +118,7 @@ def effect_table(bench: Path) -> dict[str, Any]:
                 "median_change": float(np.median(deltas)),
                 "median_effect_size": float(np.median(sizes)) if sizes.size else math.nan,
             }
-        key_metrics = [m for m in registry[kind].key_metrics if m in metrics] if kind in registry else []
+        key_metrics = [m for m in INJECTORS[kind].key_metrics if m in metrics] if kind in INJECTORS else []
         strongest = max(
             (m for m in metrics if not math.isnan(metrics[m]["median_effect_size"])),
             key=lambda m: abs(metrics[m]["median_effect_size"]),

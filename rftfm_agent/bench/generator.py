@@ -58,6 +58,7 @@ def run_one(spec_json: str, store_root: str, work_root: str, cache: str | None) 
         os.environ["RFTFM_CACHE"] = cache
     import torch
 
+    from rftfm_agent.faults.registry import hooks_for
     from rftfm_agent.telemetry.store import Store
     from rftfm_agent.testbed.runner import RunSpec, run
 
@@ -66,7 +67,7 @@ def run_one(spec_json: str, store_root: str, work_root: str, cache: str | None) 
     workdir = Path(work_root) / spec.name
     started = time.perf_counter()
     try:
-        result = run(spec, Store(store_root), workdir, quiet=True)
+        result = run(spec, Store(store_root), workdir, hooks=hooks_for(spec.fault), quiet=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if result.recorder_errors:

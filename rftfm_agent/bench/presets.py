@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.faults import registry
+from rftfm_agent.faults.registry import INJECTORS
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec
 from rftfm_agent.testbed.runner import RunSpec
 
@@ -106,7 +106,7 @@ def plan(preset: str, seed: int = 0) -> list[RunPlan]:
     tool_cells = [i for i, c in enumerate(cells) if c.task == "tool"]
     items: list[tuple[str, RunSpec, str, str]] = [("control", c, f"cell{i}", "") for i, c in enumerate(cells)]
     for kind in sorted(FAULT_TYPES):
-        injector_cls = registry[kind]
+        injector_cls = INJECTORS[kind]
         for strength in STRENGTHS:
             for style in ONSET_STYLES:
                 for rep in range(shape.repeats):

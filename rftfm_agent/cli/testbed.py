@@ -50,6 +50,7 @@ def testbed_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train one GRPO run of the testbed (optionally with a fault), recorded into the store."""
+    from rftfm_agent.faults.registry import hooks_for
     from rftfm_agent.testbed.runner import RunSpec, parse_fault, run
 
     spec = RunSpec(
@@ -66,6 +67,7 @@ def testbed_train(
         spec,
         open_store(store),
         workdir / name,
+        hooks=hooks_for(spec.fault),
         resume_from=resume_from,
         keep_checkpoint_lr=resume_from is not None and learning_rate is None,
     )

@@ -5,12 +5,8 @@ generation settings), `optimization` (OD: optimizer, KL coefficient, gradient ho
 advantages and reward attachment), `environment` (TE: the tool environment). Nothing edits a logged
 number after the fact: each fault changes what training does, and the metrics move because of it.
 
-    injector = make_injector(FaultSpec(family="RF", type="rf_noise", strength="easy", onset_step=10))
+Each injector is a `TrainerHook` (`rftfm_agent/testbed/hooks.py`); `registry` lists them all and turns a
+`FaultSpec` into the hooks the runner takes:
+
+    hooks = registry.hooks_for(FaultSpec(family="RF", type="rf_noise", strength="easy", onset_step=10))
 """
-
-from rftfm_agent.faults import credit, environment, generation, optimization, reward
-from rftfm_agent.faults.base import FaultRuntime, Injector, make_injector, registry
-
-FAMILY_MODULES = {"RF": reward, "PG": generation, "OD": optimization, "CA": credit, "TE": environment}
-
-__all__ = ["FAMILY_MODULES", "FaultRuntime", "Injector", "make_injector", "registry"]

@@ -1,12 +1,13 @@
 """What every injector shares: the fault's onset clock, its random stream, and the hooks it may use.
 
-An injector is built from a `FaultSpec` (type, strength easy/hard, onset step, optional variant) and
-touches training through at most three hooks, all called by the GRPO runner:
+An injector is built from a `FaultSpec` (type, strength easy/hard, onset step, optional variant) and is a
+`TrainerHook` (`rftfm_agent/testbed/hooks.py`): the runner calls it, knowing nothing of faults.
 
 - `wrap_reward(fn)`: wrap the reward function before the trainer is built (RF, CA reward attachment);
-- `install(trainer, runtime)`: after the trainer is built: wrap its advantage computation, add
-  callbacks, register gradient hooks, reconfigure the calculator (PG, OD, CA, TE);
-- `runtime`: the step clock and the per-sample labels of the newest batch.
+- `install(trainer, run)`: bind the fault's clock to the built trainer, then `attach`: edit its training
+  batch (through `telemetry.trl_batch`), add callbacks, register gradient hooks, reconfigure the
+  calculator (PG, OD, CA, TE);
+- `label_columns(n)`: the per-sample labels of the newest batch (`fault_injected`, type, strength).
 
 Every hook is a no-op before the onset step: steps before it are healthy, so mid-run faults give a
 detection delay to measure. Steps are 1-based optimizer steps; the batch generated for step k is
@@ -23,28 +24,27 @@ from typing import Any, ClassVar
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rftfm_agent.errors import RftfmError
+from rftfm_agent.hooks import RunContext, TrainerHook
 from rftfm_agent.telemetry.schema import FaultSpec
-
-RewardFn = Callable[..., list[float]]
 
 
 @dataclass
 class FaultRuntime:
-    """Shared state of one run's fault: which step is being generated or trained, and batch labels."""
+    """One fault's state in its run: which step is being generated or trained, its random stream, and
+    the labels of the newest batch. Made with the injector; `bind` ties it to the run at install, so the
+    reward wrappers made before that read it only when called, i.e. during training."""
 
-    spec: FaultSpec | None
-    seed: int = 0
-    task: str = "arith_a"
-    num_generations: int = 4
+    spec: FaultSpec
     trainer: Any = None
-    calculator: Any = None  # the tool task's environment (TE faults reconfigure it)
+    num_generations: int = 0
     batch_labels: list[bool] | None = None  # per sample of the newest batch: was it perturbed
     step_injected: bool | None = None  # for faults that hit whole steps at random: this step or not
     rng: random.Random = field(default_factory=random.Random)
 
-    def __post_init__(self) -> None:
-        kind = self.spec.type if self.spec else "healthy"
-        self.rng.seed(f"fault-{kind}-{self.seed}")
+    def bind(self, trainer: Any, run: RunContext) -> None:
+        self.trainer = trainer
+        self.num_generations = run.num_generations
+        self.rng.seed(f"fault-{self.spec.type}-{run.seed}")
 
     @property
     def current_step(self) -> int:
@@ -55,22 +55,7 @@ class FaultRuntime:
 
     @property
     def active(self) -> bool:
-        return self.spec is not None and self.current_step >= self.spec.onset_step
-
-    def label_batch(self, n: int) -> dict[str, list]:
-        """Label columns for the recorder's trajectory rows of the newest batch (labels, never features)."""
-        active = self.active
-        labels = self.batch_labels if self.batch_labels is not None and len(self.batch_labels) == n else None
-        self.batch_labels = None
-        whole_step = active if self.step_injected is None else (active and self.step_injected)
-        injected = labels if labels is not None else [whole_step] * n
-        kind = self.spec.type if (self.spec and active) else None
-        strength = self.spec.strength if (self.spec and active) else None
-        return {
-            "fault_injected": [bool(x) for x in injected],
-            "fault_injection_type": [kind] * n,
-            "fault_injection_strength": [strength] * n,
-        }
+        return self.current_step >= self.spec.onset_step
 
 
 class OnsetCallback(TrainerCallback):
@@ -89,9 +74,11 @@ class OnsetCallback(TrainerCallback):
             self.done = True
 
 
-class Injector:
-    """Base class: a fault type with its easy and hard settings. Subclasses override the hooks they use."""
+class Injector(TrainerHook):
+    """Base class: a fault type with its easy and hard settings. Subclasses override the hooks they use
+    (`wrap_reward`, `attach`, `settings`)."""
 
+    name = "fault"
     type: ClassVar[str] = ""
     family: ClassVar[str] = ""
     variants: ClassVar[tuple[str, ...]] = ("default",)
@@ -108,6 +95,7 @@ class Injector:
             raise RftfmError(
                 f"{self.type}: unknown variant {self.variant!r}; known: {', '.join(self.variants)}"
             )
+        self.runtime = FaultRuntime(spec)
 
     @property
     def easy(self) -> bool:
@@ -117,31 +105,24 @@ class Injector:
         if self.tasks is not None and task not in self.tasks:
             raise RftfmError(f"{self.type} needs one of the tasks {', '.join(self.tasks)}, not {task!r}")
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
-        return fn
+    def install(self, trainer: Any, run: RunContext) -> None:
+        """Check the task, bind the fault's clock to the trainer, then `attach`."""
+        self.check_task(run.task)
+        self.runtime.bind(trainer, run)
+        self.attach(trainer, run)
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
-        """Hook into the built trainer (callbacks, wrappers, gradient hooks)."""
+    def attach(self, trainer: Any, run: RunContext) -> None:
+        """The fault's own hooks into the built trainer (callbacks, batch edits, gradient hooks)."""
 
-    def settings(self) -> dict[str, Any]:
-        """The injector's concrete parameters, saved in the run's manifest (config `fault/…`)."""
-        return {}
-
-
-registry: dict[str, type[Injector]] = {}
-
-
-def register(cls: type[Injector]) -> type[Injector]:
-    registry[cls.type] = cls
-    return cls
-
-
-def make_injector(spec: FaultSpec) -> Injector:
-    from rftfm_agent.faults import credit, environment, generation, optimization, reward  # noqa: F401
-
-    try:
-        return registry[spec.type](spec)
-    except KeyError:
-        raise RftfmError(
-            f"no injector for fault type {spec.type!r}; known: {', '.join(sorted(registry))}"
-        ) from None
+    def label_columns(self, n: int) -> dict[str, list]:
+        runtime = self.runtime
+        active = runtime.active
+        injected, runtime.batch_labels = runtime.batch_labels, None  # per sample, from the perturbing hook
+        if injected is None or len(injected) != n:
+            whole_step = active if runtime.step_injected is None else (active and runtime.step_injected)
+            injected = [whole_step] * n
+        return {
+            "fault_injected": [bool(x) for x in injected],
+            "fault_injection_type": [self.spec.type if active else None] * n,
+            "fault_injection_strength": [self.spec.strength if active else None] * n,
+        }

@@ -1,40 +1,37 @@
 """CA — credit-assignment faults: the right rewards reach the wrong tokens.
 
-`ca_advantage_sign` and `ca_baseline` wrap the trainer's `_generate_and_score_completions` (TRL 1.16),
-which returns the batch the loss is computed on, and change its `advantages`; the loss then trains on
-them. `ca_group_misalign` wraps the reward function so each reward lands on another completion, as a
-batch off-by-one or a shuffled group does. The wrappers are installed before the recorder's, so the
-recorder records the advantages the loss actually used.
+`ca_advantage_sign` and `ca_baseline` edit the batch the loss is computed on (its `advantages`) through
+`telemetry.trl_batch` (stage "edit", which runs before the recorder observes the batch), so the loss
+trains on them and the recorder records them. `ca_group_misalign` wraps the reward function so each
+reward lands on another completion, as a batch off-by-one or a shuffled group does.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.faults.base import FaultRuntime, Injector, RewardFn, register
+from rftfm_agent.faults.base import FaultRuntime, Injector
+from rftfm_agent.hooks import RewardFn, RunContext
+from rftfm_agent.telemetry.trl_batch import add_batch_handler
 
 
-def _wrap_batch(trainer: Any, runtime: FaultRuntime, change: Any) -> None:
-    """Wrap `_generate_and_score_completions` so that `change(output)` edits the training batch."""
+def _edit_batch(trainer: Any, runtime: FaultRuntime, change: Callable[[dict[str, Any]], None]) -> None:
+    """From the onset, `change(output)` edits each training batch in place."""
     if getattr(getattr(trainer, "accelerator", None), "num_processes", 1) != 1:
         raise RftfmError("credit-assignment injectors run single-process (they edit the local batch)")
-    original = trainer._generate_and_score_completions
 
-    @functools.wraps(original)
-    def generate_and_score(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        output = original(*args, **kwargs)
-        if trainer.model.training and runtime.active:
+    def edit(_trainer: Any, output: dict[str, Any]) -> None:
+        if runtime.active:
             change(output)
-        return output
 
-    trainer._generate_and_score_completions = generate_and_score
+    add_batch_handler(trainer, "edit", edit, key=f"fault:{runtime.spec.type}")
 
 
-@register
 class AdvantageSign(Injector):
     type, family = "ca_advantage_sign", "CA"
     description = "advantages negated for a fraction of groups (easy 70%, hard 20%)"
@@ -46,8 +43,8 @@ class AdvantageSign(Injector):
     def settings(self) -> dict[str, Any]:
         return {"rate": self.rate()}
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
-        g = runtime.num_generations
+    def attach(self, trainer: Any, run: RunContext) -> None:
+        runtime, g = self.runtime, run.num_generations
 
         def change(output: dict[str, Any]) -> None:
             adv: torch.Tensor = output["advantages"]
@@ -57,7 +54,7 @@ class AdvantageSign(Injector):
             output["advantages"] = torch.where(rows.to(adv.device), -adv, adv)
             runtime.batch_labels = rows.tolist()
 
-        _wrap_batch(trainer, runtime, change)
+        _edit_batch(trainer, runtime, change)
 
 
 class _RewardTap:
@@ -76,7 +73,6 @@ class _RewardTap:
         return wrapped
 
 
-@register
 class Baseline(Injector):
     type, family = "ca_baseline", "CA"
     description = (
@@ -89,11 +85,11 @@ class Baseline(Injector):
         super().__init__(spec)
         self.tap = _RewardTap()
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
         return self.tap.wrap(fn)
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
-        g = runtime.num_generations
+    def attach(self, trainer: Any, run: RunContext) -> None:
+        runtime, g = self.runtime, run.num_generations
         size = g if self.easy else max(1, g // 2)
 
         def change(output: dict[str, Any]) -> None:
@@ -111,10 +107,9 @@ class Baseline(Injector):
             output["advantages"] = torch.nan_to_num(new.view(-1), nan=0.0).to(adv.device)
             runtime.batch_labels = [True] * adv.shape[0]
 
-        _wrap_batch(trainer, runtime, change)
+        _edit_batch(trainer, runtime, change)
 
 
-@register
 class GroupMisalign(Injector):
     type, family = "ca_group_misalign", "CA"
     description = (
@@ -123,12 +118,13 @@ class GroupMisalign(Injector):
     )
     key_metrics = ("traj/reward_mismatch_frac", "reward", "heldout/accuracy")
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
-        g = runtime.num_generations
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
+        runtime = self.runtime
 
         @functools.wraps(fn)
         def wrapped(completions: list[Any], **kwargs: Any) -> list[float]:
             rewards = list(fn(completions, **kwargs))
+            g = runtime.num_generations
             if not runtime.active or len(rewards) < 2:
                 return rewards
             if self.easy:

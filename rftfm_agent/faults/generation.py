@@ -6,8 +6,8 @@ inference engine launched with the wrong settings): TRL 1.16 fixes the temperatu
 training log-probabilities when the trainer is built, so `pg_temperature` changes what is sampled, not
 how the loss scores it.
 
-These faults need TRL's HF generation path: with vLLM the sampling settings are fixed when the engine
-starts, and the runner refuses them.
+These faults need TRL's HF generation path (`needs_hf_sampler`): with vLLM the sampling settings are fixed
+when the engine starts, and the runner refuses them.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback, register
+from rftfm_agent.faults.base import Injector, OnsetCallback
+from rftfm_agent.hooks import RunContext
 from rftfm_agent.testbed.knobs import set_generation
 from rftfm_agent.testbed.tasks import TASKS, TOOL_CLOSE, TOOL_END
 
 
-@register
 class Temperature(Injector):
     type, family = "pg_temperature", "PG"
+    needs_hf_sampler = True
     variants = ("high", "low")
     description = "sampling temperature far too high (easy 2.5, hard 1.5) or too low (easy 0.1, hard 0.5)"
     key_metrics = ("traj/distinct_completion_frac", "frac_reward_zero_std", "reward")
@@ -35,9 +36,9 @@ class Temperature(Injector):
     def settings(self) -> dict[str, Any]:
         return {"temperature": self.temperature()}
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+    def attach(self, trainer: Any, run: RunContext) -> None:
         value = self.temperature()
-        trainer.add_callback(OnsetCallback(runtime, lambda t: set_generation(t, temperature=value)))
+        trainer.add_callback(OnsetCallback(self.runtime, lambda t: set_generation(t, temperature=value)))
 
 
 def typical_length(task: str) -> int:
@@ -56,9 +57,9 @@ def typical_length(task: str) -> int:
     return lengths[len(lengths) // 2]
 
 
-@register
 class Truncation(Injector):
     type, family = "pg_truncation", "PG"
+    needs_hf_sampler = True
     description = "max completion length too small: easy half a right answer, hard one token short"
     key_metrics = ("completions/clipped_ratio", "completion_length", "reward")
 
@@ -66,22 +67,22 @@ class Truncation(Injector):
         typical = typical_length(task)
         return max(1, typical // 2) if self.easy else max(1, typical - 1)
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
-        cap = self.cap(runtime.task)
+    def attach(self, trainer: Any, run: RunContext) -> None:
+        cap = self.cap(run.task)
         if cap >= trainer.max_completion_length:
             raise RftfmError(
                 f"pg_truncation: cap {cap} is not below the run's {trainer.max_completion_length}"
             )
-        trainer.add_callback(OnsetCallback(runtime, lambda t: set_generation(t, max_new_tokens=cap)))
+        trainer.add_callback(OnsetCallback(self.runtime, lambda t: set_generation(t, max_new_tokens=cap)))
 
 
-@register
 class Degenerate(Injector):
     type, family = "pg_degenerate", "PG"
+    needs_hf_sampler = True
     description = "end-of-sequence suppressed (easy: never sampled; hard: its logit lowered by 5)"
     key_metrics = ("completion_length", "completions/clipped_ratio", "traj/repetition_ratio_mean")
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+    def attach(self, trainer: Any, run: RunContext) -> None:
         eos = trainer.processing_class.eos_token_id
 
         def apply(t: Any) -> None:
@@ -90,4 +91,4 @@ class Degenerate(Injector):
             else:
                 set_generation(t, sequence_bias={(eos,): -5.0})
 
-        trainer.add_callback(OnsetCallback(runtime, apply))
+        trainer.add_callback(OnsetCallback(self.runtime, apply))

@@ -13,11 +13,11 @@ import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback, register
+from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback
+from rftfm_agent.hooks import RunContext
 from rftfm_agent.testbed.knobs import set_beta, set_learning_rate, set_max_grad_norm
 
 
-@register
 class LearningRate(Injector):
     type, family = "od_lr", "OD"
     variants = ("high", "low")
@@ -32,12 +32,11 @@ class LearningRate(Injector):
     def settings(self) -> dict[str, Any]:
         return {"lr_factor": self.factor()}
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+    def attach(self, trainer: Any, run: RunContext) -> None:
         lr = trainer.args.learning_rate * self.factor()
-        trainer.add_callback(OnsetCallback(runtime, lambda t: set_learning_rate(t, lr)))
+        trainer.add_callback(OnsetCallback(self.runtime, lambda t: set_learning_rate(t, lr)))
 
 
-@register
 class KLCoefficient(Injector):
     type, family = "od_kl", "OD"
     variants = ("sign", "frozen")
@@ -52,11 +51,11 @@ class KLCoefficient(Injector):
     def settings(self) -> dict[str, Any]:
         return {"beta": self.beta()}
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
+    def attach(self, trainer: Any, run: RunContext) -> None:
         if trainer.beta == 0.0:
             raise RftfmError("od_kl needs a run with a KL penalty (beta > 0)")
         beta = self.beta()
-        trainer.add_callback(OnsetCallback(runtime, lambda t: set_beta(t, beta)))
+        trainer.add_callback(OnsetCallback(self.runtime, lambda t: set_beta(t, beta)))
 
 
 class _StepGate(TrainerCallback):
@@ -75,7 +74,6 @@ class _StepGate(TrainerCallback):
             self.runtime.step_injected = self.corrupt  # only the corrupted steps' rows are labelled
 
 
-@register
 class Gradients(Injector):
     type, family = "od_grad", "OD"
     description = (
@@ -90,10 +88,10 @@ class Gradients(Injector):
             return {"rate": 0.5, "noise_scale": 100.0, "clipping": "disabled"}
         return {"rate": 0.2, "added_noise_scale": 3.0, "clipping": "kept"}
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
-        gate = _StepGate(runtime, 0.5 if self.easy else 0.2)
+    def attach(self, trainer: Any, run: RunContext) -> None:
+        gate = _StepGate(self.runtime, 0.5 if self.easy else 0.2)
         trainer.add_callback(gate)
-        generator = torch.Generator().manual_seed(runtime.seed)
+        generator = torch.Generator().manual_seed(run.seed)
         easy = self.easy
 
         def hook(grad: torch.Tensor) -> torch.Tensor:
@@ -111,7 +109,7 @@ class Gradients(Injector):
             if param.requires_grad:
                 param.register_hook(hook)
         if easy:
-            trainer.add_callback(OnsetCallback(runtime, lambda t: set_max_grad_norm(t, 1e12)))
+            trainer.add_callback(OnsetCallback(self.runtime, lambda t: set_max_grad_norm(t, 1e12)))
 
 
 class _ResetOptimizer(TrainerCallback):
@@ -132,8 +130,7 @@ class _ResetOptimizer(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         runtime = self.runtime
-        onset = runtime.spec.onset_step if runtime.spec else 1
-        if not runtime.active or (runtime.current_step - onset) % self.every:
+        if not runtime.active or (runtime.current_step - runtime.spec.onset_step) % self.every:
             return
         optimizer = runtime.trainer.optimizer
         optimizer = getattr(optimizer, "optimizer", optimizer)
@@ -147,7 +144,6 @@ class _ResetOptimizer(TrainerCallback):
         self.resets += 1
 
 
-@register
 class OptimizerReset(Injector):
     type, family = "od_optimizer_reset", "OD"
     description = (
@@ -164,5 +160,5 @@ class OptimizerReset(Injector):
             return {"reset": "once at onset", "rebuilt_with": "torch AdamW defaults"}
         return {"reset_every_steps": self.every()}
 
-    def install(self, trainer: Any, runtime: FaultRuntime) -> None:
-        trainer.add_callback(_ResetOptimizer(runtime, self.every(), defaults=self.easy))
+    def attach(self, trainer: Any, run: RunContext) -> None:
+        trainer.add_callback(_ResetOptimizer(self.runtime, self.every(), defaults=self.easy))

@@ -9,7 +9,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from rftfm_agent.faults.base import FaultRuntime, Injector, RewardFn, register
+from rftfm_agent.faults.base import FaultRuntime, Injector
+from rftfm_agent.hooks import RewardFn
 from rftfm_agent.testbed.tasks import final_answer
 
 
@@ -27,7 +28,6 @@ def _wrap(fn: RewardFn, runtime: FaultRuntime, perturb: Any) -> RewardFn:
     return wrapped
 
 
-@register
 class SignFlip(Injector):
     type, family = "rf_sign_flip", "RF"
     description = "reward negated for a fraction of samples (easy 70%, hard 20%)"
@@ -39,15 +39,14 @@ class SignFlip(Injector):
     def settings(self) -> dict[str, Any]:
         return {"rate": self.rate()}
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
         def perturb(rewards: list[float], completions: Any, kwargs: Any) -> tuple[list[float], list[bool]]:
-            flips = [runtime.rng.random() < self.rate() for _ in rewards]
+            flips = [self.runtime.rng.random() < self.rate() for _ in rewards]
             return [-r if f else r for r, f in zip(rewards, flips, strict=True)], flips
 
-        return _wrap(fn, runtime, perturb)
+        return _wrap(fn, self.runtime, perturb)
 
 
-@register
 class Noise(Injector):
     type, family = "rf_noise", "RF"
     description = "the verifier's verdict flipped at random (easy 50%: pure noise, hard 15%)"
@@ -59,15 +58,14 @@ class Noise(Injector):
     def settings(self) -> dict[str, Any]:
         return {"rate": self.rate()}
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
         def perturb(rewards: list[float], completions: Any, kwargs: Any) -> tuple[list[float], list[bool]]:
-            flips = [runtime.rng.random() < self.rate() for _ in rewards]
+            flips = [self.runtime.rng.random() < self.rate() for _ in rewards]
             return [1.0 - r if f else r for r, f in zip(rewards, flips, strict=True)], flips
 
-        return _wrap(fn, runtime, perturb)
+        return _wrap(fn, self.runtime, perturb)
 
 
-@register
 class Hackable(Injector):
     type, family = "rf_hackable", "RF"
     description = (
@@ -82,7 +80,7 @@ class Hackable(Injector):
     def settings(self) -> dict[str, Any]:
         return {"tolerance": self.tolerance(), "shortcut": "numeric near miss paid as correct"}
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
         def perturb(rewards: list[float], completions: Any, kwargs: Any) -> tuple[list[float], list[bool]]:
             answers = kwargs["answer"]
             texts = [c if isinstance(c, str) else str(c) for c in completions]
@@ -90,7 +88,7 @@ class Hackable(Injector):
             out = [max(r, 1.0) if p else r for r, p in zip(rewards, paid, strict=True)]
             return out, [p and r < 1.0 for r, p in zip(rewards, paid, strict=True)]
 
-        return _wrap(fn, runtime, perturb)
+        return _wrap(fn, self.runtime, perturb)
 
 
 def _near_miss(completion: str, answer: str, tolerance: int) -> bool:
@@ -101,7 +99,6 @@ def _near_miss(completion: str, answer: str, tolerance: int) -> bool:
     return abs(int(got) - int(answer)) <= tolerance
 
 
-@register
 class Sparse(Injector):
     type, family = "rf_sparse", "RF"
     description = "reward withheld (zeroed) for a fraction of groups (easy 80%, hard 30%)"
@@ -113,12 +110,12 @@ class Sparse(Injector):
     def settings(self) -> dict[str, Any]:
         return {"rate": self.rate()}
 
-    def wrap_reward(self, fn: RewardFn, runtime: FaultRuntime) -> RewardFn:
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
         def perturb(rewards: list[float], completions: Any, kwargs: Any) -> tuple[list[float], list[bool]]:
-            g = runtime.num_generations
+            g = self.runtime.num_generations
             groups = -(-len(rewards) // g)
-            dropped = [runtime.rng.random() < self.rate() for _ in range(groups)]
+            dropped = [self.runtime.rng.random() < self.rate() for _ in range(groups)]
             labels = [dropped[i // g] for i in range(len(rewards))]
             return [0.0 if d else r for r, d in zip(rewards, labels, strict=True)], labels
 
-        return _wrap(fn, runtime, perturb)
+        return _wrap(fn, self.runtime, perturb)

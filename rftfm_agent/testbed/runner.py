@@ -1,10 +1,12 @@
 """The GRPO runner: one real TRL `GRPOTrainer` run of the testbed (or any Hugging Face causal LM), with
-the recorder, the held-out accuracy evaluation, checkpoints, an optional injected fault, and resume
-with changed hyperparameters.
+the recorder, the held-out accuracy evaluation, checkpoints, trainer hooks (an injected fault, …), and
+resume with changed hyperparameters.
 
-    spec = RunSpec(name="lr-test", task="arith_a", steps=20, fault=FaultSpec(family="OD", type="od_lr",
-                   strength="easy", onset_step=8))
-    result = run(spec, Store("bench/store"), workdir="runs/lr-test")
+    spec = RunSpec(name="lr-test", task="arith_a", steps=20, fault=parse_fault("od_lr:easy@8"))
+    result = run(spec, Store("bench/store"), "runs/lr-test", hooks=hooks_for(spec.fault))
+
+The runner knows nothing of faults: `spec.fault` is the run's label (manifest, registry), and the hooks
+(`testbed/hooks.py`; for a fault, `rftfm_agent.faults.registry.hooks_for`) change the training.
 
 Resume: `run(spec.model_copy(update={"learning_rate": 1e-4}), store, workdir, resume_from=ckpt)` loads the
 checkpoint's weights, optimizer and scheduler state and then sets the new learning rate on the optimizer
@@ -25,6 +27,7 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +39,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.faults.base import FaultRuntime, make_injector
+from rftfm_agent.hooks import RunContext, TrainerHook
 from rftfm_agent.telemetry.recorder import RunRecorder
 from rftfm_agent.telemetry.schema import FaultSpec
 from rftfm_agent.telemetry.store import Store
@@ -64,7 +67,7 @@ class RunSpec(BaseModel):
     max_completion_length: int | None = Field(default=None, description="default: 8, or 16 for 'tool'")
     eval_every: int = Field(default=5, ge=1)
     save_steps: int | None = Field(default=None, description="checkpoint every N steps (None: none)")
-    fault: FaultSpec | None = None
+    fault: FaultSpec | None = Field(default=None, description="the run's label; `hooks` inject it")
     experiment_id: str | None = None
     model: str | None = Field(default=None, description="any HF causal LM (path or id); None: the testbed")
     warmup_seed: int = 0
@@ -153,32 +156,46 @@ def _load_policy(spec: RunSpec) -> tuple[Any, Any, str]:
     return model, tokenizer, source
 
 
+def _no_fault_labels(n: int) -> dict[str, list]:
+    """The labels of a batch nothing perturbed; a hook that perturbs it says so in its `label_columns`."""
+    return {
+        "fault_injected": [False] * n,
+        "fault_injection_type": [None] * n,
+        "fault_injection_strength": [None] * n,
+    }
+
+
 def build(
-    spec: RunSpec, store: Store, workdir: Path, *, resumed_from: str | None = None
+    spec: RunSpec,
+    store: Store,
+    workdir: Path,
+    *,
+    hooks: Sequence[TrainerHook] = (),
+    resumed_from: str | None = None,
 ) -> tuple[Any, Any, Any]:
     """The trainer with every hook installed; returns (trainer, recorder, held-out callback)."""
     from trl import GRPOConfig, GRPOTrainer
 
     task = get_task(spec.task)
-    model, tokenizer, source = _load_policy(spec)
     if task.uses_tool and spec.use_vllm:
         raise RftfmError("the tool task generates with its own loop; run it without use_vllm")
-    if spec.use_vllm and spec.fault is not None and spec.fault.family == "PG":
-        raise RftfmError("generation faults change TRL's HF sampler at run time; run them without use_vllm")
-    runtime = FaultRuntime(spec.fault, seed=spec.seed, task=spec.task, num_generations=spec.num_generations)
-    injector = make_injector(spec.fault) if spec.fault else None
-    if injector is not None:
-        injector.check_task(spec.task)
+    if spec.use_vllm and any(hook.needs_hf_sampler for hook in hooks):
+        raise RftfmError("a hook changes TRL's HF sampler at run time (a generation fault): no use_vllm")
+    if spec.fault is not None and not hooks:
+        raise RftfmError(f"{spec.name}: labelled with fault {spec.fault.type}, given no hooks to inject it")
+    model, tokenizer, source = _load_policy(spec)
 
     reward_fn = correct
-    if injector is not None:
-        reward_fn = injector.wrap_reward(reward_fn, runtime)
+    for hook in hooks:
+        reward_fn = hook.wrap_reward(reward_fn)
 
-    stats: dict[str, Any] = {}
-    rollout = None
-    if task.uses_tool:
-        runtime.calculator = Calculator(seed=spec.seed)
-        rollout = make_rollout_func(runtime.calculator, stats)
+    context = RunContext(
+        task=spec.task,
+        seed=spec.seed,
+        num_generations=spec.num_generations,
+        calculator=Calculator(seed=spec.seed) if task.uses_tool else None,
+    )
+    rollout = make_rollout_func(context.calculator, context.tool_stats) if task.uses_tool else None
 
     config = GRPOConfig(
         output_dir=str(workdir),
@@ -214,22 +231,21 @@ def build(
     )
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
-    runtime.trainer = trainer
-    if injector is not None:
-        injector.install(trainer, runtime)  # before the recorder: it must see what the loss sees
+    for hook in hooks:
+        hook.install(trainer, context)  # before the recorder attaches: it records what the hooks changed
     heldout = HeldOutEval(trainer, spec.task, every=spec.eval_every)
     trainer.add_callback(heldout)
 
     def extra_columns(n: int) -> dict[str, list]:
-        cols = runtime.label_batch(n)
+        cols = _no_fault_labels(n)
         if task.uses_tool:
-            cols["tool_call_count"] = stats.get("tool_call_count", [])
-            cols["tool_error_count"] = stats.get("tool_error_count", [])
-            if spec.fault is not None and spec.fault.family == "TE" and runtime.active:
-                cols["fault_injected"] = list(stats.get("tool_fault", cols["fault_injected"]))
+            cols["tool_call_count"] = context.tool_stats.get("tool_call_count", [])
+            cols["tool_error_count"] = context.tool_stats.get("tool_error_count", [])
         else:
             cols["tool_call_count"] = [0] * n
             cols["tool_error_count"] = [0] * n
+        for hook in hooks:
+            cols.update(hook.label_columns(n))
         return cols
 
     run_config: dict[str, Any] = {
@@ -241,8 +257,8 @@ def build(
     }
     if resumed_from:
         run_config["resumed_from"] = resumed_from
-    if injector is not None:
-        run_config.update({f"fault/{k}": v for k, v in injector.settings().items()})
+    for hook in hooks:
+        run_config.update({f"{hook.name}/{k}": v for k, v in hook.settings().items()})
     recorder = RunRecorder(
         store,
         spec.name,
@@ -283,11 +299,12 @@ def run(
     store: Store,
     workdir: str | Path,
     *,
+    hooks: Sequence[TrainerHook] = (),
     resume_from: str | Path | None = None,
     keep_checkpoint_lr: bool = False,
     quiet: bool = True,
 ) -> RunResult:
-    """Train one run to `spec.steps` (from `resume_from` if given) and record it; returns the store id.
+    """Train one run to `spec.steps` (from `resume_from` if given) with `hooks` installed and record it.
 
     On resume, `spec.learning_rate` replaces the checkpoint's, unless `keep_checkpoint_lr`. The prompt
     order depends on `spec.steps` (TRL shuffles the run's dataset, whose size is steps × prompts per step):
@@ -300,7 +317,7 @@ def run(
     try:
         with _quiet(quiet):
             trainer, recorder, heldout = build(
-                spec, store, workdir, resumed_from=str(resume_from) if resume_from else None
+                spec, store, workdir, hooks=hooks, resumed_from=str(resume_from) if resume_from else None
             )
             if resume_from is not None and not keep_checkpoint_lr:
                 trainer.add_callback(_LearningRateOverride(trainer, spec.learning_rate))
