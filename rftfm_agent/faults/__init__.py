@@ -1,4 +1,5 @@
-"""Fault injectors: the 16 fault types of our taxonomy (README), each injected through a real hook into training.
+"""Fault injectors: the 16 fault types of our taxonomy (README), each injected through a real hook
+into training.
 
 One module per family: `reward` (RF: reward-function wrappers), `generation` (PG: the trainer's
 generation settings), `optimization` (OD: optimizer, KL coefficient, gradient hooks), `credit` (CA:
