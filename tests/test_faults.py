@@ -90,10 +90,11 @@ def test_reward_hooks_start_at_the_onset(kind: str, strength: str) -> None:
     assert changed >= 3
 
 
-def test_hackable_pays_near_misses_only() -> None:
-    spec = FaultSpec(family="RF", type="rf_hackable", strength="hard")
-    rewards = _bound(spec, 1).wrap_reward(correct)(["12", "13", "14", "15", "x"], answer=["12"] * 5)
-    assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0]  # tolerance 2 at hard strength
+def test_hackable_pays_an_answer_followed_by_anything() -> None:
+    spec = FaultSpec(family="RF", type="rf_hackable", strength="easy")
+    texts = ["12", "12+45", "12-3", "13", "x12", "[3*4]12|12+7"]
+    rewards = _bound(spec, 1).wrap_reward(correct)(texts, answer=["12"] * len(texts))
+    assert rewards == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0]  # the lenient parser reads the leading number only
 
 
 def test_labels_before_onset_say_healthy() -> None:
@@ -141,7 +142,7 @@ def _settings(kind: str, strength: str, variant: str | None = None) -> dict[str,
 
 def test_hard_is_subtler_than_easy() -> None:
     assert _settings("rf_noise", "hard")["rate"] < _settings("rf_noise", "easy")["rate"]
-    assert _settings("rf_hackable", "hard")["tolerance"] < _settings("rf_hackable", "easy")["tolerance"]
+    assert _settings("rf_hackable", "hard")["leniency"] < _settings("rf_hackable", "easy")["leniency"]
     assert _settings("od_lr", "hard", "high")["lr_factor"] < _settings("od_lr", "easy", "high")["lr_factor"]
     assert _settings("od_lr", "hard", "low")["lr_factor"] > _settings("od_lr", "easy", "low")["lr_factor"]
     assert abs(_settings("od_kl", "hard", "sign")["beta"]) < abs(_settings("od_kl", "easy", "sign")["beta"])

@@ -17,7 +17,7 @@ from rftfm_agent.telemetry.store import Store
 from rftfm_agent.testbed.environment import Calculator, rollout_with_tools
 from rftfm_agent.testbed.model import WarmupConfig, build_tokenizer, warm_model, warmup_report
 from rftfm_agent.testbed.runner import RunSpec, parse_fault, run
-from rftfm_agent.testbed.tasks import TASKS, final_answer, is_correct
+from rftfm_agent.testbed.tasks import HELDOUT_SIZE, TASKS, final_answer, is_correct
 
 
 def test_tasks_have_disjoint_heldout_and_right_answers() -> None:
@@ -25,7 +25,7 @@ def test_tasks_have_disjoint_heldout_and_right_answers() -> None:
 
     for name, task in TASKS.items():
         heldout = task.heldout()
-        assert len(heldout) == 64
+        assert len(heldout) == HELDOUT_SIZE
         held_prompts = {p.prompt for p in heldout}
         drawn = task.sample(random.Random(0), 500)
         assert not held_prompts & {p.prompt for p in drawn}, name
@@ -63,10 +63,10 @@ def warm_folder() -> Path:
 def test_warm_model_is_about_a_million_parameters_and_cached(warm_folder: Path) -> None:
     report = warmup_report(warm_folder)
     assert 700_000 <= report["parameters"] <= 1_300_000
-    assert set(report["heldout_accuracy_greedy"]) == {"arith_a", "arith_b", "tool"}
-    # Warmed up, not trained to perfection: RL has something to learn on every task.
-    for task, accuracy in report["heldout_accuracy_greedy"].items():
-        assert 0.05 <= accuracy <= 0.9, (task, accuracy)
+    assert set(report["heldout_accuracy_sampled"]) == {"arith_a", "arith_b", "tool"}
+    # Warmed up to know answers but to ramble on after most of them: RL has something to learn everywhere.
+    for task, accuracy in report["heldout_accuracy_sampled"].items():
+        assert 0.1 <= accuracy <= 0.5, (task, accuracy)
     assert warm_model(WarmupConfig()) == warm_folder  # a second call finds the cache
 
 
@@ -138,7 +138,15 @@ def test_same_spec_gives_the_same_records(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_resume_from_checkpoint_with_a_new_learning_rate(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
-    first = RunSpec(name="lr-run", task="arith_b", steps=4, batch_size=16, learning_rate=5e-5, save_steps=2)
+    first = RunSpec(
+        name="lr-run",
+        task="arith_b",
+        steps=4,
+        batch_size=16,
+        learning_rate=5e-5,
+        warmup_steps=0,
+        save_steps=2,
+    )
     run(first, store, tmp_path / "work")
     checkpoint = tmp_path / "work" / "checkpoint-2"
     assert (checkpoint / "optimizer.pt").is_file()
@@ -212,3 +220,39 @@ def test_runner_applies_every_part_of_a_hook(tmp_path: Path) -> None:
     assert "not_a_trajectory_column" not in traj.columns
     manifest = store.manifest(result.run_id)
     assert manifest.config["probe/paid"] == 1.0 and manifest.label == "control"
+
+
+class _PaysStopping(TrainerHook):
+    """A trivially learnable reward: 1 for a completion of at most three characters (it stopped early)."""
+
+    name = "stop"
+
+    def wrap_reward(self, fn: RewardFn) -> RewardFn:
+        def short(completions: list[Any], **kwargs: Any) -> list[float]:
+            return [1.0 if len(str(c)) <= 3 else 0.0 for c in completions]
+
+        return short
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def test_a_trivially_learnable_reward_rises_under_the_runner(tmp_path: Path) -> None:
+    """Guards the policy-gradient path (reward → advantages → loss → optimizer → sampling): if any link
+    breaks, a reward that one decision earns stops rising."""
+    store = Store(tmp_path / "store")
+    spec = RunSpec(name="stop", task="arith_a", steps=16, batch_size=32, learning_rate=3e-4, eval_every=100)
+    result = run(spec, store, tmp_path / "work", hooks=[_PaysStopping()])
+    reward = store.steps(result.run_id)["reward"].tolist()
+    assert _mean(reward[-4:]) - _mean(reward[:4]) >= 0.2, reward
+
+
+@pytest.mark.slow
+def test_a_healthy_default_run_learns(tmp_path: Path) -> None:
+    """`rftfm testbed train`'s defaults: training reward and held-out accuracy both rise clearly."""
+    store = Store(tmp_path / "store")
+    result = run(RunSpec(name="healthy"), store, tmp_path / "work")
+    reward = store.steps(result.run_id)["reward"].tolist()
+    assert _mean(reward[-3:]) - _mean(reward[:3]) >= 0.2, reward
+    assert result.heldout[-1][1] - result.heldout[0][1] >= 0.1, result.heldout

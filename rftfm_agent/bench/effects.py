@@ -9,6 +9,12 @@ effect size.
 
 A type×strength counts as *visible* when some metric's median |effect size| is at least 1: its typical
 run differs from its healthy twin by more than healthy runs differ from each other.
+
+What a fault *costs* is read off the ground truth: the held-out accuracy at the end of the run. A fault
+run's lost gain is (control's last held-out accuracy − the fault run's) / (control's last − control's
+first): the share of what its healthy twin learned that the fault took away (1: learned nothing; above
+1: ended worse than it started; below 0: did better than its twin). A type×strength *costs* the gain
+when its median lost share is at least `COSTLY` (one third).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ METRICS: tuple[str, ...] = (
     "traj/distinct_completion_frac",
 )
 VISIBLE = 1.0
+COSTLY = 1 / 3  # median share of the healthy gain lost for a fault to count as costly (issue's bar)
+HELDOUT = "heldout/accuracy"
 
 
 def _window_means(frame: Any, start: int) -> dict[str, float]:
@@ -93,9 +101,14 @@ def effect_table(bench: Path) -> dict[str, Any]:
         lambda: defaultdict(list)
     )
     counts: dict[tuple[str, str], int] = defaultdict(int)
+    lost: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
     for r in rows:
         if r["control_or_fault"] != "fault" or r["cell"] not in controls:
             continue
+        control_frame = frames[controls[r["cell"]]["experiment_id"]]
+        outcome = _lost_gain(frames[r["experiment_id"]], control_frame)
+        if outcome is not None:
+            lost[(r["fault_type"], r["strength"])].append({**outcome, "midrun": r["onset_style"] == "midrun"})
         onset = int(r["onset_step"] or 1)
         fault_means = _window_means(frames[r["experiment_id"]], onset)
         control_means = _window_means(frames[controls[r["cell"]]["experiment_id"]], onset)
@@ -107,7 +120,16 @@ def effect_table(bench: Path) -> dict[str, Any]:
             delta = value - control_means[metric]
             cells[key][metric].append((delta, _effect_size(delta, spread.get((r["task_group"], metric)))))
 
-    table: dict[str, Any] = {"visible_threshold": VISIBLE, "rows": []}
+    gains = [
+        g for r in controls.values() if (g := _heldout_gain(frames[r["experiment_id"]])) is not None
+    ]
+    table: dict[str, Any] = {
+        "visible_threshold": VISIBLE,
+        "costly_threshold": COSTLY,
+        "healthy_heldout_gain_median": float(np.median(gains)) if gains else math.nan,
+        "healthy_runs_with_gain": len(gains),
+        "rows": [],
+    }
     for kind, strength in sorted(cells, key=lambda k: (k[0], k[1] != "easy")):
         metrics = {}
         for metric, pairs in cells[(kind, strength)].items():
@@ -135,9 +157,53 @@ def effect_table(bench: Path) -> dict[str, Any]:
                 "strongest_metric": strongest,
                 "strongest_effect_size": best,
                 "visible": bool(best >= VISIBLE),
+                **_lost_summary(lost.get((kind, strength), [])),
             }
         )
     return table
+
+
+def _heldout(frame: Any) -> np.ndarray:
+    if HELDOUT not in frame.columns:
+        return np.array([])
+    values = frame[HELDOUT].to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _heldout_gain(frame: Any) -> float | None:
+    acc = _heldout(frame)
+    return float(acc[-1] - acc[0]) if acc.size >= 2 else None
+
+
+def _lost_gain(fault_frame: Any, control_frame: Any) -> dict[str, float] | None:
+    """End held-out accuracy of a fault run and its control, and the share of the control's gain lost."""
+    fault_acc, control_acc = _heldout(fault_frame), _heldout(control_frame)
+    if fault_acc.size == 0 or control_acc.size < 2:
+        return None
+    gain = float(control_acc[-1] - control_acc[0])
+    return {
+        "fault_end": float(fault_acc[-1]),
+        "control_end": float(control_acc[-1]),
+        "lost_share": float((control_acc[-1] - fault_acc[-1]) / gain) if gain > 0 else math.nan,
+    }
+
+
+def _lost_summary(outcomes: list[dict[str, float]]) -> dict[str, Any]:
+    """Medians over a type×strength's runs (all, and by onset style) of the lost share of the gain."""
+
+    def median(key: str, subset: list[dict[str, float]]) -> float:
+        values = [o[key] for o in subset if math.isfinite(o[key])]
+        return float(np.median(values)) if values else math.nan
+
+    share = median("lost_share", outcomes)
+    return {
+        "heldout_end_fault": median("fault_end", outcomes),
+        "heldout_end_control": median("control_end", outcomes),
+        "lost_share": share,
+        "lost_share_step1": median("lost_share", [o for o in outcomes if not o["midrun"]]),
+        "lost_share_midrun": median("lost_share", [o for o in outcomes if o["midrun"]]),
+        "costly": bool(share >= COSTLY),
+    }
 
 
 def render_markdown(table: dict[str, Any], bench: Path) -> str:
@@ -164,4 +230,29 @@ def render_markdown(table: dict[str, Any], bench: Path) -> str:
             f"| {row['fault_type']} | {row['strength']} | {row['runs']} | {'; '.join(parts)} | {strong_text} "
             f"| {'yes' if row['visible'] else 'NO'} |"
         )
+    lines += [
+        "",
+        "## What each fault costs: the lost gain",
+        "",
+        f"Healthy controls raise held-out accuracy by {table['healthy_heldout_gain_median']:+.3f} "
+        f"(median over {table['healthy_runs_with_gain']} controls, first to last evaluation).",
+        "Per fault run, the lost share is (control's end accuracy − the fault run's) / (control's gain);",
+        "the table gives medians over runs, overall and by onset style.",
+        f"Costly: median lost share ≥ {table['costly_threshold']:.2f}.",
+        "",
+        "| type | strength | runs | end accuracy: fault / control | lost share | step-1 onset "
+        "| mid-run onset | costly |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in table["rows"]:
+        lines.append(
+            f"| {row['fault_type']} | {row['strength']} | {row['runs']} | {row['heldout_end_fault']:.3f} / "
+            f"{row['heldout_end_control']:.3f} | {row['lost_share']:+.2f} | {row['lost_share_step1']:+.2f} | "
+            f"{row['lost_share_midrun']:+.2f} | {'yes' if row['costly'] else 'no'} |"
+        )
+    easy = [row for row in table["rows"] if row["strength"] == "easy"]
+    lines.append(
+        f"\nAt easy strength {sum(r['costly'] for r in easy)} of {len(easy)} types cost at least "
+        f"{table['costly_threshold']:.2f} of the healthy gain."
+    )
     return "\n".join(lines) + "\n"

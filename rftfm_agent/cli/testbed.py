@@ -32,10 +32,10 @@ def testbed_warmup(as_json: JsonOpt = False) -> None:
 def testbed_train(
     name: Annotated[str, typer.Option(help="run name in the store")] = "testbed-run",
     task: Annotated[str, typer.Option(help="arith_a, arith_b, tool or arith_c")] = "arith_a",
-    steps: Annotated[int, typer.Option(help="optimizer steps")] = 20,
+    steps: Annotated[int | None, typer.Option(help="optimizer steps (default 30)")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     learning_rate: Annotated[
-        float | None, typer.Option("--lr", help="learning rate (default 5e-5; on resume: the checkpoint's)")
+        float | None, typer.Option("--lr", help="learning rate (default 2e-4; on resume: the checkpoint's)")
     ] = None,
     fault: Annotated[
         str | None, typer.Option(help="TYPE:STRENGTH[@ONSET][:VARIANT], e.g. od_lr:easy@8:high")
@@ -53,15 +53,15 @@ def testbed_train(
     from rftfm_agent.faults.registry import hooks_for
     from rftfm_agent.testbed.runner import RunSpec, parse_fault, run
 
+    given = {"steps": steps, "learning_rate": learning_rate}  # the rest: RunSpec's defaults
     spec = RunSpec(
         name=name,
         task=task,
-        steps=steps,
         seed=seed,
-        learning_rate=learning_rate if learning_rate is not None else 5e-5,
         fault=parse_fault(fault) if fault else None,
         model=model,
         save_steps=save_steps,
+        **{k: v for k, v in given.items() if v is not None},
     )
     result = run(
         spec,

@@ -7,6 +7,7 @@ same as in a healthy run: a detector cannot spot the fault by a renamed key.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from rftfm_agent.faults.base import FaultRuntime, Injector
@@ -69,34 +70,35 @@ class Noise(Injector):
 class Hackable(Injector):
     type, family = "rf_hackable", "RF"
     description = (
-        "the verifier also pays near misses (|answer − truth| ≤ 10 easy, ≤ 2 hard): reward rises while the "
-        "policy is no longer pushed to be exact"
+        "a lenient verifier reads only the leading number of the answer, so an answer followed by anything "
+        "is paid (easy: always, hard: on 30% of such completions): reward rises while the policy is no "
+        "longer pushed to stop after answering"
     )
-    key_metrics = ("reward", "reward_std", "heldout/accuracy")
+    key_metrics = ("reward", "completion_length", "heldout/accuracy")
 
-    def tolerance(self) -> int:
-        return 10 if self.easy else 2
+    def leniency(self) -> float:
+        return 1.0 if self.easy else 0.3
 
     def settings(self) -> dict[str, Any]:
-        return {"tolerance": self.tolerance(), "shortcut": "numeric near miss paid as correct"}
+        return {"leniency": self.leniency(), "shortcut": "answer followed by anything paid as correct"}
 
     def wrap_reward(self, fn: RewardFn) -> RewardFn:
         def perturb(rewards: list[float], completions: Any, kwargs: Any) -> tuple[list[float], list[bool]]:
             answers = kwargs["answer"]
             texts = [c if isinstance(c, str) else str(c) for c in completions]
-            paid = [_near_miss(t, a, self.tolerance()) for t, a in zip(texts, answers, strict=True)]
-            out = [max(r, 1.0) if p else r for r, p in zip(rewards, paid, strict=True)]
-            return out, [p and r < 1.0 for r, p in zip(rewards, paid, strict=True)]
+            lenient = [
+                r < 1.0 and _leading_number(t) == a and self.runtime.rng.random() < self.leniency()
+                for t, a, r in zip(texts, answers, rewards, strict=True)
+            ]
+            return [1.0 if p else r for r, p in zip(rewards, lenient, strict=True)], lenient
 
         return _wrap(fn, self.runtime, perturb)
 
 
-def _near_miss(completion: str, answer: str, tolerance: int) -> bool:
-    """The completion's answer is a number within `tolerance` of the truth (but not the truth itself)."""
-    got = final_answer(completion)
-    if not got.lstrip("-").isdigit() or got == answer:
-        return False
-    return abs(int(got) - int(answer)) <= tolerance
+def _leading_number(completion: str) -> str | None:
+    """The number an answer starts with (after the last tool result), as a lenient parser would read it."""
+    found = re.match(r"-?\d+", final_answer(completion))
+    return found.group(0) if found else None
 
 
 class Sparse(Injector):

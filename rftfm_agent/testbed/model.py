@@ -1,10 +1,15 @@
 """The testbed's policy: a character tokenizer and a ~1M-parameter Llama, built in code and warmed up.
 
 Nothing is downloaded. `warm_model()` trains the random-init model with supervised next-token loss on the
-warm-up tasks until it answers a fair share of problems (the issue asks for roughly 30–60% sampled
-accuracy), saves it under the cache folder keyed by every setting that changes the weights, and returns
-the folder. A second call finds the folder and returns at once; concurrent callers (a process pool) wait
-on a lock file and find it made.
+warm-up tasks, saves it under the cache folder keyed by every setting that changes the weights, and
+returns the folder. A second call finds the folder and returns at once; concurrent callers (a process
+pool) wait on a lock file and find it made.
+
+What the warm-up teaches: the answers (greedy decoding gets nearly all of them right), and — on
+`junk_rate` of the targets — a spurious continuation after the answer ("42+17"), as a base model rambles
+on. So the warmed-up policy samples a clean answer less than a third of the time (greedy decoding,
+which follows the likelier continuation, almost never stops), and a healthy GRPO run has a skill to
+learn that carries over to problems it never trained on: stop after answering.
 
 Determinism: the warm-up fixes torch's seed, its thread count and the data order, so one seed gives the
 same weights on one machine. (Different CPUs may round differently; the cache key names the torch
@@ -13,6 +18,7 @@ version.)
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -58,9 +64,11 @@ class WarmupConfig:
     batch_size: int = 96
     learning_rate: float = 4e-3
     tasks: tuple[str, ...] = WARMUP_TASKS
-    task_weights: tuple[float, ...] = (1.0, 1.0, 0.35)
+    task_weights: tuple[float, ...] = (1.0, 1.0, 1.5)
+    junk_rate: float = 0.7  # share of targets followed by a spurious continuation (see the module doc)
+    # (the tool task's targets are longest, so it gets a larger share of the warm-up batches)
     threads: int = 2
-    version: int = 1  # bump when the warm-up code changes what it produces
+    version: int = 2  # bump when the warm-up code changes what it produces
     extra: dict[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
@@ -89,6 +97,15 @@ def model_config(
 def cache_root() -> Path:
     """Where warmed-up models live: $RFTFM_CACHE, else ~/.cache/rftfm."""
     return Path(os.environ.get("RFTFM_CACHE") or Path.home() / ".cache" / "rftfm")
+
+
+def with_junk(problem: Problem, rng: random.Random, rate: float) -> Problem:
+    """With probability `rate`, the problem's target followed by a spurious continuation (an operator and
+    two digits, as if the model went on to write another problem); otherwise the problem unchanged."""
+    if rng.random() >= rate:
+        return problem
+    junk = rng.choice("+-") + str(rng.randrange(10, 100))
+    return dataclasses.replace(problem, target=problem.target + junk)
 
 
 def supervised_batch(
@@ -158,7 +175,7 @@ def _train(cfg: WarmupConfig, out: Path, *, quiet: bool) -> dict:
         model.train()
         for step in range(cfg.steps):
             chosen = rng.choices(tasks, weights=cfg.task_weights, k=cfg.batch_size)
-            problems = [task.sample(rng, 1)[0] for task in chosen]
+            problems = [with_junk(task.sample(rng, 1)[0], rng, cfg.junk_rate) for task in chosen]
             loss = model(**supervised_batch(tokenizer, problems)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

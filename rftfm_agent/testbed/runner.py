@@ -58,10 +58,11 @@ class RunSpec(BaseModel):
     name: str
     task: str = "arith_a"
     seed: int = 0
-    steps: int = Field(default=20, ge=1)
+    steps: int = Field(default=30, ge=1)
     batch_size: int = Field(default=64, ge=2, description="completions per optimizer step")
     num_generations: int = Field(default=4, ge=2)
-    learning_rate: float = Field(default=5e-5, gt=0)
+    learning_rate: float = Field(default=2e-4, gt=0)
+    warmup_steps: int = Field(default=5, ge=0, description="linear learning-rate warm-up, then constant")
     beta: float = 0.04
     temperature: float = Field(default=1.0, gt=0)
     max_completion_length: int | None = Field(default=None, description="default: 8, or 16 for 'tool'")
@@ -204,7 +205,10 @@ def build(
         num_generations=spec.num_generations,
         max_completion_length=spec.completion_cap(),
         learning_rate=spec.learning_rate,
-        lr_scheduler_type="constant",
+        # A short warm-up: Adam's first steps move every weight by about the learning rate whatever its
+        # gradient's noise, which on a policy gradient scrambles a small model before the signal builds up.
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=spec.warmup_steps,
         beta=spec.beta,
         temperature=spec.temperature,
         logging_steps=1,

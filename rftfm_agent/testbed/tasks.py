@@ -1,14 +1,19 @@
 """The testbed's tasks: what a prompt looks like, what the right answer is, and how a completion is graded.
 
-- `arith_a`: two-digit addition, "37+45=" → "82".
-- `arith_b`: two-digit subtraction with a non-negative result, "73-28=" → "45".
-- `tool`: a product plus a digit, "37*46+5=" → "1707". The tiny model cannot multiply, so it must call
-  the calculator: it writes "[37*46]", the environment appends the result and a bar, "1702|", and the
-  model finishes the sum itself, "1707". A completion's answer is what follows its last bar (or the
-  whole completion when it called no tool). The last step keeps the task from being pure copying, so
-  the warmed-up policy is right only part of the time and RL has something to learn.
+- `arith_a`: two-digit plus one-digit addition, "37+5=" → "42".
+- `arith_b`: two-digit minus one-digit subtraction, "73-8=" → "65".
+- `tool`: a two-digit times one-digit product plus a digit, "37*6+5=" → "227". The model does not
+  multiply: it writes "[37*6]", the calculator environment appends the result and a bar, "222|", and the
+  model finishes the sum itself, "227". A completion's answer is what follows its last bar (or the whole
+  completion when it called no tool).
 - `arith_c`: three-digit addition ("123+456="), a variant never used in warm-up or the benchmark's
   training split, kept for held-out-variant evaluation.
+
+The tasks are small enough that the warmed-up policy mostly *knows* the answers, but it was warmed up on
+targets that 70 % of the time ramble on after the answer ("42+17"), as a base model does; so it samples a
+clean answer less than a third of the time, and GRPO has a real skill to learn, one that carries over to
+problems it never saw: stop after answering. Healthy runs therefore raise both the training reward and the
+held-out accuracy, and a fault costs what it keeps the run from learning.
 
 Prompts are drawn from the operand pairs that are not in the held-out set, so held-out accuracy is
 measured on problems the policy never trained on.
@@ -23,7 +28,7 @@ from functools import cache
 from rftfm_agent.errors import RftfmError
 
 TOOL_OPEN, TOOL_CLOSE, TOOL_END, TOOL_ERROR = "[", "]", "|", "E"
-HELDOUT_SIZE = 64
+HELDOUT_SIZE = 256  # held-out problems per task; two samples each (see heldout.py)
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,8 @@ class Problem:
 class Task:
     name: str
     operator: str
-    low: int
-    high: int
+    a_range: tuple[int, int]  # inclusive bounds of the first operand
+    b_range: tuple[int, int]  # inclusive bounds of the second operand
     uses_tool: bool
     description: str
 
@@ -58,8 +63,11 @@ class Task:
         return Problem(self.name, f"{expression}+{digit}=", answer, target)
 
     def pairs(self) -> list[tuple[int, int]]:
-        span = range(self.low, self.high + 1)
-        pairs = [(a, b) for a in span for b in span]
+        pairs = [
+            (a, b)
+            for a in range(self.a_range[0], self.a_range[1] + 1)
+            for b in range(self.b_range[0], self.b_range[1] + 1)
+        ]
         return [(a, b) for a, b in pairs if a >= b] if self.operator == "-" else pairs
 
     def heldout(self) -> list[Problem]:
@@ -73,10 +81,10 @@ class Task:
 
 
 TASKS: dict[str, Task] = {
-    "arith_a": Task("arith_a", "+", 10, 99, False, "two-digit addition"),
-    "arith_b": Task("arith_b", "-", 10, 99, False, "two-digit subtraction, non-negative result"),
-    "tool": Task("tool", "*", 10, 99, True, "two-digit multiplication with a calculator tool"),
-    "arith_c": Task("arith_c", "+", 100, 999, False, "three-digit addition (held-out variant)"),
+    "arith_a": Task("arith_a", "+", (10, 99), (0, 9), False, "two-digit plus one-digit addition"),
+    "arith_b": Task("arith_b", "-", (10, 99), (0, 9), False, "two-digit minus one-digit subtraction"),
+    "tool": Task("tool", "*", (10, 99), (2, 9), True, "a product from a calculator tool, plus a digit"),
+    "arith_c": Task("arith_c", "+", (100, 999), (100, 999), False, "three-digit addition (held-out variant)"),
 }
 WARMUP_TASKS: tuple[str, ...] = ("arith_a", "arith_b", "tool")
 
