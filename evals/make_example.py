@@ -1,8 +1,9 @@
 """Regenerate the bundled example run: a real GRPO run of the warmed-up testbed, as TRL's trainer_state.json.
 
 `python -m rftfm_agent.evals.make_example` trains the testbed's tiny Llama (warmed up on arithmetic, see
-`rftfm testbed warmup`) with TRL's GRPOTrainer on CPU for 40 steps of two-digit subtraction (seconds
-here) and copies TRL's own `trainer_state.json` from the final checkpoint to
+`rftfm testbed warmup`) with TRL's GRPOTrainer on CPU: a healthy run with the testbed's default settings
+(30 steps, learning rate 2e-4) of two-digit minus one-digit subtraction (seconds here), and copies
+TRL's own `trainer_state.json` from the final checkpoint to
 rftfm_agent/data/examples/, which `rftfm demo` ingests.
 """
 
@@ -21,12 +22,10 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "rftfm_agent" / "data" / "ex
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=RunSpec.model_fields["steps"].default)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    spec = RunSpec(
-        name="example", task="arith_b", steps=args.steps, save_steps=args.steps, learning_rate=1e-4
-    )
+    spec = RunSpec(name="example", task="arith_b", steps=args.steps, save_steps=args.steps)
     with tempfile.TemporaryDirectory() as work:
         run(spec, Store(Path(work) / "store"), Path(work) / "run")
         args.out.mkdir(parents=True, exist_ok=True)
