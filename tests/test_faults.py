@@ -59,8 +59,8 @@ def test_parse_fault() -> None:
         parse_fault("nonsense")
 
 
-COMPLETIONS = ["12", "15", "99", "1", "12", "13", "40", "12"]
-ANSWERS = ["12"] * 8
+COMPLETIONS = ["12", "15", "99", "1", "12", "13", "40", "12", "12+45", "12-7"]  # two ramble on
+ANSWERS = ["12"] * 10
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_truncation_caps_follow_the_task_and_cut_below_the_default() -> None:
     for task in ("arith_a", "arith_b", "tool"):
         default = RunSpec(name="x", task=task).completion_cap()
         assert 1 <= easy.cap(task) < hard.cap(task) < default  # type: ignore[attr-defined]
-    assert hard.cap("tool") == 11  # type: ignore[attr-defined]  # "[37*46]" + "1707" + EOS, one short
+    assert hard.cap("tool") == 9  # type: ignore[attr-defined]  # "[37*6]" + "227" + EOS, one short
 
 
 def test_whole_step_faults_label_only_the_steps_they_hit() -> None:
