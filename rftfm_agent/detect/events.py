@@ -100,19 +100,17 @@ class RunVerdict(BaseModel):
 
 def save_verdict(store: Store, verdict: RunVerdict, last_step: int | None) -> None:
     """Store a verdict and its events beside the run (SQL views `verdicts` and `events`)."""
-    alarms = verdict.alarms
     verdict_row = {
         "run_id": [verdict.run],
         "verdict": [verdict.verdict],
         "mode": [verdict.mode],
         "score": [float(verdict.score)],
         "first_alarm_step": [verdict.first_alarm_step],
-        "n_alarms": [len(alarms)],
+        "n_alarms": [len(verdict.alarms)],
         "missing": [list(verdict.missing)],
         "last_step": [last_step],
         "detected_at": [time.time()],
     }
-    alarm_ids = {id(e) for e in alarms}
     events = {
         "run_id": [verdict.run] * len(verdict.events),
         "step": [e.step for e in verdict.events],
@@ -121,7 +119,7 @@ def save_verdict(store: Store, verdict: RunVerdict, last_step: int | None) -> No
         "check": [e.check for e in verdict.events],
         "severity": [e.severity for e in verdict.events],
         "score": [float(e.score) for e in verdict.events],
-        "alarm": [id(e) in alarm_ids for e in verdict.events],
+        "alarm": [is_alarm(e, verdict.mode) for e in verdict.events],
         "evidence": [io.dumps(e.evidence, indent=None) for e in verdict.events],
     }
     store.write_artifact(verdict.run, "verdicts", pa.table(verdict_row, schema=VERDICT_SCHEMA))
