@@ -19,9 +19,27 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 RewardFn = Callable[..., list[float]]
+
+# Where a hook's `wrap_reward` sits around the reward function, innermost first. "function": a change to
+# the reward code itself (a bug in the user's verifier); "selection": which reward function is used (a
+# fallback the user registered replaces everything inside it); "pipeline": what the trainer does with the
+# rewards afterwards (attaching them to completions). A fallback reward therefore removes a bug in the
+# reward code but not one in the trainer's batching, as it would in a real job.
+RewardLayer = Literal["function", "selection", "pipeline"]
+REWARD_LAYERS: tuple[RewardLayer, ...] = ("function", "selection", "pipeline")
+
+
+@dataclass
+class ToolCallPolicy:
+    """How an environment calls its tools: a failed call is retried `retries` times, waiting
+    `backoff_s * 2**attempt` seconds before each retry. Environments that honour it read it at every call,
+    so a change made while the run trains applies to the next call."""
+
+    retries: int = 0
+    backoff_s: float = 0.0
 
 
 @dataclass
@@ -34,6 +52,7 @@ class RunContext:
     calculator: Any = None  # the tool task's environment (`testbed.environment.Calculator`), else None
     # Per sample of the newest batch (tool task only): tool_call_count, tool_error_count, tool_fault.
     tool_stats: dict[str, list] = field(default_factory=dict)
+    tool_policy: ToolCallPolicy = field(default_factory=ToolCallPolicy)
 
 
 @runtime_checkable
@@ -42,9 +61,11 @@ class TrainerHook(Protocol):
 
     name: str  # what it is ("fault"); its settings go into the run manifest as `<name>/<key>`
     needs_hf_sampler: bool = False  # changes TRL's HF sampler at run time, so vLLM generation cannot run it
+    reward_layer: RewardLayer = "pipeline"  # where `wrap_reward` wraps (see REWARD_LAYERS)
 
     def wrap_reward(self, fn: RewardFn) -> RewardFn:
-        """The reward function the trainer is built with; called once, before the trainer exists."""
+        """The reward function the trainer is built with; called once, before the trainer exists, in the
+        order of `reward_layer` (then of the hooks' order)."""
         return fn
 
     def install(self, trainer: Any, run: RunContext) -> None:

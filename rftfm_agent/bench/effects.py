@@ -120,9 +120,7 @@ def effect_table(bench: Path) -> dict[str, Any]:
             delta = value - control_means[metric]
             cells[key][metric].append((delta, _effect_size(delta, spread.get((r["task_group"], metric)))))
 
-    gains = [
-        g for r in controls.values() if (g := _heldout_gain(frames[r["experiment_id"]])) is not None
-    ]
+    gains = [g for r in controls.values() if (g := _heldout_gain(frames[r["experiment_id"]])) is not None]
     table: dict[str, Any] = {
         "visible_threshold": VISIBLE,
         "costly_threshold": COSTLY,

@@ -160,7 +160,7 @@ def generate(
                 progress(skipped + made, len(plans), info)
 
         if ray_address:
-            _run_on_ray(ray_address, args, finished, failed)
+            run_on_ray(ray_address, args, finished, failed)
         else:
             run_in_pool(workers or max(1, os.cpu_count() or 1), args, finished, failed)
     shutil.rmtree(work_root, ignore_errors=True)
@@ -172,14 +172,19 @@ def generate(
 
 def run_in_pool(
     workers: int,
-    args: list[tuple[str, str, str, str | None]],
+    args: list[tuple[Any, ...]],
     finished: Callable[[dict[str, Any]], None],
     failed: list[str],
+    worker: Callable[..., dict[str, Any]] = run_one,
 ) -> None:
+    """Run `worker(*a)` for every `a` in `args` (a spec's JSON first) on `workers` spawned processes.
+
+    `worker` must be importable by name (a module-level function): the remediation evaluation passes its
+    own closed-loop worker, so its runs go through the same pool as the benchmark's."""
     if workers == 1:
         for a in args:
             try:
-                finished(run_one(*a))
+                finished(worker(*a))
             except Exception as exc:
                 failed.append(f"{json.loads(a[0])['name']}: {type(exc).__name__}: {exc}")
         return
@@ -191,7 +196,7 @@ def run_in_pool(
             while queue and len(running) < workers * 2:
                 a = queue.pop()
                 try:
-                    running[pool.submit(run_one, *a)] = json.loads(a[0])["name"]
+                    running[pool.submit(worker, *a)] = json.loads(a[0])["name"]
                 except BrokenProcessPool as exc:  # a worker died (e.g. killed for memory): stop cleanly
                     failed.extend(f"{json.loads(b[0])['name']}: not run: {exc}" for b in [a, *queue])
                     queue.clear()
@@ -204,11 +209,12 @@ def run_in_pool(
                     failed.append(f"{name}: {type(exc).__name__}: {exc}")
 
 
-def _run_on_ray(
+def run_on_ray(
     address: str,
-    args: list[tuple[str, str, str, str | None]],
+    args: list[tuple[Any, ...]],
     finished: Callable[[dict[str, Any]], None],
     failed: list[str],
+    worker: Callable[..., dict[str, Any]] = run_one,
 ) -> None:
     """The same worker body as Ray tasks (one CPU each). `address`: a cluster address, or 'local'."""
     try:
@@ -216,7 +222,7 @@ def _run_on_ray(
     except ImportError:
         raise RftfmError("--ray needs Ray: pip install 'rftfm[ray]'") from None
     ray.init(address=None if address == "local" else address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=1)(run_one)
+    remote = ray.remote(num_cpus=1, max_retries=1)(worker)
     pending = {remote.remote(*a): json.loads(a[0])["name"] for a in args}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)

@@ -6,6 +6,8 @@ cell's configuration plus one injected fault, so its cell's control is its match
 controls vary the knobs a detector must not mistake for a fault.
 
 - `mini`: 16 cells and every fault type × strength × onset style once (64 faults): 80 short runs.
+- `mid`: 48 cells of 30 steps and every type × strength × onset style twice (128 faults): 176 runs, for
+  the remediation evaluation.
 - `full`: 204 cells and every type × strength × onset style nine times (576 faults): 780 runs,
   23,400 optimizer steps, ~1.6M trajectories — at least the paper's scale (779 runs, 22,549 step
   records, 1,457,288 trajectory records).
@@ -79,6 +81,10 @@ class PresetShape:
 PRESETS: dict[str, PresetShape] = {
     "mini": PresetShape("mini", 16, 1, (12,), (32,), (2e-4, 3e-4), (0.04,), 2),
     # Learning rates around the testbed's default (2e-4): every one of them learns within 20 steps.
+    # For the remediation evaluation: full-length runs (so a fault costs a visible share of the gain and a
+    # fix has steps left to recover in), every type × strength × onset style twice. Generate it with a seed
+    # other than full's (e.g. --seed 7) so that its cells are not the ones the shipped models were fitted on.
+    "mid": PresetShape("mid", 48, 2, (30,), (48, 64), (1e-4, 2e-4, 3e-4), (0.02, 0.04, 0.08), 3),
     "full": PresetShape(
         "full", 204, 9, (20, 30, 40), (48, 64, 96), (1e-4, 2e-4, 3e-4), (0.02, 0.04, 0.08), 3
     ),

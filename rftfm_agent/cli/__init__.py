@@ -3,7 +3,8 @@
 Every command takes `--json` for machine-readable output. Bad input ends in one line on stderr that
 names the file and what is wrong, a non-zero exit, and a store left exactly as it was.
 
-One module per command group (`telemetry`, `demo`, `detect`, `diagnose`, `bench`, `testbed`, `evals`),
+One module per command group (`telemetry`, `demo`, `detect`, `diagnose`, `supervise`, `bench`, `testbed`,
+`evals`),
 with what they share in `common`; this module builds `app` from them. Heavy libraries (torch, trl,
 transformers) are imported inside the commands that need them, so `rftfm --help` stays fast.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import typer
 
-from rftfm_agent.cli import bench, demo, detect, diagnose, evals, telemetry, testbed
+from rftfm_agent.cli import bench, demo, detect, diagnose, evals, supervise, telemetry, testbed
 
 app = typer.Typer(
     add_completion=False,
@@ -29,6 +30,8 @@ app.command()(demo.demo)
 app.command()(detect.detect)
 app.command("fit-detector")(detect.fit_detector)
 app.command()(diagnose.diagnose)
+app.command()(supervise.supervise)
+app.command()(supervise.journal)
 
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(testbed.testbed_app, name="testbed")

@@ -45,3 +45,28 @@ def eval_diagnose(
     if png is not None:
         write_report(png, lambda: plot_confusion(report, png))
     deliver_report(report, render(report), markdown, as_json)
+
+
+@eval_app.command("remediate")
+@friendly_errors
+def eval_remediate(
+    bench: Annotated[Path, typer.Option(help="a generated benchmark")],
+    out: Annotated[Path, typer.Option(help="folder for the closed-loop runs and results (resumable)")],
+    workers: Annotated[int, typer.Option(help="processes")] = 2,
+    limit: Annotated[int | None, typer.Option(help="at most this many hurt runs (spread over types)")] = None,
+    arms: Annotated[str, typer.Option(help="comma-separated arms")] = ",".join(
+        ("playbook", "oracle", "halve_lr", "random", "stop")
+    ),
+    ray: Annotated[str | None, typer.Option(help="a Ray cluster address ('local' for one here)")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    png: Annotated[Path | None, typer.Option(help="write the recovery plots here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Closed-loop remediation on the hurt fault runs (fault kept), next to baselines; harm on controls."""
+    from rftfm_agent.evals.eval_remediate import evaluate, plot, render
+
+    report = evaluate(bench, out, workers=workers, limit=limit, arms=tuple(a for a in arms.split(",") if a), ray_address=ray)
+    if png is not None:
+        write_report(png, lambda: plot(report, png))
+    slim = {k: v for k, v in report.items() if k != "runs"}
+    deliver_report(slim, render(report), markdown, as_json)

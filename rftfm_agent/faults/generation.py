@@ -17,7 +17,7 @@ from typing import Any
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults.base import Injector, OnsetCallback
 from rftfm_agent.hooks import RunContext
-from rftfm_agent.testbed.knobs import set_generation
+from rftfm_agent.knobs import set_generation
 from rftfm_agent.testbed.tasks import TASKS, TOOL_CLOSE, TOOL_END
 
 

@@ -15,7 +15,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.faults.base import FaultRuntime, Injector, OnsetCallback
 from rftfm_agent.hooks import RunContext
-from rftfm_agent.testbed.knobs import set_beta, set_learning_rate, set_max_grad_norm
+from rftfm_agent.knobs import set_beta, set_learning_rate, set_max_grad_norm
 
 
 class LearningRate(Injector):

@@ -29,7 +29,14 @@ def _wrap(fn: RewardFn, runtime: FaultRuntime, perturb: Any) -> RewardFn:
     return wrapped
 
 
-class SignFlip(Injector):
+class _RewardCodeFault(Injector):
+    """A bug in the reward code itself: innermost, so a fallback reward function the user registered
+    replaces it (the trainer-side CA faults wrap outside and survive a fallback)."""
+
+    reward_layer = "function"
+
+
+class SignFlip(_RewardCodeFault):
     type, family = "rf_sign_flip", "RF"
     description = "reward negated for a fraction of samples (easy 70%, hard 20%)"
     key_metrics = ("reward", "heldout/accuracy")
@@ -48,7 +55,7 @@ class SignFlip(Injector):
         return _wrap(fn, self.runtime, perturb)
 
 
-class Noise(Injector):
+class Noise(_RewardCodeFault):
     type, family = "rf_noise", "RF"
     description = "the verifier's verdict flipped at random (easy 50%: pure noise, hard 15%)"
     key_metrics = ("traj/reward_mismatch_frac", "reward_std", "heldout/accuracy")
@@ -67,7 +74,7 @@ class Noise(Injector):
         return _wrap(fn, self.runtime, perturb)
 
 
-class Hackable(Injector):
+class Hackable(_RewardCodeFault):
     type, family = "rf_hackable", "RF"
     description = (
         "a lenient verifier reads only the leading number of the answer, so an answer followed by anything "
@@ -101,7 +108,7 @@ def _leading_number(completion: str) -> str | None:
     return found.group(0) if found else None
 
 
-class Sparse(Injector):
+class Sparse(_RewardCodeFault):
     type, family = "rf_sparse", "RF"
     description = "reward withheld (zeroed) for a fraction of groups (easy 80%, hard 30%)"
     key_metrics = ("reward", "frac_reward_zero_std")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import re
@@ -34,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rftfm_agent.errors import StoreError
-from rftfm_agent.telemetry import vocabulary
+from rftfm_agent.telemetry import io, vocabulary
 from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, RunManifest, SourceInfo, TrajectoryRecord
 
@@ -109,6 +110,22 @@ EVENT_SCHEMA = pa.schema(
     ]
 )
 ARTIFACTS: dict[str, pa.Schema] = {"verdicts": VERDICT_SCHEMA, "events": EVENT_SCHEMA}
+
+# The supervisor's audit journal: one JSON object per line in `runs/<run>/journal.jsonl`, appended (never
+# rewritten), so an entry written is never lost; the SQL view `journal` holds every run's entries.
+JOURNAL_FILE = "journal.jsonl"
+JOURNAL_COLUMNS: tuple[str, ...] = (
+    "run_id",  # the supervised run the journal belongs to (its first segment)
+    "seq",
+    "time",
+    "segment_run",  # the store run (segment) the entry was made in
+    "step",
+    "decision",  # incident | diagnosed | proposed | allowed | refused | asked | applied | verified | undone | ...
+    "rule",
+    "reason",
+    "actions",  # JSON list of actions
+    "detail",  # JSON object: evidence, numbers
+)
 
 # Readers may hold many small parts from a live run; past this many, appends merge them into one.
 COMPACT_AFTER_PARTS = 64
@@ -256,6 +273,38 @@ class Store:
         table = pq.read_table(path) if path.is_file() else ARTIFACTS[name].empty_table()
         return table.to_pandas()
 
+    def append_journal(self, run_id: str, entry: dict[str, Any]) -> None:
+        """Append one entry to a run's audit journal and make it durable (fsync) before returning."""
+        path = self.runs_dir / run_id / JOURNAL_FILE
+        if not path.parent.is_dir():
+            raise StoreError(f"{self.root}: no run {run_id!r} to journal for")
+        line = io.dumps({k: entry.get(k) for k in JOURNAL_COLUMNS}, indent=None) + "\n"
+        with self._locked(run_id), open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def journal(self, run_id: str | None = None) -> pd.DataFrame:
+        """Journal entries of one run (or of all), in order; a torn last line (a crash mid-write) is skipped."""
+        ids = [run_id] if run_id is not None else self.run_ids()
+        rows = []
+        for rid in ids:
+            path = self.runs_dir / rid / JOURNAL_FILE
+            if not path.is_file():
+                continue
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        frame = pd.DataFrame(rows, columns=list(JOURNAL_COLUMNS))
+        if frame.empty:
+            return frame
+        frame = frame.astype({"seq": "int64", "step": "Int64"})
+        text = [c for c in JOURNAL_COLUMNS if c not in ("seq", "step", "time")]
+        frame[text] = frame[text].astype(object).where(frame[text].notna(), None)
+        return frame
+
     def write_artifact(self, run_id: str, name: str, table: pa.Table) -> Path:
         """Store (or replace) a derived table beside a committed run, atomically."""
         path = self._artifact_path(run_id, name)
@@ -269,7 +318,8 @@ class Store:
         return path
 
     def sql(self, query: str) -> pd.DataFrame:
-        """Run one read-only SQL query over the views `runs`, `steps`, `trajectories`, `verdicts`, `events`.
+        """Run one read-only SQL query over the views `runs`, `steps`, `trajectories`, `verdicts`, `events`,
+        `journal`.
 
         This is the entry point the agent's tools use, so it refuses anything but SELECT / EXPLAIN and
         cannot reach files outside the store.
@@ -333,6 +383,13 @@ class Store:
         )
         con.register("runs_df", runs)
         con.execute("CREATE VIEW runs AS SELECT * FROM runs_df")
+        journal = self.journal()
+        if journal.empty:
+            journal = pd.DataFrame(
+                {c: pd.Series(dtype="int64" if c in ("seq", "step") else "object") for c in JOURNAL_COLUMNS}
+            )
+        con.register("journal_df", journal)
+        con.execute("CREATE VIEW journal AS SELECT * FROM journal_df")
         sources = {
             "steps": (STEP_SCHEMA, [p for m in manifests for p in self._parts(m.run_id, "steps", m)]),
             "trajectories": (

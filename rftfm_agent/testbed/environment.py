@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import transformers
 
+from rftfm_agent.hooks import ToolCallPolicy
 from rftfm_agent.testbed.tasks import TOOL_CLOSE, TOOL_END, TOOL_ERROR, TOOL_OPEN
 
 _CALL = re.compile(r"^(\d{1,4})([+\-*])(\d{1,4})$")
@@ -103,6 +105,7 @@ def rollout_with_tools(
     config: transformers.GenerationConfig,
     calculator: Calculator,
     max_completion_length: int,
+    tool_policy: ToolCallPolicy | None = None,
 ) -> Rollout:
     """Generate; where a completion closes a tool call, append the calculator's answer and continue.
 
@@ -124,7 +127,7 @@ def rollout_with_tools(
             continue
         text = tokenizer.decode(ids)
         expression = text.rsplit(TOOL_OPEN, 1)[1][:-1] if TOOL_OPEN in text else ""
-        reply, failed = calculator(expression)
+        reply, failed = call_with_retry(calculator, expression, tool_policy)
         reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"]
         completions[i] += reply_ids
         masks[i] += [0] * len(reply_ids)
@@ -140,7 +143,23 @@ def rollout_with_tools(
     return Rollout(completions, masks, calls, errors, faults)
 
 
-def make_rollout_func(calculator: Calculator, stats: dict[str, Any]) -> Any:
+def call_with_retry(
+    calculator: Calculator, expression: str, policy: ToolCallPolicy | None
+) -> tuple[str, bool]:
+    """One tool call, retried on failure as `policy` says (a remediation may turn retries on mid-run)."""
+    reply, failed = calculator(expression)
+    attempt = 0
+    while failed and policy is not None and attempt < policy.retries:
+        if policy.backoff_s > 0:
+            time.sleep(policy.backoff_s * 2**attempt)
+        reply, failed = calculator(expression)
+        attempt += 1
+    return reply, failed
+
+
+def make_rollout_func(
+    calculator: Calculator, stats: dict[str, Any], tool_policy: ToolCallPolicy | None = None
+) -> Any:
     """A TRL `rollout_func` for the tool task (HF generation on the trainer's own model).
 
     TRL passes the batch's prompts (one entry per completion to make) and the trainer; the current
@@ -162,6 +181,7 @@ def make_rollout_func(calculator: Calculator, stats: dict[str, Any]) -> Any:
                 trainer.generation_config,
                 calculator,
                 trainer.max_completion_length,
+                tool_policy,
             )
         finally:
             model.train(was_training)

@@ -39,13 +39,13 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.hooks import RunContext, TrainerHook
+from rftfm_agent.hooks import REWARD_LAYERS, RunContext, TrainerHook
+from rftfm_agent.knobs import set_learning_rate
 from rftfm_agent.telemetry.recorder import RunRecorder
 from rftfm_agent.telemetry.schema import FaultSpec
 from rftfm_agent.telemetry.store import Store
 from rftfm_agent.testbed.environment import Calculator, make_rollout_func
 from rftfm_agent.testbed.heldout import HELDOUT_METRIC, HeldOutEval
-from rftfm_agent.testbed.knobs import set_learning_rate
 from rftfm_agent.testbed.model import WarmupConfig, warm_model
 from rftfm_agent.testbed.tasks import get_task, is_correct
 
@@ -173,8 +173,10 @@ def build(
     *,
     hooks: Sequence[TrainerHook] = (),
     resumed_from: str | None = None,
+    run_name: str | None = None,
 ) -> tuple[Any, Any, Any]:
-    """The trainer with every hook installed; returns (trainer, recorder, held-out callback)."""
+    """The trainer with every hook installed; returns (trainer, recorder, held-out callback).
+    `run_name` names the store run (default: the spec's name)."""
     from trl import GRPOConfig, GRPOTrainer
 
     task = get_task(spec.task)
@@ -186,17 +188,20 @@ def build(
         raise RftfmError(f"{spec.name}: labelled with fault {spec.fault.type}, given no hooks to inject it")
     model, tokenizer, source = _load_policy(spec)
 
-    reward_fn = correct
-    for hook in hooks:
-        reward_fn = hook.wrap_reward(reward_fn)
-
     context = RunContext(
         task=spec.task,
         seed=spec.seed,
         num_generations=spec.num_generations,
         calculator=Calculator(seed=spec.seed) if task.uses_tool else None,
     )
-    rollout = make_rollout_func(context.calculator, context.tool_stats) if task.uses_tool else None
+    reward_fn = correct
+    for hook in sorted(hooks, key=lambda h: REWARD_LAYERS.index(h.reward_layer)):  # stable: hook order kept
+        reward_fn = hook.wrap_reward(reward_fn)
+    rollout = (
+        make_rollout_func(context.calculator, context.tool_stats, context.tool_policy)
+        if task.uses_tool
+        else None
+    )
 
     config = GRPOConfig(
         output_dir=str(workdir),
@@ -265,7 +270,7 @@ def build(
         run_config.update({f"{hook.name}/{k}": v for k, v in hook.settings().items()})
     recorder = RunRecorder(
         store,
-        spec.name,
+        run_name or spec.name,
         task=spec.task,
         model="rftfm-testbed-tiny-llama" if spec.model is None else spec.model,
         seed=spec.seed,

@@ -58,3 +58,36 @@ def set_beta(trainer: Any, beta: float) -> None:
 
 def set_max_grad_norm(trainer: Any, value: float) -> None:
     trainer.args.max_grad_norm = value
+
+
+def get_learning_rate(trainer: Any) -> float:
+    """The base learning rate (the scheduler's, before warm-up or decay scale it): what `set_learning_rate`
+    sets and what a user configures."""
+    scheduler = getattr(trainer, "lr_scheduler", None)
+    scheduler = getattr(scheduler, "scheduler", scheduler)
+    if scheduler is not None and getattr(scheduler, "base_lrs", None):
+        return float(scheduler.base_lrs[0])
+    optimizer = getattr(trainer, "optimizer", None)
+    optimizer = getattr(optimizer, "optimizer", optimizer)
+    if optimizer is not None and optimizer.param_groups:
+        group = optimizer.param_groups[0]
+        return float(group.get("initial_lr", group["lr"]))
+    return float(trainer.args.learning_rate)
+
+
+def current_settings(trainer: Any) -> dict[str, Any]:
+    """The knobs remediation may change, as the built trainer uses them now (JSON-able values)."""
+    config = getattr(trainer, "generation_config", None)
+    bias = getattr(config, "sequence_bias", None)
+    return {
+        "learning_rate": get_learning_rate(trainer),
+        "beta": float(getattr(trainer, "beta", trainer.args.beta)),
+        "temperature": float(getattr(trainer, "temperature", trainer.args.temperature)),
+        "top_p": float(getattr(config, "top_p", None) or getattr(trainer.args, "top_p", 1.0) or 1.0),
+        "max_completion_length": int(
+            getattr(trainer, "max_completion_length", trainer.args.max_completion_length)
+        ),
+        "max_grad_norm": float(trainer.args.max_grad_norm or 0.0),
+        "suppress_tokens": list(getattr(config, "suppress_tokens", None) or []),
+        "sequence_bias": bool(bias),
+    }

@@ -1,0 +1,190 @@
+"""The mechanisms remediation actions share: a guard around the optimizer step, the batch's rewards, and
+edits of the training batch (masking samples, repairing advantages).
+
+They work on any TRL `GRPOTrainer` (1.x): the optimizer step and gradient clipping go through
+`accelerate`, the batch's rewards are in `trainer._logs["rewards"]` (what TRL logs per reward function),
+and the batch the loss trains on is the dict `_generate_and_score_completions` returns.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+SPIKE_HISTORY = 10  # pre-clipping gradient norms kept for the spike guard's running median
+
+
+@dataclass
+class UpdateGuard:
+    """Skips optimizer updates: at chosen steps, when the gradient is not finite, or when its norm before
+    clipping is a spike (more than `spike_factor` × the median of the last norms). A skipped update
+    leaves the weights and the optimizer's moments as they were."""
+
+    trainer: Any
+    skip_steps: set[int] = field(default_factory=set)
+    skip_nonfinite: bool = False
+    spike_factor: float | None = None
+    norms: list[float] = field(default_factory=list)
+    last_norm: float | None = None
+    skipped: list[int] = field(default_factory=list)
+
+    def should_skip(self, step: int) -> str | None:
+        if step in self.skip_steps:
+            return "scheduled"
+        norm = self.last_norm
+        if norm is None:
+            return None
+        if self.skip_nonfinite and not math.isfinite(norm):
+            return "non-finite gradient"
+        if self.spike_factor and len(self.norms) >= 3 and math.isfinite(norm):
+            if norm > self.spike_factor * statistics.median(self.norms):
+                return "gradient spike"
+        return None
+
+    def record(self, norm: float) -> None:
+        self.last_norm = norm
+        if math.isfinite(norm):
+            self.norms = [*self.norms, norm][-SPIKE_HISTORY:]
+
+
+def update_guard(trainer: Any) -> UpdateGuard:
+    """The trainer's guard, created (and wrapped around clipping and the optimizer step) on first use.
+
+    The optimizer exists only once training starts, so the step is wrapped by a callback at train begin.
+    """
+    guard: UpdateGuard | None = getattr(trainer, "_rftfm_update_guard", None)
+    if guard is not None:
+        return guard
+    guard = UpdateGuard(trainer)
+    trainer._rftfm_update_guard = guard
+    accelerator = trainer.accelerator
+    clip = accelerator.clip_grad_norm_
+
+    @functools.wraps(clip)
+    def clip_and_record(parameters: Any, max_norm: float, *args: Any, **kwargs: Any) -> Any:
+        parameters = list(parameters)
+        norm = clip(parameters, max_norm, *args, **kwargs)
+        guard.record(float(norm))
+        return norm
+
+    accelerator.clip_grad_norm_ = clip_and_record
+    from transformers import TrainerCallback
+
+    class _WrapStep(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+            if getattr(optimizer, "_rftfm_guarded", False):
+                return
+            step = optimizer.step
+
+            @functools.wraps(step)
+            def guarded_step(*args: Any, **kwargs: Any) -> Any:
+                current = int(trainer.state.global_step) + 1
+                if guard.last_norm is None:  # clipping is off: measure the norm here
+                    grads = [
+                        p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None
+                    ]
+                    if grads:
+                        guard.record(float(torch.linalg.vector_norm(torch.stack([x.norm() for x in grads]))))
+                reason = guard.should_skip(current)
+                guard.last_norm = None
+                if reason is not None:
+                    guard.skipped.append(current)
+                    return None
+                return step(*args, **kwargs)
+
+            optimizer.step = guarded_step
+            optimizer._rftfm_guarded = True
+
+    trainer.add_callback(_WrapStep())
+    return guard
+
+
+def batch_rewards(trainer: Any, n: int) -> torch.Tensor | None:
+    """This process's `n` rewards of the newest batch (weighted sum over reward functions), or None.
+
+    TRL gathers every process's rewards into `_logs["rewards"][name]`; this process's rows are its slice.
+    """
+    names = list(getattr(trainer, "reward_func_names", []) or [])
+    logs = (getattr(trainer, "_logs", None) or {}).get("rewards") or {}
+    columns = []
+    for name in names:
+        values = list(logs.get(name) or [])
+        columns.append(values)
+    if not columns or any(len(c) < n for c in columns):
+        return None
+    procs = int(getattr(trainer.accelerator, "num_processes", 1))
+    index = int(getattr(trainer.accelerator, "process_index", 0))
+    total = n * procs
+    if any(len(c) < total for c in columns):
+        total, index = n, 0
+    matrix = torch.tensor([c[-total:] for c in columns], dtype=torch.float32).T  # total × functions
+    matrix = matrix[index * n : (index + 1) * n]
+    weights = getattr(trainer, "reward_weights", None)
+    w = torch.ones(len(names)) if weights is None else torch.as_tensor(weights, dtype=torch.float32).cpu()
+    return torch.nan_to_num(matrix, nan=0.0) @ w
+
+
+def mask_rows(output: dict[str, Any], drop: torch.Tensor) -> None:
+    """Leave the `drop` rows out of the loss: no loss tokens, no advantage."""
+    if not bool(drop.any()):
+        return
+    keep = (~drop).to(output["completion_mask"].device)
+    output["completion_mask"] = output["completion_mask"] * keep.unsqueeze(1).to(
+        output["completion_mask"].dtype
+    )
+    adv = output["advantages"]
+    output["advantages"] = adv * keep.to(adv.device).to(adv.dtype).view(-1, *([1] * (adv.dim() - 1)))
+
+
+def group_advantages(rewards: torch.Tensor, g: int, scale: bool) -> torch.Tensor:
+    """GRPO's advantages: reward minus its group's mean, divided by the group's std (TRL: + 1e-4)."""
+    grouped = rewards.view(-1, g)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if scale:
+        centred = centred / (grouped.std(dim=1, keepdim=True) + 1e-4)
+    return centred.reshape(-1)
+
+
+def broken_groups(
+    adv: torch.Tensor, rewards: torch.Tensor, g: int, tol: float, bounded: bool
+) -> torch.Tensor:
+    """Per group: do its advantages break GRPO's invariants (finite, summing to ~0, ordered like the
+    rewards, and, when scaled by the group's std, bounded by √g)?"""
+    a = adv.reshape(-1, g).float().cpu()
+    r = rewards.reshape(-1, g).float().cpu()
+    bad = ~torch.isfinite(a).all(dim=1)
+    a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+    scale = a.abs().amax(dim=1).clamp(min=1.0)
+    bad |= a.mean(dim=1).abs() > tol * scale * 10 + tol
+    if bounded:
+        bad |= a.abs().amax(dim=1) > math.sqrt(g) + 1e-3
+    dr = r.unsqueeze(2) - r.unsqueeze(1)
+    da = a.unsqueeze(2) - a.unsqueeze(1)
+    bad |= ((torch.sign(dr) * torch.sign(da)) < 0).any(dim=2).any(dim=1)
+    return bad
+
+
+def repair_advantages(
+    adv: torch.Tensor, rewards: torch.Tensor, g: int, tol: float, trainer: Any
+) -> torch.Tensor:
+    """`adv` with every broken group's advantages recomputed from its rewards."""
+    if adv.dim() != 1 or adv.shape[0] % g or rewards.shape[0] != adv.shape[0]:
+        return adv
+    scale_rewards = getattr(trainer, "scale_rewards", "group")
+    bad = broken_groups(adv, rewards, g, tol, bounded=scale_rewards in ("group", True))
+    guard = getattr(trainer, "_rftfm_advantage_repairs", None)
+    if guard is None:
+        trainer._rftfm_advantage_repairs = guard = []
+    guard.append(int(bad.sum()))
+    if not bool(bad.any()):
+        return adv
+    scale = scale_rewards not in ("none", False, None)
+    fixed = group_advantages(rewards.float(), g, scale).to(adv.device).to(adv.dtype)
+    rows = bad.repeat_interleave(g).to(adv.device)
+    return torch.where(rows, fixed, adv)

@@ -1,0 +1,204 @@
+"""The planner: a diagnosis (and what is known of the run) → a plan: fix, observe longer, or escalate.
+
+    plan = make_plan(diagnosis, PlanContext(configured=..., current=..., fallbacks=["strict"]))
+    plan.decision        # "fix" | "observe" | "escalate"
+    plan.candidates      # ranked, each a list of actions with why and a reference
+
+Never a blind fix: an `unknown` diagnosis or one whose top probability is under `min_confidence` gets
+"observe" while the incident is young (`observed_steps < max_observe_steps`), then "escalate"; a type the
+playbook does not know is escalated at once.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rftfm_agent.diagnose.hypothesis import Diagnosis
+from rftfm_agent.remediate.actions import Action, Escalate, Observe, parse_action
+from rftfm_agent.remediate.playbook import PLAYBOOK, CandidateTemplate, Play
+
+MIN_CONFIDENCE = 0.35  # below it, a diagnosis is not acted on (measured: `rftfm eval remediate`)
+MAX_OBSERVE_STEPS = 6  # logged steps after the first alarm a low-confidence diagnosis may wait for more
+
+
+class PlanContext(BaseModel):
+    """What the planner knows about the run beside its diagnosis (all measured, none labelled)."""
+
+    configured: dict[str, Any] = Field(default_factory=dict, description="knobs when supervision began")
+    current: dict[str, Any] = Field(default_factory=dict, description="knobs at the incident")
+    fallbacks: list[str] = Field(default_factory=list, description="registered fallback reward names")
+    uses_tools: bool = False
+    offending_steps: list[int] = Field(default_factory=list, description="steps with a non-finite update")
+    observed_steps: int = 0
+    max_observe_steps: int = MAX_OBSERVE_STEPS
+    min_confidence: float = MIN_CONFIDENCE
+    exclude: list[str] = Field(default_factory=list, description="candidate ids already tried")
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="'<play>#<rank>': stable across re-plans, so a tried one is not retried")
+    actions: list[Action]
+    why: str
+    reference: str
+
+    def summary(self) -> str:
+        return " + ".join(a.summary() for a in self.actions)
+
+    @property
+    def escalates(self) -> bool:
+        return any(isinstance(a, Escalate) for a in self.actions)
+
+
+class Plan(BaseModel):
+    decision: Literal["fix", "observe", "escalate"]
+    reason: str
+    fault_type: str | None = None
+    confidence: float = 0.0
+    candidates: list[Candidate] = Field(default_factory=list)
+
+    def first_fix(self) -> Candidate | None:
+        return next((c for c in self.candidates if not c.escalates), None)
+
+
+def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
+    known = [h for h in diagnosis.hypotheses if h.type != "unknown"]
+    top = known[0] if known else None
+    confidence = top.probability if top else 0.0
+    if diagnosis.unknown or top is None or confidence < context.min_confidence:
+        why = (
+            "the run is unlike every labelled fault"
+            if diagnosis.unknown or top is None
+            else (
+                f"the best diagnosis ({top.type}, p={confidence:.2f}) is under the confidence bar "
+                f"{context.min_confidence}"
+            )
+        )
+        return _observe_or_escalate(why, context, top.type if top else None, confidence)
+    play = PLAYBOOK.get(top.type)
+    if play is None:
+        return Plan(
+            decision="escalate",
+            reason=f"the playbook has no entry for {top.type!r}: escalating rather than guessing",
+            fault_type=top.type,
+            confidence=confidence,
+            candidates=[_escalation(f"no playbook entry for {top.type}")],
+        )
+    candidates = candidates_for(play, context)
+    fixes = [c for c in candidates if not c.escalates]
+    if not fixes:
+        escalation = next((c for c in candidates if c.escalates), None) or _escalation("no fix left to try")
+        return Plan(
+            decision="escalate",
+            reason=escalation.why,
+            fault_type=top.type,
+            confidence=confidence,
+            candidates=candidates,
+        )
+    return Plan(
+        decision="fix",
+        reason=f"{top.type} (p={confidence:.2f}): {play.summary}",
+        fault_type=top.type,
+        confidence=confidence,
+        candidates=candidates,
+    )
+
+
+def candidates_for(play: Play, context: PlanContext) -> list[Candidate]:
+    """The play's candidates whose conditions hold, with their values resolved, untried ones only."""
+    out = []
+    for rank, template in enumerate(play.candidates):
+        cid = f"{play.applies_to}#{rank}"
+        if cid in context.exclude or not all(_holds(w, context) for w in template.when):
+            continue
+        try:
+            actions = [parse_action(_resolve(a, context)) for a in template.actions]
+        except (ValueError, KeyError):
+            continue  # a value the run cannot provide (or out of an action's own range): skip it
+        out.append(Candidate(id=cid, actions=actions, why=template.why, reference=template.reference))
+    return out
+
+
+def _observe_or_escalate(why: str, context: PlanContext, fault_type: str | None, confidence: float) -> Plan:
+    if context.observed_steps < context.max_observe_steps:
+        steps = context.max_observe_steps - context.observed_steps
+        return Plan(
+            decision="observe",
+            reason=f"{why}: watching {steps} more step(s) before deciding",
+            fault_type=fault_type,
+            confidence=confidence,
+            candidates=[
+                Candidate(
+                    id="observe",
+                    actions=[Observe(steps=steps, reason=why)],
+                    why="never a blind fix: more steps make the fingerprint clearer",
+                    reference="rftfm DESIGN.md §7",
+                )
+            ],
+        )
+    return Plan(
+        decision="escalate",
+        reason=f"{why} after {context.observed_steps} steps of observation",
+        fault_type=fault_type,
+        confidence=confidence,
+        candidates=[_escalation(why)],
+    )
+
+
+def _escalation(reason: str) -> Candidate:
+    return Candidate(
+        id="escalate", actions=[Escalate(reason=reason)], why=reason, reference="rftfm DESIGN.md §7"
+    )
+
+
+def _knob_changed(knob: str, context: PlanContext) -> bool:
+    if knob == "token_bias":
+        return bool(context.current.get("suppress_tokens")) or bool(context.current.get("sequence_bias"))
+    a, b = context.configured.get(knob), context.current.get(knob)
+    if a is None or b is None:
+        return False
+    if isinstance(a, float | int) and isinstance(b, float | int):
+        return abs(float(a) - float(b)) > 1e-9 * max(1.0, abs(float(a)))
+    return a != b
+
+
+def _holds(condition: str, context: PlanContext) -> bool:
+    name, _, arg = condition.partition(":")
+    if name == "changed":
+        return _knob_changed(arg, context)
+    if name == "unchanged":
+        return not _knob_changed(arg, context)
+    if name == "fallback_reward":
+        return bool(context.fallbacks)
+    if name == "tools":
+        return context.uses_tools
+    if name == "offending_steps":
+        return bool(context.offending_steps)
+    raise ValueError(f"playbook: unknown condition {condition!r}")
+
+
+_REF = re.compile(r"^\$(configured|current)\.([a-z_]+)(?:\*([0-9.]+))?$")
+
+
+def _resolve(action: dict[str, Any], context: PlanContext) -> dict[str, Any]:
+    out = {}
+    for key, value in action.items():
+        if isinstance(value, str) and value.startswith("$"):
+            if value == "$fallback":
+                value = context.fallbacks[0]
+            elif value == "$offending_steps":
+                value = list(context.offending_steps)
+            else:
+                match = _REF.match(value)
+                if match is None:
+                    raise ValueError(f"playbook: cannot resolve {value!r}")
+                source = context.configured if match[1] == "configured" else context.current
+                value = source[match[2]]
+                if match[3]:
+                    value = type(value)(value * float(match[3]))
+        out[key] = value
+    return out
