@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rftfm_agent.detect.api import load_detector
 from rftfm_agent.detect.detector import Detector
 from rftfm_agent.diagnose.diagnoser import Diagnoser
@@ -47,7 +49,9 @@ class SupervisedTestbedRun:
 _SHARED: dict[str, Any] = {}
 
 
-def shared_models(detector_path: Path | None = None, library_path: Path | None = None) -> tuple[Detector, Diagnoser]:
+def shared_models(
+    detector_path: Path | None = None, library_path: Path | None = None
+) -> tuple[Detector, Diagnoser]:
     """The detector and diagnoser, loaded once per process (the forest fits lazily and is reused)."""
     key = f"{detector_path}|{library_path}"
     if key not in _SHARED:
@@ -105,8 +109,13 @@ def supervised_testbed_run(
         last.update(trainer=trainer, heldout=heldout, start=_step_of(segment.resume_from))
         return trainer
 
-    with _quiet(quiet):
-        result = supervisor.run(make_trainer, workdir, resume_from=resume_from, actions=actions)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)  # as `runner.run` does: the spec's thread count, not the machine's
+    try:
+        with _quiet(quiet):
+            result = supervisor.run(make_trainer, workdir, resume_from=resume_from, actions=actions)
+    finally:
+        torch.set_num_threads(threads)
     trainer, heldout = last["trainer"], last["heldout"]
     final_step = int(trainer.state.global_step)
     trained[0] += final_step - last["start"]

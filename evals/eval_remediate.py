@@ -56,8 +56,8 @@ def run_arm(spec_json: str, arm: str, true_type: str, out: str, cache: str | Non
     import shutil
 
     import torch
-
     from rftfm_agent.evals.closed_loop import oracle_planner, supervised_testbed_run
+
     from rftfm_agent.remediate.planner import make_plan
     from rftfm_agent.supervise.policy import Policy
     from rftfm_agent.testbed.runner import RunSpec
@@ -100,7 +100,11 @@ def run_arm(spec_json: str, arm: str, true_type: str, out: str, cache: str | Non
         "incidents": decisions.count("incident"),
         "stopped": outcome.result.stop.kind if outcome.result.stop else None,
         "errors": outcome.result.errors,
-        "fixes": [json.loads(a) for a, d in zip(journal.get("actions", []), decisions, strict=False) if d == "applied"],
+        "fixes": [
+            json.loads(a)
+            for a, d in zip(journal.get("actions", []), decisions, strict=False)
+            if d == "applied"
+        ],
     }
 
 
@@ -297,7 +301,10 @@ def _kept_share(final: float | None, item: dict[str, Any]) -> float:
 
 
 def summarise(
-    hurt: list[dict[str, Any]], healthy: list[dict[str, Any]], done: dict[tuple[str, str], Any], arms: tuple[str, ...]
+    hurt: list[dict[str, Any]],
+    healthy: list[dict[str, Any]],
+    done: dict[tuple[str, str], Any],
+    arms: tuple[str, ...],
 ) -> dict[str, Any]:
     rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for item in hurt:
@@ -315,7 +322,9 @@ def summarise(
                     "kept_share": _kept_share(r["final_heldout"], item),
                     "wasted_steps": max(0, r["steps_trained"] - min(r["final_step"], item["steps"])),
                     "extra_steps": r["steps_trained"] - item["steps"],
-                    "seconds_ratio": r["seconds"] / item["control_seconds"] if item.get("control_seconds") else math.nan,
+                    "seconds_ratio": r["seconds"] / item["control_seconds"]
+                    if item.get("control_seconds")
+                    else math.nan,
                     "escalated": r["escalated"] > 0,
                     "undone": r["undone"],
                     "applied": r["applied"],
@@ -365,9 +374,12 @@ def summarise(
                 "experiment_id": item["experiment_id"],
                 "intervened": r["applied"] > 0,
                 "stopped": r["stopped"],
-                "lost": item["control_final"] - (r["final_heldout"] if r["final_heldout"] is not None else 0.0),
+                "lost": item["control_final"]
+                - (r["final_heldout"] if r["final_heldout"] is not None else 0.0),
                 "supervisor_share": r["supervisor_seconds"] / r["seconds"] if r["seconds"] else math.nan,
-                "seconds_ratio": r["seconds"] / item["control_seconds"] if item.get("control_seconds") else math.nan,
+                "seconds_ratio": r["seconds"] / item["control_seconds"]
+                if item.get("control_seconds")
+                else math.nan,
             }
         )
     harm = {
@@ -405,7 +417,8 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         "# Remediation: does the closed loop recover what a fault took?",
         "",
-        f"Bench `{report['bench']}`: {report['hurt_runs']} hurt fault runs (end held-out accuracy kept < 90 % of",
+        f"Bench `{report['bench']}`: {report['hurt_runs']} hurt fault runs (end held-out accuracy kept "
+        "< 90 % of",
         "the matched control's gain), each retrained with its fault present under each arm; every healthy",
         "control retrained under the playbook arm for harm. Recovered: ≥ 90 % of the control's gain kept.",
         "",
@@ -415,8 +428,9 @@ def render(report: dict[str, Any]) -> str:
     ]
     for arm, a in report["arms"].items():
         lines.append(
-            f"| {arm} | {a['runs']} | {_pct(a['recovered'])} | {_pct(a['weaker'])} | {_pct(a['kept_share_median'])} | "
-            f"{a['wasted_steps_mean']:.1f} | {a['extra_steps_mean']:.1f} | ×{_num(a['seconds_ratio_median'])} | "
+            f"| {arm} | {a['runs']} | {_pct(a['recovered'])} | {_pct(a['weaker'])} | "
+            f"{_pct(a['kept_share_median'])} | {a['wasted_steps_mean']:.1f} | {a['extra_steps_mean']:.1f} | "
+            f"×{_num(a['seconds_ratio_median'])} | "
             f"{_pct(a['escalated'])} | {_num(a['undone_mean'])} |"
         )
     h = report["harm"]
@@ -437,13 +451,21 @@ def render(report: dict[str, Any]) -> str:
     for key in sorted(report["groups"]):
         g = report["groups"][key]
         n = g.get("nothing", {}).get("runs", 0)
-        lines.append(f"| {key} | {n} | " + " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms) + " |")
+        lines.append(
+            f"| {key} | {n} | "
+            + " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms)
+            + " |"
+        )
     lines += ["", "## Recovered, per fault type", ""]
     lines += ["| type | runs | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
     for key in sorted(report["types"]):
         g = report["types"][key]
         n = g.get("nothing", {}).get("runs", 0)
-        lines.append(f"| {key} | {n} | " + " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms) + " |")
+        lines.append(
+            f"| {key} | {n} | "
+            + " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -469,7 +491,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for i, arm in enumerate(arms):
         rs = report["runs"][arm]
         vals = [_mean([r["recovered"] for r in rs if r["family"] == f]) for f in families]
-        ax1.bar(np.arange(len(families)) + i * width, [0 if math.isnan(v) else v for v in vals], width, label=arm)
+        ax1.bar(
+            np.arange(len(families)) + i * width, [0 if math.isnan(v) else v for v in vals], width, label=arm
+        )
     ax1.set_xticks(np.arange(len(families)) + width * (len(arms) - 1) / 2, families)
     ax1.set_ylabel("hurt runs recovered (≥ 90 % of the gain)")
     ax1.set_ylim(0, 1)

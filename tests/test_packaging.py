@@ -41,6 +41,8 @@ def test_wheel_carries_tools_prompts_evals_and_example(tmp_path: Path) -> None:
         "rftfm_agent/tools/query_store.py",
         "rftfm_agent/prompts/untrusted_data.md",
         "rftfm_agent/evals/bench_ingest.py",
+        "rftfm_agent/remediate/playbook.py",
+        "rftfm_agent/supervise/supervisor.py",
         "rftfm_agent/data/examples/tiny_grpo_trainer_state.json",
     ):
         assert required in names, required

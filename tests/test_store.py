@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -170,3 +171,40 @@ def test_replacing_a_runs_content_drops_its_stale_derived_tables(tmp_path: Path,
     changed.source = changed.source.model_copy(update={"sha256": "other"})
     _, outcome = st.write_run(changed, replace=True)
     assert outcome == "replaced" and not (st.runs_dir / m.run_id / "verdicts.parquet").exists()
+
+
+def test_the_journal_is_appended_durably_read_in_order_and_queryable(tmp_path: Path, fixtures: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rftfm_agent.cli import app
+
+    st = Store(tmp_path / "s")
+    m = _ingest(st, fixtures / "verl_console.log")
+    assert st.journal(m.run_id).empty and st.sql("SELECT count(*) AS n FROM journal")["n"].item() == 0
+    for seq, decision in enumerate(("incident", "refused", "escalated"), start=1):
+        st.append_journal(
+            m.run_id,
+            {
+                "run_id": m.run_id,
+                "seq": seq,
+                "step": 3,
+                "decision": decision,
+                "rule": "checkpoint" if decision == "refused" else None,
+                "reason": f"{decision} at 3",
+                "actions": "[]",
+                "detail": "{}",
+            },
+        )
+    path = st.runs_dir / m.run_id / store_mod.JOURNAL_FILE
+    with path.open("a") as f:
+        f.write('{"run_id": "torn')  # a crash mid-write: the torn line is skipped, nothing else lost
+    frame = st.journal(m.run_id)
+    assert frame["decision"].tolist() == ["incident", "refused", "escalated"]
+    assert frame["rule"].tolist() == [None, "checkpoint", None]
+    got = st.sql("SELECT decision, rule FROM journal WHERE decision = 'refused'").to_dict("records")
+    assert got == [{"decision": "refused", "rule": "checkpoint"}]
+    with pytest.raises(StoreError, match="no run"):
+        st.append_journal("nope", {"seq": 1})
+    result = CliRunner().invoke(app, ["journal", m.run_id, "--store", str(st.root), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [e["decision"] for e in json.loads(result.output)] == ["incident", "refused", "escalated"]

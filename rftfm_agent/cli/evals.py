@@ -65,7 +65,8 @@ def eval_remediate(
     """Closed-loop remediation on the hurt fault runs (fault kept), next to baselines; harm on controls."""
     from rftfm_agent.evals.eval_remediate import evaluate, plot, render
 
-    report = evaluate(bench, out, workers=workers, limit=limit, arms=tuple(a for a in arms.split(",") if a), ray_address=ray)
+    chosen = tuple(a for a in arms.split(",") if a)
+    report = evaluate(bench, out, workers=workers, limit=limit, arms=chosen, ray_address=ray)
     if png is not None:
         write_report(png, lambda: plot(report, png))
     slim = {k: v for k, v in report.items() if k != "runs"}

@@ -18,13 +18,18 @@ SESSION_FILE = "session.json"
 @friendly_errors
 def supervise(
     fault: Annotated[
-        str | None, typer.Option(help="inject a fault: TYPE:STRENGTH[@ONSET][:VARIANT], e.g. od_lr:easy@10:high")
+        str | None,
+        typer.Option(help="inject a fault: TYPE:STRENGTH[@ONSET][:VARIANT], e.g. od_lr:easy@10:high"),
     ] = None,
     task: Annotated[str, typer.Option(help="testbed task")] = "arith_a",
     steps: Annotated[int, typer.Option(help="optimizer steps")] = 30,
     seed: Annotated[int, typer.Option(help="run seed")] = 0,
-    mode: Annotated[str | None, typer.Option(help="observe | ask | auto (default: the policy file's)")] = None,
-    policy: Annotated[Path | None, typer.Option(help="safety policy (TOML); default: the built-in one")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="observe | ask | auto (default: the policy file's)")
+    ] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="safety policy (TOML); default: the built-in one")
+    ] = None,
     fallback: Annotated[
         bool, typer.Option(help="register the exact verifier as a fallback reward function")
     ] = True,
@@ -32,13 +37,16 @@ def supervise(
     workdir: Annotated[Path | None, typer.Option(help="checkpoints and the session file")] = None,
     resume: Annotated[Path | None, typer.Option(help="a stopped session's workdir, to carry on")] = None,
     approve: Annotated[bool, typer.Option(help="with --resume: apply the fix awaiting approval")] = False,
-    reject: Annotated[bool, typer.Option(help="with --resume: refuse it (journaled; the run stays stopped)")] = False,
+    reject: Annotated[
+        bool, typer.Option(help="with --resume: refuse it (journaled; the run stays stopped)")
+    ] = False,
     show_policy: Annotated[bool, typer.Option(help="print the built-in policy file and exit")] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train a testbed run with the supervisor in charge: detect, diagnose, check the policy, fix, resume,
-    verify. In `ask` mode it stops at the first fix that needs approval and prints the command that resumes."""
+    verify. In `ask` mode it stops at the first fix that needs approval and prints the command that
+    resumes."""
     from rftfm_agent.supervise.policy import DEFAULT_POLICY_TOML, Policy
 
     if show_policy:
@@ -66,7 +74,14 @@ def supervise(
 
 
 def _run(
-    spec: Any, pol: Any, policy_path: Path | None, fallback: bool, st: Any, folder: Path, prepare: Any, stop: Any = None
+    spec: Any,
+    pol: Any,
+    policy_path: Path | None,
+    fallback: bool,
+    st: Any,
+    folder: Path,
+    prepare: Any,
+    stop: Any = None,
 ) -> Any:
     from rftfm_agent.evals.closed_loop import supervised_testbed_run
     from rftfm_agent.remediate.actions import parse_action
@@ -112,7 +127,9 @@ def _resume(folder: Path, approve: bool, reject: bool, st: Any, as_json: bool) -
     if stop is None or stop.kind != "ask":
         raise RftfmError(f"{path}: the session is not waiting for an approval")
     if not (approve or reject):
-        console.print(f"waiting for approval: {stop.candidate.summary() if stop.candidate else '?'} ({stop.reason})")
+        console.print(
+            f"waiting for approval: {stop.candidate.summary() if stop.candidate else '?'} ({stop.reason})"
+        )
         console.print(f"  approve: rftfm supervise --resume {folder} --approve")
         return
     spec = RunSpec.model_validate(session["spec"])
@@ -125,7 +142,9 @@ def _resume(folder: Path, approve: bool, reject: bool, st: Any, as_json: bool) -
         from rftfm_agent.supervise.supervisor import Supervisor
 
         detector, diagnoser = shared_models()
-        sup = Supervisor(policy=pol, detector=detector, diagnoser=diagnoser, store=st, task=spec.task, run_name=spec.name)
+        sup = Supervisor(
+            policy=pol, detector=detector, diagnoser=diagnoser, store=st, task=spec.task, run_name=spec.name
+        )
         sup.restore(state, stop, approved=False)
         session["stop"] = None
         io.atomic_write_text(path, io.dumps(session))
@@ -198,7 +217,11 @@ def journal(
     frame = st.journal(run_id)
     if frame.empty:
         everything = st.journal()
-        owners = everything.loc[everything["segment_run"] == run_id, "run_id"].unique() if not everything.empty else []
+        owners = (
+            everything.loc[everything["segment_run"] == run_id, "run_id"].unique()
+            if not everything.empty
+            else []
+        )
         if len(owners):
             frame = st.journal(str(owners[0]))
     if as_json:

@@ -41,9 +41,13 @@ class UpdateGuard:
             return None
         if self.skip_nonfinite and not math.isfinite(norm):
             return "non-finite gradient"
-        if self.spike_factor and len(self.norms) >= 3 and math.isfinite(norm):
-            if norm > self.spike_factor * statistics.median(self.norms):
-                return "gradient spike"
+        if (
+            self.spike_factor
+            and len(self.norms) >= 3
+            and math.isfinite(norm)
+            and norm > self.spike_factor * statistics.median(self.norms)
+        ):
+            return "gradient spike"
         return None
 
     def record(self, norm: float) -> None:

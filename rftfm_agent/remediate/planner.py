@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.remediate.actions import Action, Escalate, Observe, parse_action
-from rftfm_agent.remediate.playbook import PLAYBOOK, CandidateTemplate, Play
+from rftfm_agent.remediate.playbook import PLAYBOOK, Play
 
 MIN_CONFIDENCE = 0.35  # below it, a diagnosis is not acted on (measured: `rftfm eval remediate`)
 MAX_OBSERVE_STEPS = 6  # logged steps after the first alarm a low-confidence diagnosis may wait for more
@@ -36,6 +36,7 @@ class PlanContext(BaseModel):
     max_observe_steps: int = MAX_OBSERVE_STEPS
     min_confidence: float = MIN_CONFIDENCE
     exclude: list[str] = Field(default_factory=list, description="candidate ids already tried")
+    symptoms: list[str] = Field(default_factory=list, description="see remediate/symptoms.py")
 
 
 class Candidate(BaseModel):
@@ -62,7 +63,8 @@ class Plan(BaseModel):
     candidates: list[Candidate] = Field(default_factory=list)
 
     def first_fix(self) -> Candidate | None:
-        return next((c for c in self.candidates if not c.escalates), None)
+        """The first candidate that changes the run (not an escalation, not "observe")."""
+        return next((c for c in self.candidates if not all(a.category == "control" for a in c.actions)), None)
 
 
 def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
@@ -70,6 +72,9 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
     top = known[0] if known else None
     confidence = top.probability if top else 0.0
     if diagnosis.unknown or top is None or confidence < context.min_confidence:
+        symptom = _symptom_plan(context, top.type if top else None, confidence)
+        if symptom is not None:
+            return symptom
         why = (
             "the run is unlike every labelled fault"
             if diagnosis.unknown or top is None
@@ -89,6 +94,10 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
             candidates=[_escalation(f"no playbook entry for {top.type}")],
         )
     candidates = candidates_for(play, context)
+    if ENTROPY_FIRST in context.symptoms and top.type not in ENTROPY_FIRST_EXEMPT:
+        # Entropy collapse with KL explosion: fix entropy first (the KL follows), then the diagnosis's own.
+        first = [c for c in candidates_for(PLAYBOOK[f"symptom:{ENTROPY_FIRST}"], context) if not c.escalates]
+        candidates = [*first, *candidates]
     fixes = [c for c in candidates if not c.escalates]
     if not fixes:
         escalation = next((c for c in candidates if c.escalates), None) or _escalation("no fix left to try")
@@ -106,6 +115,29 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
         confidence=confidence,
         candidates=candidates,
     )
+
+
+ENTROPY_FIRST = "entropy_collapse_kl_explosion"
+ENTROPY_FIRST_EXEMPT = ("pg_temperature",)  # its own play already restores the sampler
+
+
+def _symptom_plan(context: PlanContext, fault_type: str | None, confidence: float) -> Plan | None:
+    """A plan from the run's symptoms when the diagnosis cannot be acted on (None: no symptom play)."""
+    for name in context.symptoms:
+        play = PLAYBOOK.get(f"symptom:{name}")
+        if play is None:
+            continue
+        candidates = candidates_for(play, context)
+        fixes = [c for c in candidates if not c.escalates]
+        decision: Literal["fix", "escalate"] = "fix" if fixes else "escalate"
+        return Plan(
+            decision=decision,
+            reason=f"no confident diagnosis, but the run shows {name}: {play.summary}",
+            fault_type=fault_type,
+            confidence=confidence,
+            candidates=candidates or [_escalation(play.summary)],
+        )
+    return None
 
 
 def candidates_for(play: Play, context: PlanContext) -> list[Candidate]:

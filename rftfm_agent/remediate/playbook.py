@@ -115,7 +115,8 @@ PLAYS: list[Play] = [
                         "mask_truncated": True,
                     }
                 ],
-                why="the length cap was lowered mid-run: restore it, and keep cut completions out of the loss",
+                why="the length cap was lowered mid-run: restore it, and keep cut completions out of the "
+                "loss",
                 reference="TRL GRPOConfig docs: `max_completion_length`, `mask_truncated_completions`",
                 when=["changed:max_completion_length"],
             ),
@@ -128,7 +129,8 @@ PLAYS: list[Play] = [
                     }
                 ],
                 why="answers do not fit: raise the cap and mask truncated completions (overlong filtering)",
-                reference="Yu et al. 2025, DAPO (arXiv:2503.14476) §3.4: overlong filtering of truncated samples",
+                reference="Yu et al. 2025, DAPO (arXiv:2503.14476) §3.4: overlong filtering of truncated "
+                "samples",
                 when=["unchanged:max_completion_length"],
             ),
             _escalate("completions still hit the cap"),
@@ -322,8 +324,8 @@ PLAYS: list[Play] = [
         candidates=[
             CandidateTemplate(
                 actions=[{"kind": "trajectory_filter", "zero_variance_groups": True}],
-                why="drop zero-variance groups from the loss; the lasting fix is harder prompts (a data change "
-                "a person makes)",
+                why="drop zero-variance groups from the loss; the lasting fix is harder prompts (a data "
+                "change a person makes)",
                 reference="Yu et al. 2025, DAPO (arXiv:2503.14476) §3.2: dynamic sampling filters groups "
                 "with accuracy 1 or 0",
             ),
@@ -349,6 +351,7 @@ PLAYS: list[Play] = [
                 "a few tokens; restoring exploration usually brings KL back",
                 reference="Cui et al. 2025, 'The Entropy Mechanism of RL for Reasoning Language Models' "
                 "(arXiv:2505.22617)",
+                when=["changed:temperature"],
             ),
             _escalate("entropy and KL stay out of range"),
         ],

@@ -30,7 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rftfm_agent.errors import RftfmError
-from rftfm_agent.remediate.actions import ACTION_KINDS, Action, Escalate, Observe
+from rftfm_agent.remediate.actions import ACTION_KINDS, Escalate, Observe
 from rftfm_agent.remediate.planner import Candidate
 
 Mode = Literal["observe", "ask", "auto"]
@@ -166,7 +166,8 @@ class Policy(BaseModel):
                 return PolicyDecision(
                     verdict="ask",
                     rule=gate[0],
-                    reason=f"{action.kind} is a {action.category} change: a person approves it ({gate[0]} is off)",
+                    reason=f"{action.kind} is a {action.category} change: a person approves it "
+                    f"({gate[0]} is off)",
                 )
         return PolicyDecision(verdict="apply", rule="allowed", reason="within the policy's bounds")
 
@@ -199,12 +200,13 @@ class Policy(BaseModel):
                 "max_change",
                 f"{knob} {current:g} → {value:g} moves more than max_delta {bounds.max_delta:g}",
             )
-        if bounds.max_factor is not None and current > 0 and value > 0:
-            if max(value / current, current / value) > bounds.max_factor:
-                return (
-                    "max_change",
-                    f"{knob} {current:g} → {value:g} changes more than ×{bounds.max_factor:g}",
-                )
+        if (
+            bounds.max_factor is not None
+            and current > 0
+            and value > 0
+            and max(value / current, current / value) > bounds.max_factor
+        ):
+            return "max_change", f"{knob} {current:g} → {value:g} changes more than ×{bounds.max_factor:g}"
         return None
 
 

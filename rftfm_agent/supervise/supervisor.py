@@ -49,6 +49,7 @@ from rftfm_agent.hooks import RewardFn, RunContext
 from rftfm_agent.knobs import current_settings
 from rftfm_agent.remediate.actions import Action, ActionHook, parse_action
 from rftfm_agent.remediate.planner import MAX_OBSERVE_STEPS, Candidate, Plan, PlanContext, make_plan
+from rftfm_agent.remediate.symptoms import symptoms
 from rftfm_agent.supervise.policy import Policy, Situation
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.recorder import RunRecorder
@@ -229,6 +230,9 @@ class Supervisor:
             "interventions": self.interventions,
             "kept": [a.model_dump() for a in self.kept],
             "timeline": self.timeline,
+            "diagnosis": self.incident.diagnosis.model_dump(mode="json")
+            if self.incident is not None and self.incident.diagnosis is not None
+            else None,
         }
 
     def restore(self, state: dict[str, Any], stop: Stop, approved: bool) -> None:
@@ -245,10 +249,21 @@ class Supervisor:
         if candidate is None or stop.checkpoint is None or stop.checkpoint_step is None:
             raise ValueError("the stopped run has no fix awaiting approval")
         if not approved:
-            self._journal(step, "rejected", rule="human", reason="a person rejected the fix", actions=candidate.actions)
+            self._journal(
+                step, "rejected", rule="human", reason="a person rejected the fix", actions=candidate.actions
+            )
             return
-        self._journal(step, "approved", rule="human", reason="a person approved the fix", actions=candidate.actions)
-        self.incident = Incident(anchor_step=stop.checkpoint_step + 1, opened_step=step, events=[])
+        self._journal(
+            step, "approved", rule="human", reason="a person approved the fix", actions=candidate.actions
+        )
+        diagnosis = state.get("diagnosis")
+        self.incident = Incident(
+            anchor_step=stop.checkpoint_step + 1,
+            opened_step=step,
+            events=[],
+            tried=[candidate.id],
+            diagnosis=Diagnosis.model_validate(diagnosis) if diagnosis else None,
+        )
         self._apply(step, candidate, stop.checkpoint_step, stop.checkpoint)
 
     def attach(self, trainer: Any, recorder: Any = None) -> SupervisorCallback:
@@ -319,10 +334,8 @@ class Supervisor:
         the policy about each candidate in turn."""
         incident = self.incident
         assert incident is not None
-        if replan and incident.diagnosis is not None:
-            diagnosis = incident.diagnosis
-        else:
-            diagnosis = self._diagnose()
+        reuse = replan and incident.diagnosis is not None
+        diagnosis = incident.diagnosis if reuse and incident.diagnosis else self._diagnose()
         incident.diagnosis = diagnosis
         incident.anchor_step = min(incident.anchor_step, diagnosis.anchor_step)
         checkpoint_step, checkpoint = self._checkpoint_before(incident.anchor_step)
@@ -334,6 +347,7 @@ class Supervisor:
             offending_steps=self._offending_steps(checkpoint_step or 0),
             observed_steps=MAX_OBSERVE_STEPS if replan else step - incident.opened_step,
             exclude=incident.tried,
+            symptoms=list(symptoms(self.timeline)),
         )
         plan = self.planner(diagnosis, context)
         top = diagnosis.hypotheses[0] if diagnosis.hypotheses else None
@@ -348,6 +362,7 @@ class Supervisor:
                     {"type": h.type, "p": round(h.probability, 3)} for h in diagnosis.hypotheses[:3]
                 ],
                 "why": top.evidence.why if top else "",
+                "symptoms": context.symptoms,
             },
         )
         if plan.decision == "observe":
@@ -461,7 +476,8 @@ class Supervisor:
                 self._journal(
                     step,
                     "verified",
-                    reason=f"quiet for {self.policy.verify_steps} steps after the fix; alarmed metrics back in band",
+                    reason=f"quiet for {self.policy.verify_steps} steps after the fix; alarmed metrics "
+                    "back in band",
                     actions=v.candidate.actions,
                 )
                 self.kept.extend(v.candidate.actions)
@@ -521,7 +537,8 @@ class Supervisor:
         ]
 
     def _rollback(self, checkpoint_step: int) -> None:
-        """The run continues from `checkpoint_step`: later rows are abandoned, the monitor replays the rest."""
+        """The run continues from `checkpoint_step`: later rows are abandoned; the monitor replays the
+        rest."""
         self.abandoned.extend(r for r in self.timeline if r["step"] > checkpoint_step)
         self.timeline = [r for r in self.timeline if r["step"] <= checkpoint_step]
         self.monitor = self.detector.monitor(self.task, self.run_name)

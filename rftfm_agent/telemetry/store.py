@@ -120,7 +120,9 @@ JOURNAL_COLUMNS: tuple[str, ...] = (
     "time",
     "segment_run",  # the store run (segment) the entry was made in
     "step",
-    "decision",  # incident | diagnosed | proposed | allowed | refused | asked | applied | verified | undone | ...
+    # incident | diagnosed | observe | proposed | allowed | refused | asked | approved | rejected | applied |
+    # verified | undone | unverified | escalated | error
+    "decision",
     "rule",
     "reason",
     "actions",  # JSON list of actions
@@ -285,7 +287,7 @@ class Store:
             os.fsync(f.fileno())
 
     def journal(self, run_id: str | None = None) -> pd.DataFrame:
-        """Journal entries of one run (or of all), in order; a torn last line (a crash mid-write) is skipped."""
+        """Journal entries of one run (or of all), in order; a torn line (a crash mid-write) is skipped."""
         ids = [run_id] if run_id is not None else self.run_ids()
         rows = []
         for rid in ids:

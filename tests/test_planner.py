@@ -1,0 +1,143 @@
+"""The playbook and planner: never a blind fix, practitioners' lessons as data, every value resolvable."""
+
+from __future__ import annotations
+
+import pytest
+
+from rftfm_agent.diagnose.hypothesis import Diagnosis, Hypothesis
+from rftfm_agent.remediate.actions import FallbackReward, SetLearningRate, SetSampling, TrajectoryFilter
+from rftfm_agent.remediate.planner import MAX_OBSERVE_STEPS, PlanContext, candidates_for, make_plan
+from rftfm_agent.remediate.playbook import PLAYBOOK, PLAYS
+from rftfm_agent.remediate.symptoms import symptoms
+from rftfm_agent.telemetry.schema import FAULT_TYPES
+
+SETTINGS = {
+    "learning_rate": 2e-4,
+    "beta": 0.04,
+    "temperature": 1.0,
+    "top_p": 1.0,
+    "max_completion_length": 8,
+    "max_grad_norm": 1.0,
+    "suppress_tokens": None,
+    "sequence_bias": None,
+}
+
+
+def _diagnosis(kind: str, p: float = 0.8, unknown: bool = False) -> Diagnosis:
+    family = FAULT_TYPES.get(kind, "unknown")
+    return Diagnosis(
+        run="r",
+        anchor_step=5,
+        mode="band",
+        unknown=unknown,
+        hypotheses=[Hypothesis(family=family, type=kind, probability=p)],
+    )
+
+
+def _context(**kw: object) -> PlanContext:
+    base: dict[str, object] = {"configured": dict(SETTINGS), "current": dict(SETTINGS)}
+    base.update(kw)
+    return PlanContext(**base)  # type: ignore[arg-type]
+
+
+def test_every_fault_type_has_a_play_and_every_candidate_a_reason_and_a_reference() -> None:
+    assert set(FAULT_TYPES) <= set(PLAYBOOK)
+    assert len(PLAYBOOK) == len(PLAYS)  # no play shadows another
+    for play in PLAYS:
+        assert play.candidates and play.candidates[-1].actions[0]["kind"] == "escalate", play.applies_to
+        for template in play.candidates:
+            assert template.why.strip() and template.reference.strip()
+
+
+@pytest.mark.parametrize("play", PLAYS, ids=lambda p: p.applies_to)
+def test_every_candidate_resolves_against_a_run_that_has_every_value(play: object) -> None:
+    everything = _context(
+        fallbacks=["strict"],
+        uses_tools=True,
+        offending_steps=[7],
+        current={
+            **SETTINGS,
+            "learning_rate": 3e-3,
+            "beta": -0.04,
+            "temperature": 0.3,
+            "max_completion_length": 4,
+            "suppress_tokens": [2],
+        },
+    )
+    unchanged = _context(fallbacks=["strict"], uses_tools=True, offending_steps=[7])
+    resolved = candidates_for(play, everything) + candidates_for(play, unchanged)  # type: ignore[arg-type]
+    wanted = {f"{play.applies_to}#{i}" for i in range(len(play.candidates))}  # type: ignore[attr-defined]
+    assert {c.id for c in resolved} == wanted  # each candidate applies in one of the two runs
+
+
+def test_unknown_or_unsure_diagnoses_are_observed_then_escalated_never_fixed() -> None:
+    for diagnosis in (_diagnosis("od_lr", unknown=True), _diagnosis("od_lr", p=0.2)):
+        young = make_plan(diagnosis, _context(observed_steps=1))
+        assert young.decision == "observe" and young.first_fix() is None
+        old = make_plan(diagnosis, _context(observed_steps=MAX_OBSERVE_STEPS))
+        assert old.decision == "escalate" and old.first_fix() is None
+
+
+def test_a_type_the_playbook_does_not_know_is_escalated_at_once() -> None:
+    plan = make_plan(_diagnosis("xx_cosmic_ray"), _context())
+    assert plan.decision == "escalate" and "no entry" in plan.reason
+
+
+def test_reward_hacking_is_never_answered_with_a_learning_rate_change() -> None:
+    for context in (
+        _context(),
+        _context(fallbacks=["strict"]),
+        _context(current={**SETTINGS, "learning_rate": 1e-3}),
+    ):
+        plan = make_plan(_diagnosis("rf_hackable"), context)
+        actions = [a for c in plan.candidates for a in c.actions]
+        assert not any(isinstance(a, SetLearningRate) for a in actions)
+    with_fallback = make_plan(_diagnosis("rf_hackable"), _context(fallbacks=["strict"]))
+    assert with_fallback.first_fix() is not None
+    assert with_fallback.first_fix().actions == [FallbackReward(name="strict")]  # type: ignore[union-attr]
+    without = make_plan(_diagnosis("rf_hackable"), _context())
+    assert without.decision == "escalate" and "verifier" in without.reason
+
+
+def test_a_changed_knob_is_restored_an_unchanged_one_adjusted() -> None:
+    changed = make_plan(_diagnosis("od_lr"), _context(current={**SETTINGS, "learning_rate": 4e-3}))
+    assert changed.first_fix().actions == [SetLearningRate(value=2e-4)]  # type: ignore[union-attr]
+    unchanged = make_plan(_diagnosis("od_lr"), _context())
+    assert unchanged.first_fix().actions == [SetLearningRate(value=1e-4)]  # type: ignore[union-attr]
+    tried = make_plan(_diagnosis("od_lr"), _context(exclude=["od_lr#1"]))
+    assert tried.decision == "escalate"  # the only fix was tried: nothing blind after it
+
+
+def _rows(n: int, **columns: list[float]) -> list[dict[str, float]]:
+    return [{"step": float(i + 1), **{k: v[i] for k, v in columns.items()}} for i in range(n)]
+
+
+def test_zero_variance_groups_have_opposite_fixes_for_easy_and_hard_data() -> None:
+    easy = _rows(
+        6, reward=[0.2, 0.4, 0.6, 0.9, 1.0, 1.0], frac_reward_zero_std=[0.2, 0.3, 0.5, 0.8, 0.9, 0.9]
+    )
+    hard = _rows(
+        6, reward=[0.4, 0.3, 0.1, 0.0, 0.0, 0.0], frac_reward_zero_std=[0.2, 0.3, 0.5, 0.8, 0.9, 0.9]
+    )
+    assert symptoms(easy) == ["no_signal_too_easy"] and symptoms(hard) == ["no_signal_too_hard"]
+    unsure = _diagnosis("od_lr", p=0.1)
+    easy_plan = make_plan(unsure, _context(symptoms=symptoms(easy)))
+    assert easy_plan.first_fix().actions == [TrajectoryFilter(zero_variance_groups=True)]  # type: ignore[union-attr]
+    hard_plan = make_plan(unsure, _context(symptoms=symptoms(hard)))
+    assert hard_plan.decision == "escalate" and "too hard" in hard_plan.candidates[0].why
+    learning = _rows(6, reward=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], frac_reward_zero_std=[0.3] * 6)
+    assert symptoms(learning) == []
+
+
+def test_entropy_collapse_with_kl_explosion_fixes_entropy_first() -> None:
+    rows = _rows(6, entropy=[2.0, 2.0, 1.9, 0.6, 0.5, 0.4], kl=[0.01, 0.01, 0.02, 0.3, 0.5, 0.8])
+    assert symptoms(rows) == ["entropy_collapse_kl_explosion"]
+    current = {**SETTINGS, "beta": 0.0, "temperature": 0.3}  # the sampler was cooled mid-run
+    plan = make_plan(_diagnosis("od_kl"), _context(current=current, symptoms=symptoms(rows)))
+    kinds = [c.actions[0].kind for c in plan.candidates if not c.escalates]
+    assert kinds[0] == "set_sampling" and "set_kl_coefficient" in kinds[1:]
+    assert plan.first_fix().actions == [SetSampling(temperature=1.0)]  # type: ignore[union-attr]
+    unchanged = make_plan(_diagnosis("od_kl"), _context(symptoms=symptoms(rows)))
+    assert unchanged.first_fix().actions[0].kind == "set_kl_coefficient"  # type: ignore[union-attr]
+    alone = _rows(6, entropy=[2.0] * 6, kl=[0.01, 0.01, 0.02, 0.3, 0.5, 0.8])
+    assert symptoms(alone) == []
