@@ -27,6 +27,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -226,6 +227,11 @@ def evaluate(
         raise RftfmError(f"unknown arm {bad[0]!r}; known: {', '.join(ARMS)}")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    lock = (out / ".evaluate.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RftfmError(f"{out}: another `rftfm eval remediate` is writing here") from None
     hurt, healthy = select(bench)
     if limit is not None:
         hurt, healthy = _spread(hurt, limit), _spread(healthy, max(1, limit // 3))

@@ -55,7 +55,7 @@ def test_wheel_carries_tools_prompts_evals_and_example(tmp_path: Path) -> None:
         "assert example_path('tiny_grpo_trainer_state.json').is_file();"
         "assert '{{data}}' in prompt_text('untrusted_data.md');"
         "from rftfm_agent.cli import app;"
-        "app(['demo', '--store', {!r}, '--png', {!r}], standalone_mode=False)"
+        "app(['demo', '--example', '--store', {!r}, '--png', {!r}], standalone_mode=False)"
     ).format(str(site), str(tmp_path / "store"), str(tmp_path / "demo.png"))
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(

@@ -152,3 +152,21 @@ def bench_speed(
     else:
         for key, value in result.items():
             console.print(f"{key:>32}: {value}", markup=False)
+
+
+@bench_app.command("supervisor")
+@friendly_errors
+def bench_supervisor(
+    repeats: Annotated[int, typer.Option(help="plain and supervised runs, each")] = 2,
+    steps: Annotated[int, typer.Option(help="steps per run")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """The supervisor's overhead on a healthy testbed run: plain vs supervised, measured in one process."""
+    from rftfm_agent.evals.bench_supervisor import run_supervisor_benchmark
+
+    result = run_supervisor_benchmark(repeats, steps)
+    if as_json:
+        emit_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>32}: {value}", markup=False)

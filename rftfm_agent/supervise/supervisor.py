@@ -118,8 +118,11 @@ class SupervisedResult:
     segments: list[str]
     stop: Stop | None
     seconds: float
-    supervisor_seconds: float
+    supervisor_seconds: float  # all of the supervisor's own time (watching and deciding)
     errors: list[str]
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # each resume: checkpoint and fixes
+    watch_seconds: float = 0.0  # the part spent on rows that needed no decision: the per-step overhead
+    rows: int = 0  # rows watched
 
 
 class Supervisor:
@@ -166,6 +169,9 @@ class Supervisor:
         self.stop: Stop | None = None
         self.errors: list[str] = []
         self.busy_seconds = 0.0
+        self.watch_seconds = 0.0  # time on rows that led to no diagnosis (see SupervisedResult)
+        self.rows_seen = 0
+        self.decided = False
         self.uses_tools = False
 
     # ------------------------------------------------------------------ the driver
@@ -181,6 +187,7 @@ class Supervisor:
         started = time.perf_counter()
         workdir = Path(workdir)
         segments: list[str] = []
+        resumes: list[dict[str, Any]] = []
         resume, active = resume_from, list(actions or [])
         if resume_from is None:
             self.checkpoints.setdefault(0, START)  # starting over is always a rollback to before any incident
@@ -204,6 +211,7 @@ class Supervisor:
                 break
             resume = stop.checkpoint
             active = [parse_action(a) for a in stop.actions]
+            resumes.append({"checkpoint": stop.checkpoint, "step": stop.checkpoint_step, "actions": stop.actions})
         if self.verifying is not None:
             self._journal(
                 int(self.timeline[-1]["step"]) if self.timeline else 0,
@@ -218,7 +226,10 @@ class Supervisor:
             stop=self.stop,
             seconds=time.perf_counter() - started,
             supervisor_seconds=self.busy_seconds,
+            watch_seconds=self.watch_seconds,
+            rows=self.rows_seen,
             errors=list(self.errors),
+            resumes=resumes,
         )
 
     def state(self) -> dict[str, Any]:
@@ -295,7 +306,12 @@ class Supervisor:
             )
             return None
         finally:
-            self.busy_seconds += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            self.busy_seconds += spent
+            self.rows_seen += 1
+            if not self.decided:
+                self.watch_seconds += spent
+            self.decided = False
 
     def _observe(self, row: dict[str, Any], trainer: Any) -> Stop | None:
         step = int(row["step"])
@@ -332,6 +348,7 @@ class Supervisor:
     def _decide(self, step: int, replan: bool = False) -> Stop | None:
         """Diagnose the run so far (or, re-planning after an undone fix, reuse the diagnosis), plan, and ask
         the policy about each candidate in turn."""
+        self.decided = True
         incident = self.incident
         assert incident is not None
         reuse = replan and incident.diagnosis is not None
