@@ -211,7 +211,9 @@ class Supervisor:
                 break
             resume = stop.checkpoint
             active = [parse_action(a) for a in stop.actions]
-            resumes.append({"checkpoint": stop.checkpoint, "step": stop.checkpoint_step, "actions": stop.actions})
+            resumes.append(
+                {"checkpoint": stop.checkpoint, "step": stop.checkpoint_step, "actions": stop.actions}
+            )
         if self.verifying is not None:
             self._journal(
                 int(self.timeline[-1]["step"]) if self.timeline else 0,
