@@ -287,3 +287,28 @@ def test_shipped_library_diagnoses_runs_of_another_benchmark(mini: dict[str, Any
     best = payload["hypotheses"][0]
     assert (best["family"], best["type"]) == ("RF", "rf_sign_flip")
     assert best["evidence"]["features"] and best["evidence"]["nearest_runs"]
+
+
+@pytest.mark.slow
+def test_eval_remediate_on_mini_runs_arms_through_the_pool_and_resumes(
+    mini: dict[str, Any], tmp_path: Path
+) -> None:
+    from rftfm_agent.evals.eval_remediate import evaluate, plot, render, select
+
+    hurt, healthy = select(mini["out"])
+    assert hurt and healthy and all(h["nothing_final"] is not None for h in hurt)
+    out = tmp_path / "rem"
+    report = evaluate(mini["out"], out, workers=2, limit=2, arms=("playbook", "stop"))
+    assert not report["failed"]
+    assert set(report["arms"]) == {"nothing", "playbook", "stop"}
+    assert report["arms"]["playbook"]["runs"] == report["arms"]["stop"]["runs"] == 2
+    assert report["harm"]["controls"] == 1
+    lines = (out / "remediation.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * 2 + 1
+    again = evaluate(mini["out"], out, workers=2, limit=2, arms=("playbook", "stop"))
+    assert len((out / "remediation.jsonl").read_text().splitlines()) == len(lines)  # resumed: nothing redone
+    assert again["arms"]["playbook"] == report["arms"]["playbook"]
+    text = render(report)
+    assert "| playbook |" in text and "| nothing |" in text
+    plot(report, tmp_path / "rem.png")
+    assert (tmp_path / "rem.png").stat().st_size > 5000
