@@ -123,15 +123,25 @@ def test_zero_variance_groups_have_opposite_fixes_for_easy_and_hard_data() -> No
     unsure = _diagnosis("od_lr", p=0.1)
     easy_plan = make_plan(unsure, _context(symptoms=symptoms(easy)))
     assert easy_plan.first_fix().actions == [TrajectoryFilter(zero_variance_groups=True)]  # type: ignore[union-attr]
-    hard_plan = make_plan(unsure, _context(symptoms=symptoms(hard)))
-    assert hard_plan.decision == "escalate" and "too hard" in hard_plan.candidates[0].why
+    hard_plan = make_plan(unsure, _context(symptoms=symptoms(hard)))  # nothing to filter: no blind fix
+    assert hard_plan.decision == "observe" and "too hard" in hard_plan.reason
+    late = make_plan(unsure, _context(symptoms=symptoms(hard), observed_steps=MAX_OBSERVE_STEPS))
+    assert late.decision == "escalate" and "too hard" in late.reason
     learning = _rows(6, reward=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], frac_reward_zero_std=[0.3] * 6)
     assert symptoms(learning) == []
 
 
 def test_entropy_collapse_with_kl_explosion_fixes_entropy_first() -> None:
-    rows = _rows(6, entropy=[2.0, 2.0, 1.9, 0.6, 0.5, 0.4], kl=[0.01, 0.01, 0.02, 0.3, 0.5, 0.8])
+    rows = _rows(6, entropy=[2.0, 2.0, 1.9, 0.3, 0.1, 0.1], kl=[0.01, 0.01, 0.02, 1.0, 2.5, 3.0])
     assert symptoms(rows) == ["entropy_collapse_kl_explosion"]
+    learning = _rows(6, entropy=[2.0, 2.0, 1.9, 0.8, 0.6, 0.4], kl=[0.01, 0.01, 0.02, 0.3, 0.5, 1.1])
+    assert symptoms(learning) == []  # healthy runs shrink entropy and grow KL as they learn
+
+    class Band:  # a healthy band: entropy ~2, KL ~0.02 at every step
+        def z(self, metric: str, step: int, value: float) -> float:
+            return (value - {"entropy": 2.0, "kl": 0.02}[metric]) / 0.1
+
+    assert symptoms(learning, Band()) == ["entropy_collapse_kl_explosion"]
     current = {**SETTINGS, "beta": 0.0, "temperature": 0.3}  # the sampler was cooled mid-run
     plan = make_plan(_diagnosis("od_kl"), _context(current=current, symptoms=symptoms(rows)))
     kinds = [c.actions[0].kind for c in plan.candidates if not c.escalates]
@@ -139,5 +149,5 @@ def test_entropy_collapse_with_kl_explosion_fixes_entropy_first() -> None:
     assert plan.first_fix().actions == [SetSampling(temperature=1.0)]  # type: ignore[union-attr]
     unchanged = make_plan(_diagnosis("od_kl"), _context(symptoms=symptoms(rows)))
     assert unchanged.first_fix().actions[0].kind == "set_kl_coefficient"  # type: ignore[union-attr]
-    alone = _rows(6, entropy=[2.0] * 6, kl=[0.01, 0.01, 0.02, 0.3, 0.5, 0.8])
-    assert symptoms(alone) == []
+    alone = _rows(6, entropy=[2.0] * 6, kl=[0.01, 0.01, 0.02, 1.0, 2.5, 3.0])
+    assert symptoms(alone) == [] and symptoms(alone, Band()) == []

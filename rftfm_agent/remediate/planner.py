@@ -83,6 +83,15 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
                 f"{context.min_confidence}"
             )
         )
+        if context.symptoms:
+            why += (
+                " (the run shows "
+                + ", ".join(
+                    PLAYBOOK[f"symptom:{n}"].summary if f"symptom:{n}" in PLAYBOOK else n
+                    for n in context.symptoms
+                )
+                + ")"
+            )
         return _observe_or_escalate(why, context, top.type if top else None, confidence)
     play = PLAYBOOK.get(top.type)
     if play is None:
@@ -128,14 +137,14 @@ def _symptom_plan(context: PlanContext, fault_type: str | None, confidence: floa
         if play is None:
             continue
         candidates = candidates_for(play, context)
-        fixes = [c for c in candidates if not c.escalates]
-        decision: Literal["fix", "escalate"] = "fix" if fixes else "escalate"
+        if not any(not c.escalates for c in candidates):
+            continue  # nothing to try: the usual observe-then-escalate, the symptom named in its reason
         return Plan(
-            decision=decision,
+            decision="fix",
             reason=f"no confident diagnosis, but the run shows {name}: {play.summary}",
             fault_type=fault_type,
             confidence=confidence,
-            candidates=candidates or [_escalation(play.summary)],
+            candidates=candidates,
         )
     return None
 

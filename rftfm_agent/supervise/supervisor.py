@@ -366,7 +366,7 @@ class Supervisor:
             offending_steps=self._offending_steps(checkpoint_step or 0),
             observed_steps=MAX_OBSERVE_STEPS if replan else step - incident.opened_step,
             exclude=incident.tried,
-            symptoms=list(symptoms(self.timeline)),
+            symptoms=list(symptoms(self.timeline, self.monitor.band)),
         )
         plan = self.planner(diagnosis, context)
         top = diagnosis.hypotheses[0] if diagnosis.hypotheses else None
