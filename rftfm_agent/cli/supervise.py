@@ -50,7 +50,7 @@ def supervise(
     from rftfm_agent.supervise.policy import DEFAULT_POLICY_TOML, Policy
 
     if show_policy:
-        console.print(DEFAULT_POLICY_TOML, markup=False, highlight=False)
+        typer.echo(DEFAULT_POLICY_TOML, nl=False)  # verbatim: never wrapped to the terminal's width
         return
     if mode is not None and mode not in ("observe", "ask", "auto"):
         raise RftfmError(f"--mode must be observe, ask or auto, not {mode!r}")
