@@ -94,8 +94,9 @@ def supervised_testbed_run(
     trained = [0]
 
     def make_trainer(segment: Any) -> Any:
-        if "trainer" in last:
+        if "trainer" in last and last.get("counted") != segment.index:  # a retried build counts once
             trained[0] += int(last["trainer"].state.global_step) - last["start"]
+            last["counted"] = segment.index
         name = spec.name if segment.index == 0 else f"{spec.name}-s{segment.index}"
         trainer, recorder, heldout = build(
             spec,

@@ -28,6 +28,21 @@ def set_learning_rate(trainer: Any, lr: float) -> None:
     trainer.args.learning_rate = lr
 
 
+def pin_learning_rate(trainer: Any, lr: float) -> None:
+    """`set_learning_rate`, keeping where the scheduler is in its shape (warm-up, decay): the step's rate
+    becomes `lr` × the scheduler's current factor, not `lr` flat."""
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    scheduler = getattr(trainer, "lr_scheduler", None)
+    scheduler = getattr(scheduler, "scheduler", scheduler)
+    factor = 1.0
+    base = list(getattr(scheduler, "base_lrs", None) or [])
+    if base and base[0] > 0 and optimizer.param_groups:
+        factor = float(optimizer.param_groups[0]["lr"]) / float(base[0])
+    set_learning_rate(trainer, lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * factor
+
+
 def set_generation(trainer: Any, **changes: Any) -> None:
     """Change sampling settings (HF generation path) in every place TRL reads them.
 

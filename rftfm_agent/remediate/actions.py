@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rftfm_agent.hooks import RewardFn, RunContext, TrainerHook
-from rftfm_agent.knobs import set_beta, set_generation, set_learning_rate, set_max_grad_norm
+from rftfm_agent.knobs import pin_learning_rate, set_beta, set_generation, set_max_grad_norm
 from rftfm_agent.remediate.guards import (
     UpdateGuard,
     batch_rewards,
@@ -89,7 +89,7 @@ class SetLearningRate(_Action):
         return {"learning_rate": self.value}
 
     def install(self, trainer: Any, run: RunContext) -> None:
-        trainer.add_callback(_Pin(trainer, lambda t: set_learning_rate(t, self.value)))
+        trainer.add_callback(_Pin(trainer, lambda t: pin_learning_rate(t, self.value)))
 
 
 class SetKLCoefficient(_Action):

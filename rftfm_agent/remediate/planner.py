@@ -219,6 +219,9 @@ def _holds(condition: str, context: PlanContext) -> bool:
         return context.uses_tools
     if name == "offending_steps":
         return bool(context.offending_steps)
+    if name == "kl_penalty":
+        beta = context.configured.get("beta")
+        return isinstance(beta, int | float) and beta > 0
     raise ValueError(f"playbook: unknown condition {condition!r}")
 
 

@@ -16,6 +16,8 @@ produced the NaN). Action fields may name values from the run instead of literal
     "fallback_reward"     the user registered a fallback reward function
     "tools"               the run calls tools
     "offending_steps"     some updates were not finite
+    "kl_penalty"          the run was configured with β > 0 (a run built with β = 0 has no reference
+                          model, so no KL penalty can be turned on mid-run)
 
 What practitioners learned is encoded here, not in code: a lower learning rate does not fix reward hacking
 (only the verifier does: a fallback reward, else a person); zero-variance groups have opposite fixes for
@@ -199,7 +201,7 @@ PLAYS: list[Play] = [
                 actions=[{"kind": "set_kl_coefficient", "beta": 0.04}],
                 why="use the KL coefficient GRPO was published with",
                 reference="Shao et al. 2024, DeepSeekMath (arXiv:2402.03300) §4.1: β = 0.04",
-                when=["unchanged:beta"],
+                when=["unchanged:beta", "kl_penalty"],
             ),
             _escalate("KL stays out of range"),
         ],

@@ -100,6 +100,10 @@ class Incident:
     tried: list[str] = field(default_factory=list)
     diagnosis: Diagnosis | None = None
     next_look: int = 0
+    current: dict[str, Any] | None = (
+        None  # knobs at the first decision (a later fix's knobs are not the run's)
+    )
+    offending: list[int] | None = None  # non-finite steps seen before any rollback
 
 
 @dataclass
@@ -193,11 +197,24 @@ class Supervisor:
             self.checkpoints.setdefault(0, START)  # starting over is always a rollback to before any incident
         while True:
             index = len(segments)
-            hook = ActionHook(active, self.fallbacks)
-            segment = Segment(index, workdir / f"segment-{index}", hook, resume)
-            trainer = make_trainer(segment)
-            if not getattr(trainer, "_rftfm_actions_installed", False):
-                hook.install(trainer, context or _context(trainer, self.task))
+            try:
+                segment, trainer = self._build(make_trainer, workdir, index, active, resume, context)
+            except Exception as exc:
+                if index == 0 or [a.model_dump() for a in active] == [a.model_dump() for a in self.kept]:
+                    raise  # the user's own trainer does not build: nothing of ours to take back
+                # The fix cannot be installed in this trainer (e.g. β on a run without a reference model):
+                # journal it and resume from the same checkpoint with the fixes kept so far only.
+                self._journal(
+                    int(self.timeline[-1]["step"]) if self.timeline else 0,
+                    "error",
+                    rule="install",
+                    reason=f"the fix could not be installed ({type(exc).__name__}: {exc}); "
+                    "resuming without it",
+                )
+                self.verifying = None
+                self.incident = None
+                active = list(self.kept)
+                segment, trainer = self._build(make_trainer, workdir, index, active, resume, context)
             if segment.recorder is None and self.store is not None:
                 segment.recorder = RunRecorder(
                     self.store, f"{self.run_name}-s{index}", task=self.task
@@ -234,6 +251,22 @@ class Supervisor:
             resumes=resumes,
         )
 
+    def _build(
+        self,
+        make_trainer: Callable[[Segment], Any],
+        workdir: Path,
+        index: int,
+        active: list[Action],
+        resume: str | None,
+        context: RunContext | None,
+    ) -> tuple[Segment, Any]:
+        hook = ActionHook(active, self.fallbacks)
+        segment = Segment(index, workdir / f"segment-{index}", hook, resume)
+        trainer = make_trainer(segment)
+        if not getattr(trainer, "_rftfm_actions_installed", False):
+            hook.install(trainer, context or _context(trainer, self.task))
+        return segment, trainer
+
     def state(self) -> dict[str, Any]:
         """What a later process needs to carry on after an `ask` stop (JSON-able)."""
         return {
@@ -243,6 +276,9 @@ class Supervisor:
             "interventions": self.interventions,
             "kept": [a.model_dump() for a in self.kept],
             "timeline": self.timeline,
+            "checkpoints": {str(k): v for k, v in self.checkpoints.items()},
+            "uses_tools": self.uses_tools,
+            "events": [e.model_dump(mode="json") for e in (self.incident.events if self.incident else [])],
             "diagnosis": self.incident.diagnosis.model_dump(mode="json")
             if self.incident is not None and self.incident.diagnosis is not None
             else None,
@@ -250,13 +286,16 @@ class Supervisor:
 
     def restore(self, state: dict[str, Any], stop: Stop, approved: bool) -> None:
         """Carry on from `state` after an `ask` stop: with `approved`, the fix is applied and verified as if
-        it had been allowed; without, the incident is escalated and nothing is changed."""
+        it had been allowed; without, the rejection is journaled and nothing is changed (the run stays
+        stopped)."""
         self.journal_run = state["journal_run"]
         self.seq = int(state.get("seq", 0))
         self.configured = state.get("configured")
         self.interventions = int(state.get("interventions", 0))
         self.kept = [parse_action(a) for a in state.get("kept", [])]
         self.timeline = list(state.get("timeline", []))
+        self.checkpoints = {int(k): v for k, v in (state.get("checkpoints") or {}).items()}
+        self.uses_tools = bool(state.get("uses_tools", False))
         step = int(self.timeline[-1]["step"]) if self.timeline else 0
         candidate = stop.candidate
         if candidate is None or stop.checkpoint is None or stop.checkpoint_step is None:
@@ -270,10 +309,11 @@ class Supervisor:
             step, "approved", rule="human", reason="a person approved the fix", actions=candidate.actions
         )
         diagnosis = state.get("diagnosis")
+        self.checkpoints[stop.checkpoint_step] = stop.checkpoint
         self.incident = Incident(
             anchor_step=stop.checkpoint_step + 1,
             opened_step=step,
-            events=[],
+            events=[Event.model_validate(e) for e in state.get("events", [])],
             tried=[candidate.id],
             diagnosis=Diagnosis.model_validate(diagnosis) if diagnosis else None,
         )
@@ -299,6 +339,8 @@ class Supervisor:
             message = f"{type(exc).__name__}: {exc}"
             self.errors.append(message)
             self.mode = "observe"
+            self.verifying = None  # nothing half-done is acted on later
+            self.incident = None
             self._journal(
                 int(row.get("step", 0)),
                 "error",
@@ -358,12 +400,16 @@ class Supervisor:
         incident.diagnosis = diagnosis
         incident.anchor_step = min(incident.anchor_step, diagnosis.anchor_step)
         checkpoint_step, checkpoint = self._checkpoint_before(incident.anchor_step)
+        if incident.current is None:
+            incident.current = dict(self.current)
+        if incident.offending is None:
+            incident.offending = self._offending_steps(checkpoint_step or 0)
         context = PlanContext(
             configured=self.configured or {},
-            current=self.current,
+            current=incident.current,
             fallbacks=list(self.fallbacks),
             uses_tools=self.uses_tools,
-            offending_steps=self._offending_steps(checkpoint_step or 0),
+            offending_steps=incident.offending,
             observed_steps=MAX_OBSERVE_STEPS if replan else step - incident.opened_step,
             exclude=incident.tried,
             symptoms=list(symptoms(self.timeline, self.monitor.band)),
@@ -396,9 +442,9 @@ class Supervisor:
             checkpoint_step=checkpoint_step,
             interventions=self.interventions,
             steps_since_intervention=None
-            if self.last_intervention_step is None
+            if self.last_intervention_step is None or replan
             else step - self.last_intervention_step,
-            current=self.current,
+            current=incident.current,
             configured=self.configured or {},
         )
         for candidate in plan.candidates:
@@ -442,7 +488,8 @@ class Supervisor:
     def _apply(
         self, step: int, candidate: Candidate, checkpoint_step: int | None, checkpoint: str | None
     ) -> Stop:
-        assert checkpoint_step is not None and checkpoint is not None
+        if checkpoint_step is None or checkpoint is None:
+            raise RuntimeError("no checkpoint to resume from (require_checkpoint is off and none exists)")
         self.interventions += 1
         self.last_intervention_step = checkpoint_step
         heldout = [
@@ -454,7 +501,10 @@ class Supervisor:
             candidate=candidate,
             checkpoint_step=checkpoint_step,
             checkpoint=checkpoint,
-            until_step=checkpoint_step + self.policy.verify_steps,
+            # Past the step the incident was seen at: a window that ends before the fault acts again
+            # would verify nothing.
+            until_step=max(checkpoint_step, self.incident.opened_step if self.incident else 0)
+            + self.policy.verify_steps,
             metrics=metrics,
             heldout_before=heldout[-1] if heldout else None,
         )
@@ -543,7 +593,10 @@ class Supervisor:
         return self.diagnoser.diagnose(fingerprint(self.run_name, frame, verdict, band), top=3)
 
     def _checkpoint_before(self, anchor: int) -> tuple[int | None, str | None]:
-        before = sorted(s for s in self.checkpoints if s < anchor)
+        """The last checkpoint before the incident that still exists (rotation may have deleted some)."""
+        before = sorted(
+            s for s, p in self.checkpoints.items() if s < anchor and (p == START or Path(p).is_dir())
+        )
         preferred = [s for s in before if s <= anchor - 1 - ROLLBACK_MARGIN]
         choice = (preferred or before or [None])[-1]
         return (choice, self.checkpoints[choice]) if choice is not None else (None, None)
@@ -673,10 +726,14 @@ class SupervisorCallback(TrainerCallback):
         stop: Stop | None = None
         if state.is_world_process_zero:
             rows, self.rows = self.rows, []
-            if not rows and logs and "loss" in logs:  # no recorder: TRL's own logged row
-                row = canonical_row(logs)
-                row["step"] = float(state.global_step)
-                rows = [row]
+            try:
+                if not rows and logs and "loss" in logs:  # no recorder: TRL's own logged row
+                    row = canonical_row(logs)
+                    row["step"] = float(state.global_step)
+                    rows = [row]
+            except Exception as exc:  # never skip the broadcast below: the other processes wait in it
+                sup.errors.append(f"row: {type(exc).__name__}: {exc}")
+                rows = []
             for row in rows:
                 stop = sup.observe(row, self.trainer) or stop
         stop = _broadcast(stop)
