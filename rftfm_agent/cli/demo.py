@@ -130,7 +130,7 @@ def _plot(path: Path, st: Any, control: Any, faulty: Any, supervised: Any, fault
         bottom.plot(
             [s for s, _ in history],
             [a for _, a in history],
-            "o-",
+            marker="o",
             color=colours[label],
             label=label,
             **_style(label),

@@ -545,8 +545,8 @@ class Supervisor:
                 self._journal(
                     step,
                     "verified",
-                    reason=f"quiet for {self.policy.verify_steps} steps after the fix; alarmed metrics "
-                    "back in band",
+                    reason=f"quiet from the fix (step {v.checkpoint_step}) to step {step}, "
+                    f"{self.policy.verify_steps} past the incident; alarmed metrics back in band",
                     actions=v.candidate.actions,
                 )
                 self.kept.extend(v.candidate.actions)
