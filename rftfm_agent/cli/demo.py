@@ -47,7 +47,8 @@ def demo(
 
     st = open_store(store)
     parsed = parse_fault(fault)
-    shutil.rmtree(workdir, ignore_errors=True)  # the demo's own checkpoints from an earlier demo
+    for part in ("healthy", "faulty", "supervised"):  # the demo's own checkpoints from an earlier demo only
+        shutil.rmtree(workdir / part, ignore_errors=True)
     console.print(
         "[bold]0. the testbed[/bold]: a ~1M-parameter causal LM learning arithmetic with GRPO (TRL)"
     )
