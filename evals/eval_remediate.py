@@ -27,7 +27,6 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
 import os
@@ -39,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from rftfm_agent.bench.generator import run_in_pool, run_on_ray
+from rftfm_agent.bench.generator import exclusive_lock, run_in_pool, run_on_ray
 from rftfm_agent.bench.registry import registry_rows
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.store import Store
@@ -227,11 +226,7 @@ def evaluate(
         raise RftfmError(f"unknown arm {bad[0]!r}; known: {', '.join(ARMS)}")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    lock = (out / ".evaluate.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RftfmError(f"{out}: another `rftfm eval remediate` is writing here") from None
+    lock = exclusive_lock(out, "evaluate", "rftfm eval remediate")
     hurt, healthy = select(bench)
     if limit is not None:
         hurt, healthy = _spread(hurt, limit), _spread(healthy, max(1, limit // 3))
@@ -266,6 +261,7 @@ def evaluate(
         seconds_this_call=round(time.perf_counter() - started, 1),
         jobs=len(jobs),
     )
+    lock.close()
     return report
 
 
@@ -452,27 +448,22 @@ def render(report: dict[str, Any]) -> str:
         "## Recovered, per family × strength × onset style",
         "",
     ]
-    arms = [a for a in report["arms"]]
-    lines += ["| group | runs | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
-    for key in sorted(report["groups"]):
-        g = report["groups"][key]
-        n = g.get("nothing", {}).get("runs", 0)
-        lines.append(
-            f"| {key} | {n} | "
-            + " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms)
-            + " |"
-        )
+    arms = list(report["arms"])
+    lines += _recovered_table("group", report["groups"], arms)
     lines += ["", "## Recovered, per fault type", ""]
-    lines += ["| type | runs | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
-    for key in sorted(report["types"]):
-        g = report["types"][key]
-        n = g.get("nothing", {}).get("runs", 0)
-        lines.append(
-            f"| {key} | {n} | "
-            + " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms)
-            + " |"
-        )
+    lines += _recovered_table("type", report["types"], arms)
     return "\n".join(lines) + "\n"
+
+
+def _recovered_table(label: str, rows: dict[str, dict[str, Any]], arms: list[str]) -> list[str]:
+    """One Markdown row per key of `rows`: its run count and each arm's recovered share."""
+    lines = [f"| {label} | runs | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+    for key in sorted(rows):
+        g = rows[key]
+        n = g.get("nothing", {}).get("runs", 0)
+        recovered = " | ".join(_pct(g.get(a, {}).get("recovered", math.nan)) for a in arms)
+        lines.append(f"| {key} | {n} | {recovered} |")
+    return lines
 
 
 def _pct(x: float) -> str:

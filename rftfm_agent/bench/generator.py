@@ -131,11 +131,7 @@ def generate(
     started = time.perf_counter()
     plan(preset, seed)  # an unknown preset fails here, before anything is trained or written
     out.mkdir(parents=True, exist_ok=True)
-    lock = (out / ".generate.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise RftfmError(f"{out}: another `rftfm bench generate` is writing here") from None
+    lock = exclusive_lock(out, "generate", "rftfm bench generate")
     warm_model(WarmupConfig())  # once, before the workers start, so none of them trains it
     plans, todo, store = prepare(preset, out, seed)
     skipped = len(plans) - len(todo)
@@ -168,6 +164,18 @@ def generate(
     return GenerationReport(
         preset, seed, len(plans), skipped, made, failed, time.perf_counter() - started, out
     )
+
+
+def exclusive_lock(out: Path, name: str, command: str) -> Any:
+    """Hold `out/.<name>.lock` (the open file; closing it releases the lock), or fail with one line if
+    another `command` already writes in `out`."""
+    lock = (out / f".{name}.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise RftfmError(f"{out}: another `{command}` is writing here") from None
+    return lock
 
 
 def run_in_pool(

@@ -17,7 +17,6 @@ does the same thing on a healthy run.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -458,7 +457,3 @@ class ActionHook(TrainerHook):
 def guard_of(trainer: Any) -> UpdateGuard | None:
     """The trainer's update guard, if an action installed one (for tests and the journal)."""
     return getattr(trainer, "_rftfm_update_guard", None)
-
-
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

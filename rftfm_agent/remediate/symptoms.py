@@ -81,21 +81,21 @@ def symptoms(rows: Sequence[dict[str, Any]], band: Band | None = None) -> list[S
 def _median_z(rows: Sequence[dict[str, Any]], metric: str, band: Band) -> float | None:
     zs = []
     for row in rows:
-        value = row.get(metric)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            z = band.z(metric, int(row["step"]), float(value))
-            if z is not None:
-                zs.append(z)
+        value = finite_value(row.get(metric))
+        if value is not None and (z := band.z(metric, int(row["step"]), value)) is not None:
+            zs.append(z)
     return statistics.median(zs) if zs else None
 
 
+def finite_value(x: Any) -> float | None:
+    """`x` as a float when it is a finite number (not a bool, NaN, ±Inf or missing), else None."""
+    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x):
+        return float(x)
+    return None
+
+
 def _values(rows: Sequence[dict[str, Any]], metric: str) -> list[float]:
-    out = []
-    for row in rows:
-        value = row.get(metric)
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            out.append(float(value))
-    return out
+    return [v for row in rows if (v := finite_value(row.get(metric))) is not None]
 
 
 def _median(rows: Sequence[dict[str, Any]], metric: str) -> float | None:

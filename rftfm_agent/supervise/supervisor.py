@@ -28,7 +28,6 @@ decision is broadcast to every process (`torch.distributed`), so all stop and re
 
 from __future__ import annotations
 
-import math
 import time
 import traceback
 from collections.abc import Callable
@@ -49,7 +48,7 @@ from rftfm_agent.hooks import RewardFn, RunContext
 from rftfm_agent.knobs import current_settings
 from rftfm_agent.remediate.actions import Action, ActionHook, parse_action
 from rftfm_agent.remediate.planner import MAX_OBSERVE_STEPS, Candidate, Plan, PlanContext, make_plan
-from rftfm_agent.remediate.symptoms import symptoms
+from rftfm_agent.remediate.symptoms import finite_value, symptoms
 from rftfm_agent.supervise.policy import Policy, Situation
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.recorder import RunRecorder
@@ -762,4 +761,4 @@ def _context(trainer: Any, task: str | None) -> RunContext:
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return finite_value(x) is not None
