@@ -21,17 +21,23 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating virtualenv $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
-stamp="$VENV/.rftfm-installed-$(sha1sum pyproject.toml | cut -c1-12)"
+what=${1:-demo}
+# The test suite's slow tier starts a real OpenAI-compatible server (llama.cpp) on localhost: `test`
+# installs the local-llm extra too. llama-cpp-python compiles from source; its native build crashes on
+# CPUs with AMX, so the CPU features are named instead of detected.
+EXTRAS=dev
+[ "$what" = test ] && EXTRAS=dev,local-llm
+export CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"}
+stamp="$VENV/.rftfm-installed-$(cat pyproject.toml <(echo "$EXTRAS") | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
-  echo "==> installing $TORCH_SPEC, then rftfm[dev] (first run only; a few minutes)"
+  echo "==> installing $TORCH_SPEC, then rftfm[$EXTRAS] (first run only; a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+  "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]"
   rm -f "$VENV"/.rftfm-installed-*
   touch "$stamp"
 fi
 
-what=${1:-demo}
 [ $# -gt 0 ] && shift
 case "$what" in
   demo)  exec "$VENV/bin/rftfm" demo "$@" ;;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -16,6 +17,24 @@ def example_path(name: str) -> Path:
     return path
 
 
+_VERSION = re.compile(r"^<!-- version: (\S+) -->\n")
+
+
+def _prompt_file(name: str) -> str:
+    folder = resources.files("rftfm_agent.prompts")
+    for candidate in (name, f"{name}.md"):
+        if (folder / candidate).is_file():
+            return (folder / candidate).read_text(encoding="utf-8")
+    raise RftfmError(f"prompt {name!r}: no such template in rftfm_agent/prompts")
+
+
 def prompt_text(name: str) -> str:
-    """Text of a prompt template shipped in prompts/ (installed as rftfm_agent.prompts)."""
-    return (resources.files("rftfm_agent.prompts") / name).read_text(encoding="utf-8")
+    """Text of a prompt template shipped in prompts/ (installed as rftfm_agent.prompts), loaded by name
+    (`untrusted_data` or `untrusted_data.md`), without its version line."""
+    return _VERSION.sub("", _prompt_file(name), count=1)
+
+
+def prompt_version(name: str) -> str:
+    """The version a template declares on its first line (`<!-- version: 3 -->`); "0" when none."""
+    match = _VERSION.match(_prompt_file(name))
+    return match[1] if match else "0"

@@ -3,17 +3,17 @@
 Every command takes `--json` for machine-readable output. Bad input ends in one line on stderr that
 names the file and what is wrong, a non-zero exit, and a store left exactly as it was.
 
-One module per command group (`telemetry`, `demo`, `detect`, `diagnose`, `supervise`, `bench`, `testbed`,
-`evals`),
-with what they share in `common`; this module builds `app` from them. Heavy libraries (torch, trl,
-transformers) are imported inside the commands that need them, so `rftfm --help` stays fast.
+One module per command group (`telemetry`, `demo`, `detect`, `diagnose`, `supervise`, `agent`, `bench`,
+`testbed`, `evals`), with what they share in `common`; this module builds `app` from them. Heavy
+libraries (torch, trl, transformers) are imported inside the commands that need them, so `rftfm --help`
+stays fast.
 """
 
 from __future__ import annotations
 
 import typer
 
-from rftfm_agent.cli import bench, demo, detect, diagnose, evals, supervise, telemetry, testbed
+from rftfm_agent.cli import agent, bench, demo, detect, diagnose, evals, supervise, telemetry, testbed
 
 app = typer.Typer(
     add_completion=False,
@@ -32,6 +32,8 @@ app.command("fit-detector")(detect.fit_detector)
 app.command()(diagnose.diagnose)
 app.command()(supervise.supervise)
 app.command()(supervise.journal)
+app.command()(agent.triage)
+app.command()(agent.chat)
 
 app.add_typer(bench.bench_app, name="bench")
 app.add_typer(testbed.testbed_app, name="testbed")

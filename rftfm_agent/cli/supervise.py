@@ -60,7 +60,9 @@ def supervise(
         raise RftfmError("--approve or --reject, not both")
     st = open_store(store)
     if resume is not None:
-        _resume(resume, approve, reject, st, as_json)
+        outcome = _resume(resume, approve, reject, st)
+        if outcome is not None:
+            _report(outcome, resume, as_json)
         return
     from rftfm_agent.testbed.runner import RunSpec, parse_fault
 
@@ -111,7 +113,13 @@ def _run(
     return outcome
 
 
-def _resume(folder: Path, approve: bool, reject: bool, st: Any, as_json: bool) -> None:
+def resume_session(folder: Path, candidate: Any, st: Any) -> dict[str, Any]:
+    """Carry on a stopped supervised session with `candidate` (a person approved it): the agent's resume."""
+    outcome = _resume(folder, approve=True, reject=False, st=st, candidate=candidate)
+    return _payload(outcome, folder)
+
+
+def _resume(folder: Path, approve: bool, reject: bool, st: Any, candidate: Any = None) -> Any:
     from rftfm_agent.supervise.policy import Policy
     from rftfm_agent.supervise.supervisor import START, Stop
     from rftfm_agent.testbed.runner import RunSpec
@@ -126,12 +134,17 @@ def _resume(folder: Path, approve: bool, reject: bool, st: Any, as_json: bool) -
     stop = Stop.model_validate(session["stop"]) if session.get("stop") else None
     if stop is None or stop.kind != "ask":
         raise RftfmError(f"{path}: the session is not waiting for an approval")
+    if candidate is not None:
+        kept = list((session.get("state") or {}).get("kept") or [])
+        stop = stop.model_copy(
+            update={"candidate": candidate, "actions": [*kept, *(a.model_dump() for a in candidate.actions)]}
+        )
     if not (approve or reject):
         console.print(
             f"waiting for approval: {stop.candidate.summary() if stop.candidate else '?'} ({stop.reason})"
         )
         console.print(f"  approve: rftfm supervise --resume {folder} --approve")
-        return
+        return None
     spec = RunSpec.model_validate(session["spec"])
     pol = Policy.model_validate(session["policy"])
     state = session["state"]
@@ -149,8 +162,8 @@ def _resume(folder: Path, approve: bool, reject: bool, st: Any, as_json: bool) -
         session["stop"] = None
         io.atomic_write_text(path, io.dumps(session))
         console.print("fix rejected (journaled); the run stays stopped")
-        return
-    outcome = _run(
+        return None
+    return _run(
         spec,
         pol,
         Path(session["policy_file"]) if session.get("policy_file") else None,
@@ -160,10 +173,9 @@ def _resume(folder: Path, approve: bool, reject: bool, st: Any, as_json: bool) -
         prepare=lambda sup: sup.restore(state, stop, approved=True),
         stop=stop,
     )
-    _report(outcome, folder, as_json)
 
 
-def _report(outcome: Any, folder: Path, as_json: bool) -> None:
+def _payload(outcome: Any, folder: Path) -> dict[str, Any]:
     result = outcome.result
     stop = result.stop
     payload = {
@@ -180,6 +192,12 @@ def _report(outcome: Any, folder: Path, as_json: bool) -> None:
     }
     if stop is not None and stop.kind == "ask":
         payload["resume_command"] = f"rftfm supervise --resume {folder} --approve"
+    return payload
+
+
+def _report(outcome: Any, folder: Path, as_json: bool) -> None:
+    result, stop = outcome.result, outcome.result.stop
+    payload = _payload(outcome, folder)
     if as_json:
         emit_json(payload)
         return
