@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
 from importlib import resources
 from pathlib import Path
 
 from rftfm_agent.errors import RftfmError
+
+
+def cache_root() -> Path:
+    """Where rftfm caches what it can rebuild (warmed-up models, fitted forests): $RFTFM_CACHE, else
+    ~/.cache/rftfm."""
+    return Path(os.environ.get("RFTFM_CACHE") or Path.home() / ".cache" / "rftfm")
 
 
 def example_path(name: str) -> Path:

@@ -20,7 +20,6 @@ from rftfm_agent.diagnose.fingerprint import fingerprint
 from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.remediate.symptoms import Symptom, symptoms
-from rftfm_agent.telemetry.plots import plot_run
 from rftfm_agent.telemetry.store import Store
 
 # Plain words for each symptom (remediate/symptoms.py), as the report and the LLM name them.
@@ -175,6 +174,8 @@ class PlotOutput(BaseModel):
 
 def plot_metrics(params: PlotInput, env: ToolEnv) -> PlotOutput:
     """Plot metrics of a run against step into a PNG (the path is returned); NaN/Inf steps are marked."""
+    from rftfm_agent.telemetry.plots import plot_run  # matplotlib: only when a plot is asked for
+
     run_id = env.store.resolve(params.run)
     out_dir = env.out_dir or env.store.root / "reports"
     path = plot_run(env.store.steps(run_id), params.metrics, run_id, out_dir / f"{run_id}-metrics.png")

@@ -54,12 +54,19 @@ def tool_schemas(acting: bool = True) -> list[dict[str, Any]]:
     ]
 
 
-def build_chat_graph(env: ToolEnv, llm: Any, checkpointer: Any = None, fallback: Any = None) -> Any:
-    """`fallback(run) -> str` answers when the model cannot make a valid tool call (the offline triage)."""
+def build_chat_graph(
+    env: ToolEnv, llm: Any, checkpointer: Any = None, fallback: Any = None, briefing: str = ""
+) -> Any:
+    """`fallback(run) -> str` answers when the model cannot make a valid tool call (the offline triage);
+    `briefing` (what the tools already found, e.g. `briefing_of(triage state)`) grounds the first answer."""
     model = llm.bind_tools(tool_schemas())
 
     def assistant(state: ChatState) -> dict[str, Any]:
-        system = SystemMessage(prompt_text("system") + f"\nThe run under discussion: {state.get('run')}")
+        system = SystemMessage(
+            prompt_text("system")
+            + f"\nThe run under discussion: {state.get('run')}"
+            + (f"\nWhat the tools found so far:\n{briefing}" if briefing else "")
+        )
         try:
             reply = model.invoke([system, *state["messages"]])
         except Exception as exc:
@@ -163,6 +170,26 @@ def build_chat_graph(env: ToolEnv, llm: Any, checkpointer: Any = None, fallback:
     graph.add_conditional_edges("act", after_tools)
     graph.add_edge("fallback", END)
     return graph.compile(checkpointer=checkpointer)
+
+
+def briefing_of(state: dict[str, Any]) -> str:
+    """A few lines of what an offline triage found (tool output, not run text), for the chat's context."""
+    from rftfm_agent.agent.report import symptom_line
+
+    d, det = state.get("diagnosis") or {}, state.get("detection") or {}
+    hyps = "; ".join(f"{h['type']} p={h['probability']}" for h in d.get("hypotheses", [])[:3]) or "none"
+    fix = next((p for p in state.get("allowed") or [] if p["id"] == state.get("choice")), None)
+    return "\n".join(
+        [
+            f"- detector: {det.get('verdict')} ({det.get('mode')} mode), "
+            f"first alarm step {det.get('first_alarm_step')}",
+            f"- symptom: {symptom_line(d, det)}",
+            f"- diagnosis: {hyps}{' (unknown: unlike every labelled fault)' if d.get('unknown') else ''}",
+            f"- proposed fix: {fix['id']} = {fix['summary']} ({fix['verdict']})"
+            if fix
+            else "- proposed fix: none",
+        ]
+    )
 
 
 def _run_read(env: ToolEnv, call: dict[str, Any]) -> tuple[str, bool]:

@@ -38,6 +38,7 @@ class LLMConfig(BaseModel):
     api_key: str = Field(default="not-needed", repr=False)
     timeout: float = Field(default=60.0, gt=0)
     temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=512, ge=16, description="per answer: a rambling model is cut off")
     where: str = "environment"
 
     def describe(self) -> str:
@@ -102,5 +103,6 @@ def chat_model(config: LLMConfig) -> Any:
         model=config.model,
         timeout=config.timeout,
         temperature=config.temperature,
+        max_tokens=config.max_tokens,
         max_retries=0,
     )

@@ -222,7 +222,7 @@ def chat(
     from langchain_core.messages import HumanMessage
     from langgraph.types import Command
 
-    from rftfm_agent.agent.chat import build_chat_graph
+    from rftfm_agent.agent.chat import briefing_of, build_chat_graph
     from rftfm_agent.agent.triage import run_triage, sqlite_checkpointer
 
     st = open_store(store)
@@ -234,8 +234,13 @@ def chat(
         if not sys.stdin.isatty() or typer.confirm("run the offline triage now?", default=True):
             console.print(run_triage(env, run_id)[0]["report"], markup=False, highlight=False)
         return
+    triaged = run_triage(env, run_id)[0]  # the facts first: a weak model then has them to talk about
     graph = build_chat_graph(
-        env, llm, sqlite_checkpointer(st.root), fallback=lambda run: run_triage(env, run)[0]["report"]
+        env,
+        llm,
+        sqlite_checkpointer(st.root),
+        fallback=lambda run: run_triage(env, run)[0]["report"],
+        briefing=briefing_of(triaged),
     )
     config = {"configurable": {"thread_id": f"chat-{run_id}-{time.strftime('%Y%m%dT%H%M%S')}"}}
     console.print(f"[dim]{which} · run {run_id} · /quit to leave[/dim]")

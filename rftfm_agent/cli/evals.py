@@ -9,7 +9,7 @@ import typer
 
 from rftfm_agent.cli.common import JsonOpt, deliver_report, friendly_errors, write_report
 
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection and diagnosis on a benchmark.")
+eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection, diagnosis, remediation and the agent.")
 
 
 @eval_app.command("detect")
@@ -71,3 +71,31 @@ def eval_remediate(
         write_report(png, lambda: plot(report, png))
     slim = {k: v for k, v in report.items() if k != "runs"}
     deliver_report(slim, render(report), markdown, as_json)
+
+
+@eval_app.command("agent")
+@friendly_errors
+def eval_agent(
+    out: Annotated[Path, typer.Option(help="folder for the evaluation store, checkpoints and plots")],
+    bench: Annotated[Path | None, typer.Option(help="a generated benchmark (labelled runs)")] = None,
+    realruns: Annotated[
+        Path | None, typer.Option(help="folder of real logs labelled in realrun_labels.toml")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="benchmark fault runs, spread over types")] = 16,
+    controls: Annotated[int, typer.Option(help="benchmark healthy controls")] = 4,
+    llm_config: Annotated[
+        Path | None, typer.Option("--llm-config", help="LLM endpoint config (TOML)")
+    ] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="deterministic planner only")] = False,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Triage benchmark runs and real logs with the agent's graph; score the named fault or symptom, the
+    fix, actions without approval (must be 0), tool calls and seconds. With an LLM configured, both the
+    deterministic planner and the LLM are scored."""
+    from rftfm_agent.cli.agent import connect_llm
+    from rftfm_agent.evals.eval_agent import evaluate, render
+
+    llm, _ = connect_llm(llm_config, offline)
+    report = evaluate(out, bench=bench, realruns=realruns, limit=limit, controls=controls, llm=llm)
+    deliver_report(report, render(report), markdown, as_json)

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from rftfm_agent.cli.common import JsonOpt, StoreOpt, console, emit_json, friendly_errors, open_store
+from rftfm_agent.cli.common import (
+    JsonOpt,
+    StoreOpt,
+    console,
+    emit_json,
+    err_console,
+    friendly_errors,
+    open_store,
+)
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry import io
 
@@ -41,6 +49,13 @@ def supervise(
         bool, typer.Option(help="with --resume: refuse it (journaled; the run stays stopped)")
     ] = False,
     show_policy: Annotated[bool, typer.Option(help="print the built-in policy file and exit")] = False,
+    agent: Annotated[
+        bool,
+        typer.Option(
+            help="plan through the agent's graph (an LLM, when configured, orders the fixes; the "
+            "policy still decides)"
+        ),
+    ] = False,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -71,8 +86,18 @@ def supervise(
     spec = RunSpec(name=run_name, task=task, steps=steps, seed=seed, fault=parsed, eval_every=10)
     pol = Policy.load(policy, mode=mode)  # validated before anything trains
     folder = workdir or Path("rftfm-runs") / run_name
-    outcome = _run(spec, pol, policy, fallback, st, folder, prepare=None)
+    planner = _agent_planner() if agent else None
+    outcome = _run(spec, pol, policy, fallback, st, folder, prepare=None, planner=planner)
     _report(outcome, folder, as_json)
+
+
+def _agent_planner() -> Any:
+    from rftfm_agent.agent.supervisor_planner import agent_planner
+    from rftfm_agent.cli.agent import connect_llm
+
+    llm, which = connect_llm(None, offline=False)
+    err_console.print(f"agent planner: {which}", markup=False)
+    return agent_planner(llm)
 
 
 def _run(
@@ -84,6 +109,7 @@ def _run(
     folder: Path,
     prepare: Any,
     stop: Any = None,
+    planner: Any = None,
 ) -> Any:
     from rftfm_agent.evals.closed_loop import supervised_testbed_run
     from rftfm_agent.remediate.actions import parse_action
@@ -96,6 +122,7 @@ def _run(
         pol,
         fallback=fallback,
         prepare=prepare,
+        **({"planner": planner} if planner is not None else {}),
         resume_from=stop.checkpoint if stop is not None else None,
         actions=[parse_action(a) for a in stop.actions] if stop is not None else None,
     )

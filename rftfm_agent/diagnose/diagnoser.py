@@ -21,9 +21,11 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import pairwise_distances
 
@@ -100,6 +102,7 @@ class Diagnoser:
         self.seed = seed
         self.docs = feature_docs()
         self._models: dict[tuple[str, tuple[str, ...], bool], _Model] = {}
+        self._library_digest: str | None = None
         self.family_of = dict(zip(library.table["type"], library.table["family"], strict=True))
         table = library.table
         self.present = frozenset(table.columns[table.notna().any()])  # features the library has values for
@@ -107,8 +110,40 @@ class Diagnoser:
     def model(self, mode: str, features: tuple[str, ...], tools: bool = True) -> _Model:
         key = (mode, features, tools)
         if key not in self._models:
-            self._models[key] = self._fit(mode, list(features), tools)
+            self._models[key] = self._cached_fit(mode, features, tools)
         return self._models[key]
+
+    def _cached_fit(self, mode: str, features: tuple[str, ...], tools: bool) -> _Model:
+        """Fit, or load the same fit from the disk cache: a forest per logging setup takes seconds to fit,
+        and every `rftfm diagnose` / triage in a new process would pay it again. Keyed by everything the
+        fit depends on (the library's contents, mode, features, tool use, forest size, seed, sklearn)."""
+        import hashlib
+        import pickle
+
+        import sklearn
+
+        from rftfm_agent.resources import cache_root
+        from rftfm_agent.telemetry.io import atomic_write_with
+
+        if self._library_digest is None:
+            hashed = pd.util.hash_pandas_object(self.library.table, index=False).to_numpy()
+            self._library_digest = hashlib.sha1(hashed.tobytes()).hexdigest()
+        spec = repr(
+            (self._library_digest, mode, features, tools, self.n_estimators, self.seed, sklearn.__version__)
+        )
+        path = cache_root() / "diagnoser" / f"{hashlib.sha1(spec.encode()).hexdigest()[:20]}.pkl"
+        try:
+            with path.open("rb") as fh:
+                return pickle.load(fh)  # our own cache folder, written below
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+            pass
+        model = self._fit(mode, list(features), tools)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(pickle.dumps(model)))
+        except OSError:
+            pass  # an unwritable cache only costs time
+        return model
 
     def _fit(self, mode: str, features: list[str], tools: bool) -> _Model:
         rows = self.library.rows(mode)

@@ -18,22 +18,16 @@ does the same thing on a healthy run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from rftfm_agent.hooks import RewardFn, RunContext, TrainerHook
 from rftfm_agent.knobs import pin_learning_rate, set_beta, set_generation, set_max_grad_norm
-from rftfm_agent.remediate.guards import (
-    UpdateGuard,
-    batch_rewards,
-    mask_rows,
-    repair_advantages,
-    update_guard,
-)
 from rftfm_agent.telemetry.trl_batch import add_batch_handler
+
+if TYPE_CHECKING:
+    from rftfm_agent.remediate.guards import UpdateGuard
 
 Category = Literal["hyperparameter", "data", "reward", "environment", "control"]
 
@@ -60,24 +54,6 @@ class _Action(BaseModel):
         """Apply to a built trainer (before `train()` resumes it)."""
 
 
-class _Pin(TrainerCallback):
-    """Applies `apply(trainer)` when training (re)starts and at the start of every step."""
-
-    def __init__(self, trainer: Any, apply: Any) -> None:
-        self.trainer = trainer
-        self.apply = apply
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
-    ) -> None:
-        self.apply(self.trainer)
-
-    def on_step_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
-    ) -> None:
-        self.apply(self.trainer)
-
-
 class SetLearningRate(_Action):
     """Set the learning rate (divergence: lower it; a stall: raise it)."""
 
@@ -88,7 +64,9 @@ class SetLearningRate(_Action):
         return {"learning_rate": self.value}
 
     def install(self, trainer: Any, run: RunContext) -> None:
-        trainer.add_callback(_Pin(trainer, lambda t: pin_learning_rate(t, self.value)))
+        from rftfm_agent.remediate.callbacks import Pin
+
+        trainer.add_callback(Pin(trainer, lambda t: pin_learning_rate(t, self.value)))
 
 
 class SetKLCoefficient(_Action):
@@ -101,8 +79,10 @@ class SetKLCoefficient(_Action):
         return {"beta": self.beta}
 
     def install(self, trainer: Any, run: RunContext) -> None:
+        from rftfm_agent.remediate.callbacks import Pin
+
         set_beta(trainer, self.beta)  # raises now, not mid-training, when β cannot be turned on
-        trainer.add_callback(_Pin(trainer, lambda t: set_beta(t, self.beta)))
+        trainer.add_callback(Pin(trainer, lambda t: set_beta(t, self.beta)))
 
 
 class SetSampling(_Action):
@@ -134,7 +114,9 @@ class SetSampling(_Action):
         set_generation(trainer, **settings)
 
     def install(self, trainer: Any, run: RunContext) -> None:
-        trainer.add_callback(_Pin(trainer, self._apply))
+        from rftfm_agent.remediate.callbacks import Pin
+
+        trainer.add_callback(Pin(trainer, self._apply))
 
 
 class SetCompletionLength(_Action):
@@ -157,9 +139,14 @@ class SetCompletionLength(_Action):
         return ()
 
     def install(self, trainer: Any, run: RunContext) -> None:
+        import torch
+
+        from rftfm_agent.remediate.callbacks import Pin
+        from rftfm_agent.remediate.guards import mask_rows
+
         if self.max_completion_length is not None:
             length = self.max_completion_length
-            trainer.add_callback(_Pin(trainer, lambda t: set_generation(t, max_new_tokens=length)))
+            trainer.add_callback(Pin(trainer, lambda t: set_generation(t, max_new_tokens=length)))
         if self.mask_truncated:
             eos = trainer.processing_class.eos_token_id
 
@@ -186,10 +173,13 @@ class GradientGuard(_Action):
         return ("grad_norm",)
 
     def install(self, trainer: Any, run: RunContext) -> None:
+        from rftfm_agent.remediate.callbacks import Pin
+        from rftfm_agent.remediate.guards import update_guard
+
         guard = update_guard(trainer)
         guard.skip_nonfinite = guard.skip_nonfinite or self.skip_nonfinite
         guard.spike_factor = self.spike_factor
-        trainer.add_callback(_Pin(trainer, lambda t: set_max_grad_norm(t, self.max_grad_norm)))
+        trainer.add_callback(Pin(trainer, lambda t: set_max_grad_norm(t, self.max_grad_norm)))
 
 
 class SkipUpdates(_Action):
@@ -201,6 +191,8 @@ class SkipUpdates(_Action):
     steps: list[int] = Field(min_length=1)
 
     def install(self, trainer: Any, run: RunContext) -> None:
+        from rftfm_agent.remediate.guards import update_guard
+
         update_guard(trainer).skip_steps.update(self.steps)
 
 
@@ -216,38 +208,9 @@ class ResetOptimizer(_Action):
         return {"warmup_steps": self.warmup_steps}
 
     def install(self, trainer: Any, run: RunContext) -> None:
-        trainer.add_callback(_Rewarm(trainer, self.warmup_steps, self.rewarm_on_state_loss))
+        from rftfm_agent.remediate.callbacks import Rewarm
 
-
-class _Rewarm(TrainerCallback):
-    def __init__(self, trainer: Any, steps: int, on_loss: bool) -> None:
-        self.trainer, self.steps, self.on_loss = trainer, steps, on_loss
-        self.left = 0
-        self.seen_state = False
-
-    def _optimizer(self) -> Any:
-        return getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
-    ) -> None:
-        self._optimizer().state.clear()
-        self.left = self.steps
-
-    def on_step_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
-    ) -> None:
-        optimizer = self._optimizer()
-        if optimizer.state:
-            self.seen_state = True
-        elif self.on_loss and self.seen_state and self.left == 0:
-            self.left = self.steps  # the state was thrown away since the last step: warm up again
-            self.seen_state = False
-        if self.left > 0:
-            factor = (self.steps - self.left + 1) / (self.steps + 1)
-            for group in optimizer.param_groups:
-                group["lr"] = group.get("initial_lr", group["lr"]) * factor
-            self.left -= 1
+        trainer.add_callback(Rewarm(trainer, self.warmup_steps, self.rewarm_on_state_loss))
 
 
 class AdvantageGuard(_Action):
@@ -258,6 +221,8 @@ class AdvantageGuard(_Action):
     tolerance: float = Field(default=1e-3, gt=0)
 
     def install(self, trainer: Any, run: RunContext) -> None:
+        from rftfm_agent.remediate.guards import batch_rewards, repair_advantages
+
         g, tol = run.num_generations, self.tolerance
 
         def edit(t: Any, output: dict[str, Any]) -> None:
@@ -290,6 +255,11 @@ class TrajectoryFilter(_Action):
         return out
 
     def install(self, trainer: Any, run: RunContext) -> None:
+        import torch
+
+        from rftfm_agent.remediate.callbacks import repetitive
+        from rftfm_agent.remediate.guards import batch_rewards, mask_rows
+
         g = run.num_generations
         pad = trainer.processing_class.pad_token_id
 
@@ -304,7 +274,7 @@ class TrajectoryFilter(_Action):
             if self.empty:
                 drop |= mask.sum(dim=1) <= 1  # nothing, or the end-of-sequence token alone
             if self.degenerate:
-                drop |= _repetitive(output["completion_ids"], mask, pad)
+                drop |= repetitive(output["completion_ids"], mask, pad)
             if self.zero_variance_groups and n % g == 0:
                 rewards = batch_rewards(t, n)
                 if rewards is not None:
@@ -313,15 +283,6 @@ class TrajectoryFilter(_Action):
             mask_rows(output, drop)
 
         add_batch_handler(trainer, "edit", edit, key="remedy:trajectory_filter")
-
-
-def _repetitive(ids: torch.Tensor, mask: torch.Tensor, pad: int | None) -> torch.Tensor:
-    """Completions of at least 6 tokens whose distinct tokens are under a third of their tokens."""
-    out = []
-    for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
-        tokens = [t for t, keep in zip(row, m, strict=True) if keep and t != pad]
-        out.append(len(tokens) >= 6 and len(set(tokens)) < len(tokens) / 3)
-    return torch.tensor(out, dtype=torch.bool, device=mask.device)
 
 
 class ToolRetry(_Action):
