@@ -317,3 +317,33 @@ def test_eval_remediate_on_mini_runs_arms_through_the_pool_and_resumes(
     assert "| playbook |" in text and "| nothing |" in text
     plot(report, tmp_path / "rem.png")
     assert (tmp_path / "rem.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_eval_agent_on_mini_scores_triage_without_labels_and_acts_on_nothing(
+    mini: dict[str, Any], tmp_path: Path
+) -> None:
+    from conftest import REALRUNS
+    from rftfm_agent.evals.eval_agent import evaluate, render
+
+    realruns = REALRUNS
+
+    report = evaluate(
+        tmp_path / "ea",
+        bench=mini["out"],
+        realruns=realruns if realruns.is_dir() else None,
+        limit=6,
+        controls=2,
+    )
+    kinds = {r["kind"] for r in report["rows"]}
+    assert {"fault", "control"} <= kinds and len([r for r in report["rows"] if r["kind"] == "fault"]) == 6
+    eval_store = Store(tmp_path / "ea" / "store")
+    for m in eval_store.manifests():  # the copies carry no label the tools could read
+        assert m.label == "unknown" and m.fault is None and not any(k.startswith("fault") for k in m.config)
+    for row in report["rows"]:
+        assert row["unapproved_actions"] == 0 and row["fix_allowed"] and row["tool_calls"] >= 7
+    assert sum(r["asked"] for r in report["rows"]) >= 1  # a fix was proposed and left waiting for a person
+    faults = [r for r in report["rows"] if r["kind"] == "fault"]
+    assert sum(r["named"] for r in faults) >= 1  # the measured share is in docs/agent.md
+    text = render(report)
+    assert "| deterministic | fault | 6 |" in text
