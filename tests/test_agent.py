@@ -174,6 +174,14 @@ def test_cli_triage_with_an_unreachable_endpoint_says_so_and_runs_offline(
     assert result.exit_code == 0, result.output
     assert "unreachable" in result.stderr and "falls back to offline" in result.stderr
     assert SYMPTOM in result.stdout
+    bad = tmp_path / "llm.toml"
+    bad.write_text("[llm]\nbase_url = 3\n")
+    result = CliRunner().invoke(
+        app,
+        ["triage", run, "--store", str(store.root), "--out", str(tmp_path / "r"), "--llm-config", str(bad)],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("\n") == 1 and "llm.toml" in result.stderr and SYMPTOM in result.stdout
 
 
 # ------------------------------------------------------------------------------------------- LLM config

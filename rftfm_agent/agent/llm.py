@@ -84,13 +84,16 @@ def probe(config: LLMConfig) -> None:
         base_url=config.base_url, api_key=config.api_key, timeout=PROBE_TIMEOUT_S, max_retries=0
     )
     try:
-        client.models.list()
+        served = [m.id for m in client.models.list()]
     except openai.APIConnectionError as exc:
         raise RftfmError(f"LLM endpoint {config.base_url}: unreachable ({exc.__cause__ or exc})") from None
     except openai.APIStatusError as exc:
         raise RftfmError(f"LLM endpoint {config.base_url}: HTTP {exc.status_code} ({exc.message})") from None
     except openai.OpenAIError as exc:
         raise RftfmError(f"LLM endpoint {config.base_url}: {exc}") from None
+    if served and config.model not in served:
+        shown = ", ".join(served[:8]) + (" …" if len(served) > 8 else "")
+        raise RftfmError(f"LLM endpoint {config.base_url}: no model {config.model!r} (it serves: {shown})")
 
 
 def chat_model(config: LLMConfig) -> Any:

@@ -71,14 +71,16 @@ def connect_llm(llm_config: Path | None, offline: bool) -> tuple[Any, str]:
         return None, "offline (--offline): deterministic planner"
     from rftfm_agent.agent.llm import chat_model, load_llm_config, probe
 
-    config = load_llm_config(llm_config)
-    if config is None:
-        return None, "offline (no LLM configured): deterministic planner"
     try:
+        config = load_llm_config(llm_config)
+        if config is None:
+            return None, "offline (no LLM configured): deterministic planner"
         probe(config)
     except RftfmError as exc:
-        err_console.print(f"warning: {exc}; triage falls back to offline", markup=False, highlight=False)
-        return None, f"offline ({config.base_url} unreachable): deterministic planner"
+        err_console.print(
+            f"warning: {exc}; triage falls back to offline", markup=False, highlight=False, soft_wrap=True
+        )
+        return None, f"offline ({exc}): deterministic planner"
     return chat_model(config), f"LLM {config.describe()}"
 
 
