@@ -22,7 +22,6 @@ from typing import Any
 
 def run_supervisor_benchmark(repeats: int = 2, steps: int = 30) -> dict[str, Any]:
     from rftfm_agent.evals.closed_loop import shared_models, supervised_testbed_run
-
     from rftfm_agent.supervise.policy import Policy
     from rftfm_agent.telemetry.store import Store
     from rftfm_agent.testbed.model import WarmupConfig, warm_model

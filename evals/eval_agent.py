@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rftfm_agent.tools import ToolEnv
+import pyarrow as pa
 
 from rftfm_agent.agent.report import symptom_line
 from rftfm_agent.agent.triage import run_triage
@@ -40,6 +40,7 @@ from rftfm_agent.supervise.policy import Policy
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 from rftfm_agent.telemetry.store import Store
+from rftfm_agent.tools import ToolEnv
 
 LABELS = Path(__file__).with_name("realrun_labels.toml")
 LABEL_COLUMNS = ("fault_injected", "fault_injection_type")
@@ -105,8 +106,6 @@ def _copy_without_labels(source: Store, run_id: str, store: Store) -> str:
     for column in LABEL_COLUMNS:
         if column in traj:
             traj[column] = None
-    import pyarrow as pa
-
     run = ImportedRun(
         name=f"eval-{manifest.name}",
         source=SourceInfo(format="bench-copy"),

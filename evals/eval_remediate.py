@@ -56,8 +56,8 @@ def run_arm(spec_json: str, arm: str, true_type: str, out: str, cache: str | Non
     import shutil
 
     import torch
-    from rftfm_agent.evals.closed_loop import oracle_planner, supervised_testbed_run
 
+    from rftfm_agent.evals.closed_loop import oracle_planner, supervised_testbed_run
     from rftfm_agent.remediate.planner import make_plan
     from rftfm_agent.supervise.policy import Policy
     from rftfm_agent.testbed.runner import RunSpec

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from accelerate import PartialState
-from rftfm_agent.evals.closed_loop import supervised_testbed_run
 
+from rftfm_agent.evals.closed_loop import supervised_testbed_run
 from rftfm_agent.supervise.policy import Policy
 from rftfm_agent.telemetry.store import Store
 from rftfm_agent.testbed.runner import RunSpec, parse_fault

@@ -11,7 +11,6 @@ import pytest
 from agent_helpers import INJECTION, ScriptedChatModel, dead_run
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.types import Command
-from rftfm_agent.tools import ACT_TOOLS, READ_TOOLS, TOOLS, ToolEnv, ToolError, call_tool
 from typer.testing import CliRunner
 
 from rftfm_agent.agent.chat import MAX_BAD_CALLS, build_chat_graph
@@ -21,6 +20,7 @@ from rftfm_agent.cli import app
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.supervise.policy import Policy
 from rftfm_agent.telemetry.store import Store
+from rftfm_agent.tools import ACT_TOOLS, READ_TOOLS, TOOLS, ToolEnv, ToolError, call_tool
 
 SYMPTOM = "no learning signal"
 

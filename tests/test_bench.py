@@ -324,6 +324,7 @@ def test_eval_agent_on_mini_scores_triage_without_labels_and_acts_on_nothing(
     mini: dict[str, Any], tmp_path: Path
 ) -> None:
     from conftest import REALRUNS
+
     from rftfm_agent.evals.eval_agent import evaluate, render
 
     realruns = REALRUNS

@@ -32,7 +32,6 @@ def _decisions(store: Store, run_id: str) -> list[str]:
 
 def test_the_closed_loop_recovers_a_learning_rate_fault_that_stays_in_the_world(tmp_path: Path) -> None:
     from rftfm_agent.evals.closed_loop import supervised_testbed_run
-
     from rftfm_agent.faults.registry import hooks_for
     from rftfm_agent.testbed.runner import run
 
@@ -84,7 +83,6 @@ def test_without_a_checkpoint_before_the_incident_the_fix_is_refused_and_the_run
     """The supervisor's callback added to a trainer that saves no checkpoints (no `Supervisor.run` to
     restart it either): every fix is refused by the checkpoint rule and journaled; training goes on."""
     from rftfm_agent.evals.closed_loop import shared_models
-
     from rftfm_agent.faults.registry import hooks_for
     from rftfm_agent.supervise.supervisor import Supervisor
     from rftfm_agent.testbed.runner import build

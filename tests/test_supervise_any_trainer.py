@@ -13,10 +13,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_supervisor_run_with_a_plain_grpo_trainer_and_a_reward_bug(tmp_path: Path) -> None:
-    from rftfm_agent.evals.closed_loop import shared_models
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
+    from rftfm_agent.evals.closed_loop import shared_models
     from rftfm_agent.supervise.policy import Policy
     from rftfm_agent.supervise.supervisor import Supervisor
     from rftfm_agent.telemetry.store import Store

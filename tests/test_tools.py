@@ -1,14 +1,14 @@
 from pathlib import Path
 
 import pytest
-from rftfm_agent.tools import ToolEnv
-from rftfm_agent.tools.query_store import QueryStoreInput, query_store
 
 from rftfm_agent.errors import RftfmError, StoreError
 from rftfm_agent.resources import prompt_text, prompt_version
 from rftfm_agent.supervise.policy import Policy
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.store import Store
+from rftfm_agent.tools import ToolEnv
+from rftfm_agent.tools.query_store import QueryStoreInput, query_store
 
 
 def test_query_store_tool(tmp_path: Path, fixtures: Path) -> None:

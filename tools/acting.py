@@ -17,18 +17,19 @@ import json
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry import io
 from rftfm_agent.tools.base import RunInput, ToolEnv
 from rftfm_agent.tools.fixes import (
     APPROVED_FILE,
     SESSION_FILE,
     CheckPolicyInput,
+    Proposal,
     candidate_of,
     journal,
     proposals,
 )
-
-from rftfm_agent.errors import RftfmError
-from rftfm_agent.telemetry import io
 
 
 class ApplyOutput(BaseModel):
@@ -107,8 +108,6 @@ def resume_run(params: RunInput, env: ToolEnv) -> ResumeOutput:
     if env.workdir is None or not (env.workdir / APPROVED_FILE).is_file():
         raise RftfmError(f"run {run_id}: no applied fix to resume with (apply_fix first)")
     fix = json.loads((env.workdir / APPROVED_FILE).read_text())
-    from rftfm_agent.tools.fixes import Proposal
-
     candidate = candidate_of(Proposal.model_validate(fix["candidate"]))
     if (env.workdir / SESSION_FILE).is_file() and env.resumer is not None:
         outcome = env.resumer(env.workdir, candidate)

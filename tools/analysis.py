@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
-from rftfm_agent.tools.base import RunInput, ToolEnv, models
 
 from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.events import RunVerdict
@@ -21,6 +20,7 @@ from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.remediate.symptoms import Symptom, symptoms
 from rftfm_agent.telemetry.store import Store
+from rftfm_agent.tools.base import RunInput, ToolEnv, models
 
 # Plain words for each symptom (remediate/symptoms.py), as the report and the LLM name them.
 SYMPTOM_WORDS: dict[str, str] = {

@@ -12,6 +12,7 @@ every failure into a `ToolError`, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -62,7 +63,7 @@ class ToolEnv:
     actor: str = "agent"
 
     def with_approval(self, candidate_id: str) -> ToolEnv:
-        return ToolEnv(**{**self.__dict__, "approved": self.approved | {candidate_id}})
+        return dataclasses.replace(self, approved=self.approved | {candidate_id})
 
 
 @dataclass(frozen=True)

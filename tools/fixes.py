@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from rftfm_agent.tools.analysis import analyse
-from rftfm_agent.tools.base import RunInput, ToolEnv
 
 from rftfm_agent.remediate.planner import Candidate, PlanContext, make_plan
 from rftfm_agent.supervise.policy import KNOWN_KNOBS, Situation
 from rftfm_agent.telemetry import io
+from rftfm_agent.tools.analysis import analyse
+from rftfm_agent.tools.base import RunInput, ToolEnv
 
 SESSION_FILE = "session.json"  # a stopped supervised session (cli/supervise.py writes it)
 APPROVED_FILE = "approved_fix.json"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, Field
-from rftfm_agent.tools.base import ToolEnv, ToolInput
 
 from rftfm_agent.telemetry import io
+from rftfm_agent.tools.base import ToolEnv, ToolInput
 
 
 class QueryStoreInput(ToolInput):

@@ -10,10 +10,10 @@ import math
 from typing import Any
 
 from pydantic import BaseModel, Field
-from rftfm_agent.tools.base import RunInput, ToolEnv, ToolInput
 
 from rftfm_agent.resources import prompt_text
 from rftfm_agent.telemetry.store import finite_or_none
+from rftfm_agent.tools.base import RunInput, ToolEnv, ToolInput
 
 UNTRUSTED_TEMPLATE = "untrusted_data"
 

@@ -35,6 +35,7 @@ class ChatState(TypedDict, total=False):
     bad_calls: int
     turns: int
     calls: list[dict[str, Any]]
+    approvals: dict[str, str]  # tool call id → the person's answer
     fell_back: bool
 
 
@@ -108,11 +109,11 @@ def build_chat_graph(
                 + "?",
             }
         )
-        return {"calls": [*(state.get("calls") or []), {"approvals": {c["id"]: answer for c in acting}}]}
+        return {"approvals": {c["id"]: str(answer) for c in acting}}
 
     def act(state: ChatState) -> dict[str, Any]:
         last = state["messages"][-1]
-        approvals = next((c["approvals"] for c in reversed(state.get("calls") or []) if "approvals" in c), {})
+        approvals = state.get("approvals") or {}
         out, bad, calls = [], state.get("bad_calls", 0), list(state.get("calls") or [])
         for call in last.tool_calls:
             tool = TOOLS.get(call["name"])
