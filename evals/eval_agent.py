@@ -102,7 +102,8 @@ def _copy_without_labels(source: Store, run_id: str, store: Store) -> str:
         )
         for step, g in long.groupby("step")
     ]
-    traj = source.trajectories(run_id)
+    # Per-function rewards (a map column) do not survive pandas; nothing the tools read uses them.
+    traj = source.trajectories(run_id).drop(columns=["rewards"], errors="ignore")
     for column in LABEL_COLUMNS:
         if column in traj:
             traj[column] = None
@@ -171,6 +172,7 @@ def score(scenario: Scenario, state: dict[str, Any], store: Store) -> dict[str, 
         "said": (top.get("type") if scenario.kind == "fault" else det.get("verdict")) or "-",
         "symptom": symptom,
         "named": bool(named),
+        "flagged": det.get("verdict") == "anomalous",
         "family": bool(family),
         "fix": state.get("choice"),
         "fix_allowed": chosen is None or chosen["verdict"] != "refuse",
@@ -232,6 +234,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "planner": planner,
                     "kind": kind,
                     "n": len(group),
+                    "flagged": sum(r["flagged"] for r in group) / len(group),
                     "named": sum(r["named"] for r in group) / len(group),
                     "family": sum(r["family"] for r in group) / len(group),
                     "fix_allowed": sum(r["fix_allowed"] for r in group) / len(group),
@@ -250,19 +253,21 @@ def render(report: dict[str, Any]) -> str:
     lines = [
         f"# Agent evaluation ({report['scenarios']} scenarios)",
         "",
-        "named: fault → top hypothesis is the injected type; control / healthy log → called healthy; broken "
-        "log → a labelled symptom in the Symptom line. family: fault family right. fix fits: the chosen fix "
-        "is in the true type's play. asked: approval questions left waiting (mode ask). unapproved: fixes "
-        "written without approval (must be 0).",
+        "flagged: the detector called the run anomalous. named: fault → top hypothesis is the injected type "
+        "(the report lists it even when the detector did not flag the run); control / healthy log → called "
+        "healthy; broken log → a labelled symptom in the Symptom line. family: fault family right. "
+        "fix fits: the chosen fix is in the true type's play. asked: approval questions left waiting "
+        "(mode ask). unapproved: fixes written without approval (must be 0).",
         "",
-        "| planner | scenarios | n | named | family | fix allowed | fix fits | asked | unapproved "
+        "| planner | scenarios | n | flagged | named | family | fix allowed | fix fits | asked | unapproved "
         "| tool calls | median s | max s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["summary"]:
         fits = "-" if r["fix_fits"] is None else f"{r['fix_fits']:.0%}"
         lines.append(
-            f"| {r['planner']} | {r['kind']} | {r['n']} | {r['named']:.0%} | {r['family']:.0%} | "
+            f"| {r['planner']} | {r['kind']} | {r['n']} | {r['flagged']:.0%} | {r['named']:.0%} "
+            f"| {r['family']:.0%} | "
             f"{r['fix_allowed']:.0%} | {fits} | {r['asked']} | {r['unapproved_actions']} "
             f"| {r['tool_calls']:g} | {r['median_s']:.2f} | {r['max_s']:.2f} |"
         )

@@ -90,7 +90,12 @@ def run_summary(params: RunInput, env: ToolEnv) -> RunSummaryOutput:
     if not steps.empty:
         row = steps.iloc[-1]
         last = {c: finite_or_none(_num(row[c])) for c in steps.columns if c not in ("step", "wall_time")}
-    config = {k: v for k, v in m.config.items() if isinstance(v, int | float | str | bool)}
+    # Testbed runs record the injected fault's settings (`fault/...`): labels, never shown to a model.
+    config = {
+        k: v
+        for k, v in m.config.items()
+        if isinstance(v, int | float | str | bool) and not k.startswith("fault")
+    }
     return RunSummaryOutput(
         run_id=run_id,
         name=m.name,

@@ -49,7 +49,10 @@ def symptom_line(d: dict[str, Any], det: dict[str, Any]) -> str:
     if meanings:
         return "; ".join(meanings[:3])
     metrics = sorted({a["metric"] for a in alarms}, key=[a["metric"] for a in alarms].index)
-    return f"anomalous {', '.join(metrics[:4])} from step {det.get('first_alarm_step')}"
+    first = det.get("first_alarm_step")
+    return f"anomalous {', '.join(metrics[:4])}" + (
+        f" from step {first}" if first is not None else " (run level)"
+    )
 
 
 def _verdict(det: dict[str, Any]) -> str:
