@@ -315,3 +315,21 @@ def test_chat_answers_with_tool_results(store: Store) -> None:
     diagnosis = json.loads(next(m.content for m in out["messages"] if m.type == "tool"))
     assert any(SYMPTOM in s for s in diagnosis["symptoms"])
     assert out["messages"][-1].content.startswith("The run shows") and not out.get("fell_back")
+
+
+def test_a_logged_learning_rate_jump_is_the_current_knob(store: Store) -> None:
+    from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+    from rftfm_agent.tools.fixes import _logged_jumps
+
+    def run(name: str, lrs: list[float]) -> str:
+        steps = [RawStep(step=i + 1, values={"learning_rate": lr, "reward": 0.5}) for i, lr in enumerate(lrs)]
+        return store.write_run(ImportedRun(name=name, source=SourceInfo(format="test"), steps=steps))[
+            0
+        ].run_id
+
+    jumped = run("jumped", [2e-4] * 9 + [2e-2] * 6)
+    assert _logged_jumps(_env(store), jumped, 10, {"learning_rate": 2e-4}) == {
+        "learning_rate": pytest.approx(2e-2)
+    }
+    decaying = run("decaying", [2e-4 * (1 - i / 20) for i in range(15)])  # a schedule, not a change
+    assert _logged_jumps(_env(store), decaying, 10, {"learning_rate": 2e-4}) == {}

@@ -11,6 +11,7 @@ and the fix is marked not applicable here (resume the run from a checkpoint befo
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from pathlib import Path
@@ -55,9 +56,10 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
     manifest = env.store.manifest(a.run_id)
     config = manifest.config or {}
     configured = {k: config[k] for k in KNOWN_KNOBS if isinstance(config.get(k), int | float | str)}
+    current = {**configured, **_logged_jumps(env, a.run_id, a.diagnosis.anchor_step, configured)}
     context = PlanContext(
         configured=configured,
-        current=configured,
+        current=current,
         observed_steps=a.rows_after_anchor,
         symptoms=list(a.symptoms),
         uses_tools=bool(
@@ -71,7 +73,7 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
         incident_step=a.diagnosis.anchor_step,
         checkpoint_step=checkpoint_step,
         interventions=applied,
-        current=configured,
+        current=current,
         configured=configured,
     )
     policy = env.policy if env.workdir else env.policy.model_copy(update={"require_checkpoint": False})
@@ -100,6 +102,28 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
         checkpoint_step=checkpoint_step,
         proposals=out,
     )
+
+
+JUMP = 2.0  # a logged learning rate that moves ×/÷ this between the steps before and after the incident was
+# changed, not scheduled: warm-up and decay schedules move it gradually, never by a factor within a step
+
+
+def _logged_jumps(env: ToolEnv, run_id: str, anchor: int, configured: dict[str, Any]) -> dict[str, Any]:
+    """Knobs the log shows changed at the incident (today: the learning rate), as `current` values."""
+    steps = env.store.steps(run_id)
+    if "learning_rate" not in steps:
+        return {}
+    lr = steps[["step", "learning_rate"]].dropna()
+    lr = lr[lr["learning_rate"].map(lambda v: math.isfinite(v) and v > 0)]
+    before = lr[lr["step"] < anchor]["learning_rate"].tail(3)
+    after = lr[lr["step"] >= anchor]["learning_rate"].head(3)
+    if before.empty or after.empty:
+        return {}
+    ratio = float(after.median()) / float(before.median())
+    if max(ratio, 1 / ratio) < JUMP:
+        return {}
+    base = configured.get("learning_rate")
+    return {"learning_rate": float(base) * ratio if isinstance(base, int | float) else float(after.median())}
 
 
 def candidate_of(proposal: Proposal) -> Candidate:

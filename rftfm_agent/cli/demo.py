@@ -1,5 +1,6 @@
 """`rftfm demo`: a testbed run goes wrong mid-run and the supervisor catches it, diagnoses it, checks the
-policy, fixes it, resumes and recovers, beside the same run left alone and its healthy control.
+policy, fixes it, resumes and recovers, beside the same run left alone and its healthy control; then the
+agent triages the run left alone (a report with the diagnosis and a policy-checked fix).
 
 With `--example`, the older tour instead: ingest the bundled real TRL log, show, detect, diagnose.
 """
@@ -92,6 +93,34 @@ def demo(
     if png is not None:
         write_report(png, lambda: _plot(png, st, control, faulty, supervised, parsed))
         console.print(f"  plot: {png}")
+    _triage(st, faulty.run_id, workdir / "triage")
+
+
+def _triage(st: Any, run_id: str, folder: Path) -> None:
+    """Step 6: the agent's one-shot triage of the run left alone (offline: the deterministic planner)."""
+    from rftfm_agent.agent.report import symptom_line, to_html
+    from rftfm_agent.agent.triage import run_triage
+    from rftfm_agent.cli.agent import make_env
+
+    console.print("[bold]6. the agent's triage of the run left alone[/bold] (rftfm triage, offline)")
+    state, _, _ = run_triage(make_env(st, None, None, None, folder), run_id)
+    diagnosis = state.get("diagnosis") or {}
+    top = (diagnosis.get("hypotheses") or [{}])[0]
+    chosen = next((p for p in state.get("allowed") or [] if p["id"] == state.get("choice")), None)
+    console.print(f"  symptom: {symptom_line(diagnosis, state.get('detection') or {})}", markup=False)
+    console.print(f"  diagnosis: {top.get('type')} (p = {top.get('probability')})", markup=False)
+    console.print(
+        f"  proposed fix: {chosen['summary']} — policy: {chosen['verdict']}"
+        if chosen
+        else "  proposed fix: none",
+        markup=False,
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_report(folder / "report.md", lambda: (folder / "report.md").write_text(state["report"]))
+    write_report(
+        folder / "report.html", lambda: (folder / "report.html").write_text(to_html(state["report"], run_id))
+    )
+    console.print(f"  report: {folder / 'report.md'} (and .html)")
 
 
 def _plot(path: Path, st: Any, control: Any, faulty: Any, supervised: Any, fault: Any) -> None:
