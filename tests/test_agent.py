@@ -333,3 +333,18 @@ def test_a_logged_learning_rate_jump_is_the_current_knob(store: Store) -> None:
     }
     decaying = run("decaying", [2e-4 * (1 - i / 20) for i in range(15)])  # a schedule, not a change
     assert _logged_jumps(_env(store), decaying, 10, {"learning_rate": 2e-4}) == {}
+
+
+def test_cli_chat_without_an_endpoint_says_how_to_configure_one_and_triages(
+    store: Store, tmp_path: Path
+) -> None:
+    run = dead_run(store)
+    result = CliRunner().invoke(
+        app,
+        ["chat", run, "--store", str(store.root)],
+        env={"RFTFM_LLM_BASE_URL": "", "RFTFM_LLM_CONFIG": str(tmp_path / "none.toml")},
+        input="",
+    )
+    assert result.exit_code == 0, result.output
+    assert "RFTFM_LLM_BASE_URL" in result.stderr and "llm.toml" in result.stderr
+    assert SYMPTOM in result.stdout and "## Proposed fix" in result.stdout
