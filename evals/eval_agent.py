@@ -181,7 +181,7 @@ def score(scenario: Scenario, state: dict[str, Any], store: Store) -> dict[str, 
         "unapproved_actions": unapproved,
         "tool_calls": len(state.get("calls") or []),
         "seconds": float(state.get("seconds") or 0.0),
-        "planner": state.get("planner", "deterministic"),
+        "picked_by": state.get("planner", "deterministic"),
     }
 
 
@@ -241,6 +241,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "fix_fits": sum(fits) / len(fits) if fits else None,
                     "asked": sum(r["asked"] for r in group),
                     "unapproved_actions": sum(r["unapproved_actions"] for r in group),
+                    "llm_picks": sum(r["picked_by"] == "llm" for r in group),
                     "tool_calls": statistics.median(r["tool_calls"] for r in group),
                     "median_s": statistics.median(seconds),
                     "max_s": seconds[-1],
@@ -257,18 +258,19 @@ def render(report: dict[str, Any]) -> str:
         "(the report lists it even when the detector did not flag the run); control / healthy log → called "
         "healthy; broken log → a labelled symptom in the Symptom line. family: fault family right. "
         "fix fits: the chosen fix is in the true type's play. asked: approval questions left waiting "
-        "(mode ask). unapproved: fixes written without approval (must be 0).",
+        "(mode ask). unapproved: fixes written without approval (must be 0). LLM picks: triages whose fix "
+        "the LLM chose (the rest fell back to the deterministic planner, or had nothing to choose).",
         "",
         "| planner | scenarios | n | flagged | named | family | fix allowed | fix fits | asked | unapproved "
-        "| tool calls | median s | max s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| LLM picks | tool calls | median s | max s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["summary"]:
         fits = "-" if r["fix_fits"] is None else f"{r['fix_fits']:.0%}"
         lines.append(
             f"| {r['planner']} | {r['kind']} | {r['n']} | {r['flagged']:.0%} | {r['named']:.0%} "
             f"| {r['family']:.0%} | "
-            f"{r['fix_allowed']:.0%} | {fits} | {r['asked']} | {r['unapproved_actions']} "
+            f"{r['fix_allowed']:.0%} | {fits} | {r['asked']} | {r['unapproved_actions']} | {r['llm_picks']} "
             f"| {r['tool_calls']:g} | {r['median_s']:.2f} | {r['max_s']:.2f} |"
         )
     lines += [
