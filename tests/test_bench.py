@@ -234,7 +234,6 @@ def test_eval_detect_on_mini_reports_protocols_baselines_and_online(mini: dict[s
     # 2026-12-02) false alarms on this one. Held here: the machinery and never worse than flag-all; the
     # false-alarm figure is `full`'s (`docs/detection.md`: 1.5 %), not mini's.
     assert ours["mean_f1"]["B"]["easy"] >= flag_all["mean_f1"]["B"]["easy"]
-    assert 0.0 <= ours["false_alarm_rate"] <= 1.0
     assert report["online"]["midrun_faults"] == 32 and report["online"]["detected"] > 0
     assert set(report["recall_by_type"]) == set(FAULT_TYPES)
     assert "| rftfm |" in render(report)
