@@ -70,6 +70,12 @@ def test_tools_return_typed_errors_not_tracebacks(store: Store) -> None:
     assert isinstance(out, ToolError) and "bogus" in out.error
     out, _ = call_tool(TOOLS["query_store"], {"sql": "DELETE FROM steps"}, env)
     assert isinstance(out, ToolError)
+    # Benchmark labels are not in the agent's views (a testbed run's injected fault is the answer).
+    out, _ = call_tool(TOOLS["query_store"], {"sql": "SELECT * FROM runs"}, env)
+    assert "run_id" in out.columns and not {"label", "fault_type"} & set(out.columns)
+    out, _ = call_tool(TOOLS["query_store"], {"sql": "SELECT * FROM trajectories LIMIT 1"}, env)
+    assert "completion" in out.columns and not [c for c in out.columns if c.startswith("fault_")]
+    assert "fault_type" in env.store.sql("SELECT * FROM runs").columns  # the CLI's own view keeps them
     out, _ = call_tool(
         TOOLS["metric_window"], {"run": run, "metrics": ["reward", "nope"], "max_points": 5}, env
     )

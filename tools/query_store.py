@@ -34,7 +34,7 @@ class QueryStoreOutput(BaseModel):
 
 def query_store(params: QueryStoreInput, env: ToolEnv) -> QueryStoreOutput:
     """Run one read-only SQL query over the store; rows beyond `max_rows` are counted but not returned."""
-    df = env.store.sql(params.sql)
+    df = env.store.sql(params.sql, labels=False)  # benchmark labels are never a model's evidence
     head = df.head(params.max_rows)
     rows = [{str(k): _plain(v) for k, v in r.items()} for r in head.to_dict(orient="records")]
     return QueryStoreOutput(

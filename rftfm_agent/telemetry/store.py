@@ -319,12 +319,14 @@ class Store:
             atomic_write_with(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
         return path
 
-    def sql(self, query: str) -> pd.DataFrame:
+    def sql(self, query: str, labels: bool = True) -> pd.DataFrame:
         """Run one read-only SQL query over the views `runs`, `steps`, `trajectories`, `verdicts`, `events`,
         `journal`.
 
         This is the entry point the agent's tools use, so it refuses anything but SELECT / EXPLAIN and
-        cannot reach files outside the store.
+        cannot reach files outside the store. With `labels=False` (the agent's tool) the views carry no
+        benchmark label (`runs.label`, `runs.fault_*`, `trajectories.fault_injected*`): a model triaging a
+        testbed run cannot read the answer.
         """
         con = duckdb.connect(":memory:")
         try:
@@ -333,7 +335,7 @@ class Store:
             raise StoreError(f"SQL does not parse: {str(exc).splitlines()[0]}") from None
         if len(statements) != 1 or statements[0].type not in _SELECT_ONLY:
             raise StoreError("only one read-only SELECT statement is allowed")
-        self._create_views(con)
+        self._create_views(con, labels)
         con.execute(f"SET allowed_directories = ['{self.runs_dir.resolve()}/']")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
@@ -344,7 +346,7 @@ class Store:
         finally:
             con.close()
 
-    def _create_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _create_views(self, con: duckdb.DuckDBPyConnection, labels: bool = True) -> None:
         manifests = self.manifests()
         runs = pd.DataFrame(
             [
@@ -383,6 +385,8 @@ class Store:
                 "status",
             ],
         )
+        if not labels:
+            runs = runs.drop(columns=[c for c in runs.columns if c == "label" or c.startswith("fault_")])
         con.register("runs_df", runs)
         con.execute("CREATE VIEW runs AS SELECT * FROM runs_df")
         journal = self.journal()
@@ -405,13 +409,15 @@ class Store:
         }
         for kind, (schema, paths) in sources.items():
             files = [str(p) for p in paths]
+            hidden = [n for n in schema.names if n.startswith("fault_")] if not labels else []
+            columns = f"* EXCLUDE ({', '.join(hidden)})" if hidden else "*"
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 source = f"read_parquet([{listing}], union_by_name=true)"
-                con.execute(f"CREATE VIEW {kind} AS SELECT * FROM {source}")
+                con.execute(f"CREATE VIEW {kind} AS SELECT {columns} FROM {source}")
             else:
                 con.register(f"{kind}_empty", schema.empty_table())
-                con.execute(f"CREATE VIEW {kind} AS SELECT * FROM {kind}_empty")
+                con.execute(f"CREATE VIEW {kind} AS SELECT {columns} FROM {kind}_empty")
 
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
