@@ -50,7 +50,7 @@ def _decisions(store: Store, run: str) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- tools
 def test_every_tool_has_a_description_a_closed_schema_and_no_injected_field() -> None:
-    assert {t.name for t in ACT_TOOLS} == {"apply_fix", "resume_run", "verify_fix"}
+    assert {t.name for t in ACT_TOOLS} == {"apply_fix", "resume_run"}
     assert not {t.name for t in READ_TOOLS} & {t.name for t in ACT_TOOLS}
     for tool in TOOLS.values():
         schema = tool.input.model_json_schema()

@@ -39,11 +39,11 @@ READ_TOOLS: tuple[Tool, ...] = (
     Tool("propose_fixes", propose_fixes, RunInput),
     Tool("check_policy", check_policy, CheckPolicyInput),
     Tool("read_journal", read_journal, JournalInput),
+    Tool("verify_fix", verify_fix, RunInput),  # reads the journal: the supervisor verifies, not the tool
 )
 ACT_TOOLS: tuple[Tool, ...] = (
     Tool("apply_fix", apply_fix, CheckPolicyInput, acting=True),
     Tool("resume_run", resume_run, RunInput, acting=True),
-    Tool("verify_fix", verify_fix, RunInput, acting=True),
 )
 TOOLS: dict[str, Tool] = {t.name: t for t in (*READ_TOOLS, *ACT_TOOLS)}
 

@@ -1,4 +1,5 @@
-"""Acting tools: apply an approved fix, resume the run with it, verify what it did.
+"""Acting tools: apply an approved fix, resume the run with it; and `verify_fix`, read-only, which reads
+the supervisor's verdict on it from the journal.
 
 They take a candidate id, never actions: the fix is recomputed from the run (`tools.fixes.proposals`), so
 a model cannot make up an action or a value. The policy decides, not the caller: a refused candidate is
