@@ -238,12 +238,15 @@ def test_sparse_logging_keeps_its_features(setup: tuple[Detector, Library]) -> N
     assert "kl" not in fp.missing and math.isfinite(fp.values["kl:after"])
 
 
-def test_a_run_without_any_watched_metric_is_refused(setup: tuple[Detector, Library]) -> None:
+def test_a_run_without_any_watched_metric_is_unknown(setup: tuple[Detector, Library]) -> None:
+    """Nothing to fingerprint is an answer (unknown, with why), not an error: a pasted step whose metrics
+    are all NaN still gets its findings."""
     detector, library = setup
     frame = pd.DataFrame({"step": np.arange(1, 11), "epoch": np.linspace(0, 1, 10)})
     fp = fingerprint_run(detector, RunData("bare", None, frame), "self")
-    with pytest.raises(RftfmError, match="none of the metrics"):
-        Diagnoser(library).diagnose(fp)
+    d = Diagnoser(library).diagnose(fp)
+    assert d.unknown and [h.type for h in d.hypotheses] == ["unknown"]
+    assert "none of the metrics" in d.hypotheses[0].evidence.why
 
 
 def test_cli_refuses_bad_options_in_one_line(tmp_path: Path) -> None:

@@ -93,11 +93,16 @@ def test_corrupt_trainer_state(fixtures: Path, tmp_path: Path) -> None:
     assert "corrupt JSON at line" in _error(tmp_path / "ts.json")
 
 
-def test_truncated_console_log(fixtures: Path, tmp_path: Path) -> None:
+def test_truncated_console_log_keeps_what_is_complete(fixtures: Path, tmp_path: Path) -> None:
+    """A job killed mid-write: the records before the cut are imported, the cut one is skipped, noted."""
     data = (fixtures / "hf_console.log").read_text()
     cut = data.index("{'loss'", data.index("{'loss'") + 1) + 40  # inside the second metrics dict
     (tmp_path / "c.log").write_text(data[:cut])
-    assert "truncated" in _error(tmp_path / "c.log")
+    (run,) = importers.load(tmp_path / "c.log")
+    assert sorted(_by_step(run)) == [2]
+    assert any("truncated" in n and "skipped" in n for n in run.source.notes)
+    (tmp_path / "only.log").write_text(data[: data.index("{'loss'") + 40])  # nothing complete at all
+    assert "truncated" in _error(tmp_path / "only.log")
 
 
 def test_corrupt_console_log(fixtures: Path, tmp_path: Path) -> None:
@@ -106,11 +111,14 @@ def test_corrupt_console_log(fixtures: Path, tmp_path: Path) -> None:
     assert "corrupt" in _error(tmp_path / "c.log")
 
 
-def test_truncated_verl_log(fixtures: Path, tmp_path: Path) -> None:
+def test_truncated_verl_log_keeps_the_complete_entries(fixtures: Path, tmp_path: Path) -> None:
     data = (fixtures / "verl_console.log").read_text()
     last = data.rstrip("\n").rsplit("\n", 1)[0]  # drop the trailing non-metric line
     (tmp_path / "v.log").write_text(last[: last.rindex(":") - 3])
-    assert "truncated" in _error(tmp_path / "v.log")
+    (run,) = importers.load(tmp_path / "v.log")
+    steps = _by_step(run)
+    assert sorted(steps) == [0, 1, 2, 3, 4] and "critic/kl" in steps[4]  # the cut line's complete entries
+    assert any("truncated" in n for n in run.source.notes)
 
 
 def test_folder_skips_notes_and_names_the_run(fixtures: Path, tmp_path: Path) -> None:

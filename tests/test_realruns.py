@@ -7,12 +7,16 @@ copied into the project. Expected counts were read off the files (see their PROV
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from rftfm_agent.diagnose.api import diagnose_runs
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.store import Store
+
+LABELS = Path(__file__).resolve().parents[1] / "evals" / "realrun_labels.toml"
 
 COMMON = {"reward", "completion_length"}
 # run folder: (format, logged rows, first step, last step, main metrics that must be mapped)
@@ -93,3 +97,32 @@ def test_verl_learning_rate_units_and_nan_free_reward(realruns: Path, tmp_path: 
 def test_dead_run_values_are_zero_not_missing(realruns: Path) -> None:
     (run,) = importers.load(realruns / "grpo_qwen35_9b_gsm8k_deadrun")
     assert all(s.values["grad_norm"] == 0.0 and s.values["reward"] == 0.0 for s in run.steps[1:])
+
+
+def test_every_real_run_is_labelled(realruns: Path) -> None:
+    labels = tomllib.loads(LABELS.read_text())["runs"]
+    snippets = {f"_issue_snippets/{p.name}" for p in (realruns / "_issue_snippets").iterdir() if p.is_dir()}
+    assert set(labels) == set(EXPECTED) | snippets
+
+
+def test_real_runs_are_judged_as_we_labelled_them(realruns: Path, tmp_path: Path) -> None:
+    """Verdict and plain-language symptom, with the shipped detector and library, against our labels
+    (evals/realrun_labels.toml, each with its reason): broken runs are anomalous and their symptom is
+    named; healthy runs are healthy with no critical finding; unclear runs say so (unknown)."""
+    labels = tomllib.loads(LABELS.read_text())["runs"]
+    store = Store(tmp_path)
+    wrong = []
+    for name, label in sorted(labels.items()):
+        run_ids = [store.write_run(r)[0].run_id for r in importers.load(realruns / name)]
+        ((d, v),) = diagnose_runs(store, run_ids)
+        symptom = d.symptom.lower()
+        critical = [f.symptom for f in d.findings if f.severity == "critical"]
+        if label["judgement"] == "broken":
+            ok = v.verdict == "anomalous" and any(s in symptom for s in label["symptoms"])
+        elif label["judgement"] == "healthy":
+            ok = v.verdict == "healthy" and not critical and symptom.startswith("healthy")
+        else:
+            ok = not critical and any(s in symptom for s in label["symptoms"])
+        if not ok:
+            wrong.append(f"{name}: {label['judgement']} but {v.verdict}, {d.symptom!r}")
+    assert not wrong, "\n".join(wrong)

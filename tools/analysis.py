@@ -15,6 +15,7 @@ from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.events import RunVerdict
 from rftfm_agent.detect.features import run_frame
 from rftfm_agent.detect.rules import RULES
+from rftfm_agent.diagnose.api import explain
 from rftfm_agent.diagnose.fingerprint import fingerprint
 from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.errors import RftfmError
@@ -65,7 +66,7 @@ def _analyse(env: ToolEnv, run_id: str) -> Analysis:
         raise RftfmError(f"run {run_id}: no step records to examine")
     verdict = detector.score_run(RunData(run_id, manifest.task, frame))
     band = detector.bands.get(manifest.task) if manifest.task else None
-    diagnosis = diagnoser.diagnose(fingerprint(run_id, frame, verdict, band), top=3)
+    diagnosis = explain(diagnoser.diagnose(fingerprint(run_id, frame, verdict, band), top=3), verdict, frame)
     rows = store.steps(run_id).to_dict("records")
     found = tuple(symptoms(rows, band))
     after = sum(1 for r in rows if int(r["step"]) > diagnosis.anchor_step)
@@ -112,7 +113,11 @@ class DiagnoseOutput(BaseModel):
     anchor_step: int
     unknown: bool
     hypotheses: list[dict[str, Any]] = Field(description="family, type, probability, why")
-    symptoms: list[str] = Field(description="plain-language symptoms read from the run's own rows")
+    symptoms: list[str] = Field(description="plain-language symptoms read from the run's newest rows")
+    symptom: str = Field(description="the problem in one plain line")
+    findings: list[dict[str, Any]] = Field(
+        description="plain-language problems: symptom, severity, confidence, evidence, causes, checks, play"
+    )
     notes: list[str]
 
 
@@ -134,6 +139,8 @@ def diagnose(params: RunInput, env: ToolEnv) -> DiagnoseOutput:
             for h in d.hypotheses
         ],
         symptoms=[SYMPTOM_WORDS.get(s, s) for s in a.symptoms],
+        symptom=d.symptom,
+        findings=[f.model_dump(exclude={"rules"}) for f in d.findings],
         notes=d.notes,
     )
 

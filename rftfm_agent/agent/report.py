@@ -39,9 +39,15 @@ def render_markdown(state: dict[str, Any]) -> str:
 
 
 def symptom_line(d: dict[str, Any], det: dict[str, Any]) -> str:
-    """The symptom in plain words: the run's own symptoms, else what the alarms are about."""
+    """The symptom in plain words: a critical finding, else the newest rows' symptoms, else the diagnosis's
+    one line (healthy, unknown), else what the alarms are about."""
+    findings = d.get("findings") or []
+    if findings and findings[0].get("severity") == "critical":
+        return d.get("symptom") or findings[0]["symptom"]
     if d.get("symptoms"):
         return "; ".join(d["symptoms"])
+    if d.get("symptom"):
+        return d["symptom"]
     alarms = det.get("alarms") or []
     if not alarms:
         return "none: the detector found nothing anomalous" if det.get("verdict") == "healthy" else "unknown"
@@ -78,6 +84,10 @@ def _diagnosis(d: dict[str, Any], hyps: list[dict[str, Any]]) -> str:
         for i, h in enumerate(hyps, 1)
     ]
     lines += [f"- note: {n}" for n in d.get("notes", [])]
+    for f in d.get("findings") or []:
+        lines += ["", f"**{f['symptom']}** ({f['severity']}, {f['confidence']} confidence)"]
+        lines += [f"- likely cause: {c}" for c in f.get("causes", [])[:3]]
+        lines += [f"- check first: {c}" for c in f.get("checks", [])[:2]]
     return "\n".join(lines)
 
 

@@ -10,12 +10,14 @@ import typer
 
 from rftfm_agent.cli.common import (
     JsonOpt,
+    MapOpt,
     StoreOpt,
     console,
     emit_json,
     err_console,
     friendly_errors,
     open_store,
+    resolve_runs,
 )
 from rftfm_agent.errors import RftfmError
 
@@ -30,17 +32,6 @@ WorkdirOpt = Annotated[
 ]
 LlmConfigOpt = Annotated[Path | None, typer.Option("--llm-config", help="LLM endpoint config (TOML)")]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="never call an LLM: the deterministic planner")]
-
-
-def resolve_runs(store: Any, target: str) -> list[str]:
-    """A store id/name, or a log file/folder (imported first; importing the same bytes again is a no-op)."""
-    path = Path(target)
-    if not path.exists():
-        return [store.resolve(target)]
-    from rftfm_agent.telemetry import importers
-
-    runs = importers.load(path)
-    return [store.write_run(run)[0].run_id for run in runs]
 
 
 def make_env(
@@ -102,6 +93,7 @@ def triage(
     reject: Annotated[bool, typer.Option(help="with --thread: reject it (journaled)")] = False,
     llm_config: LlmConfigOpt = None,
     offline: OfflineOpt = False,
+    key_map: MapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Triage a run: detect, diagnose, compare fingerprints, propose a policy-checked fix; write a Markdown
@@ -132,7 +124,7 @@ def triage(
             raise RftfmError("give a run id or a log path (or --thread to answer a waiting triage)")
         if act and workdir is None:
             raise RftfmError("--act needs --workdir (the run's checkpoint folder)")
-        runs = resolve_runs(st, target)
+        runs = resolve_runs(st, [target], key_map)
         results = []
         for run_id in runs:
             folder = out or Path("triage") / run_id
@@ -215,6 +207,7 @@ def chat(
     mode: ModeOpt = None,
     workdir: WorkdirOpt = None,
     llm_config: LlmConfigOpt = None,
+    key_map: MapOpt = None,
 ) -> None:
     """Talk to an LLM about a run; it answers through the tools (logs, detection, diagnosis, fixes) and asks
     you before any tool that acts. Type /quit to leave. Without an endpoint: how to configure one, and the
@@ -228,7 +221,7 @@ def chat(
     from rftfm_agent.agent.triage import run_triage, sqlite_checkpointer
 
     st = open_store(store)
-    run_id = resolve_runs(st, target)[0]
+    run_id = resolve_runs(st, [target], key_map)[0]
     env = make_env(st, policy, mode, workdir, Path("triage") / run_id)
     llm, which = connect_llm(llm_config, offline=False)
     if llm is None:

@@ -51,6 +51,34 @@ def open_store(path: Path | None) -> Store:
     return Store(path if path is not None else default_store_path())
 
 
+MapOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--map",
+        metavar="KEY=METRIC",
+        help="when a PATH is given: rename a logged key before mapping (e.g. --map mean_reward=reward)",
+    ),
+]
+
+
+def resolve_runs(store: Store, targets: list[str], key_map: list[str] | None = None) -> list[str]:
+    """Store ids for `targets`: each a stored run's id/name/prefix, or a log file/folder, which is imported
+    first (importing the same bytes again is a no-op, so asking twice is cheap)."""
+    from rftfm_agent.telemetry import importers
+
+    mapping = importers.parse_key_map(key_map or [])
+    out: list[str] = []
+    for target in targets:
+        path = Path(target)
+        if not path.exists():
+            if mapping:
+                raise RftfmError(f"--map applies to a log file or folder; {target!r} is not one")
+            out.append(store.resolve(target))
+            continue
+        out.extend(store.write_run(run)[0].run_id for run in importers.load(path, mapping))
+    return out
+
+
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
 

@@ -7,12 +7,26 @@ from typing import Annotated
 
 import typer
 
-from rftfm_agent.cli.common import JsonOpt, StoreOpt, console, emit_json, friendly_errors, open_store
+from rftfm_agent.cli.common import (
+    JsonOpt,
+    MapOpt,
+    StoreOpt,
+    console,
+    emit_json,
+    friendly_errors,
+    open_store,
+    resolve_runs,
+)
 
 
 @friendly_errors
 def detect(
-    runs_: Annotated[list[str], typer.Argument(metavar="RUN…", help="run ids or names in the store")],
+    runs_: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN|PATH…", help="stored runs (id, name, prefix) or log files/folders to import"
+        ),
+    ],
     store: StoreOpt = None,
     detector: Annotated[
         Path | None, typer.Option(help="a fitted detector (default: the one shipped, fitted on bench-full)")
@@ -20,13 +34,15 @@ def detect(
     save: Annotated[
         bool, typer.Option(help="store each verdict and its events with the run (SQL: verdicts, events)")
     ] = True,
+    key_map: MapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Detect anomalies in stored runs: hard rules, change detectors, run profile; a verdict per run."""
     from rftfm_agent.detect.api import detect_runs
     from rftfm_agent.detect.report import to_json, to_text
 
-    verdicts = detect_runs(open_store(store), runs_, detector_path=detector, save=save)
+    st = open_store(store)
+    verdicts = detect_runs(st, resolve_runs(st, runs_, key_map), detector_path=detector, save=save)
     if as_json:
         emit_json([to_json(v) for v in verdicts])
         return

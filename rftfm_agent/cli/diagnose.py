@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from rftfm_agent.cli.common import JsonOpt, StoreOpt, console, emit_json, friendly_errors, open_store
+from rftfm_agent.cli.common import (
+    JsonOpt,
+    MapOpt,
+    StoreOpt,
+    console,
+    emit_json,
+    friendly_errors,
+    open_store,
+    resolve_runs,
+)
+from rftfm_agent.errors import RftfmError
 
 fingerprints_app = typer.Typer(no_args_is_help=True, help="The fault-fingerprint library diagnosis uses.")
 
@@ -41,20 +51,29 @@ def fingerprints_build(
 
 @friendly_errors
 def diagnose(
-    runs_: Annotated[list[str], typer.Argument(metavar="RUN…", help="run ids or names in the store")],
+    runs_: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RUN|PATH…", help="stored runs (id, name, prefix) or log files/folders to import"
+        ),
+    ],
     store: StoreOpt = None,
     library: Annotated[
         Path | None, typer.Option(help="fingerprint library (default: the shipped one, from bench-full)")
     ] = None,
     detector: Annotated[Path | None, typer.Option(help="fitted detector (default: the one shipped)")] = None,
     top: Annotated[int, typer.Option(help="hypotheses to list")] = 3,
+    key_map: MapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rank fault hypotheses for stored runs, with the features, metrics and labelled runs behind each."""
     from rftfm_agent.diagnose.api import diagnose_runs
     from rftfm_agent.diagnose.report import to_json, to_text
 
-    results = diagnose_runs(open_store(store), runs_, library, detector, top=top)
+    if top < 1:  # options first: a bad option is reported before any log is read
+        raise RftfmError(f"--top must be at least 1, got {top}")
+    st = open_store(store)
+    results = diagnose_runs(st, resolve_runs(st, runs_, key_map), library, detector, top=top)
     if as_json:
         payload = [to_json(d, v) for d, v in results]
         emit_json(payload[0] if len(payload) == 1 else payload)

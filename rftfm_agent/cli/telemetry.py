@@ -12,6 +12,7 @@ from rich.table import Table
 
 from rftfm_agent.cli.common import (
     JsonOpt,
+    MapOpt,
     StoreOpt,
     console,
     emit_json,
@@ -32,6 +33,7 @@ def ingest(
     store: StoreOpt = None,
     replace: Annotated[bool, typer.Option(help="replace a stored run of the same name")] = False,
     skip_bad: Annotated[bool, typer.Option(help="store the readable inputs even if some are bad")] = False,
+    key_map: MapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Import training logs (TRL, HF console, verl, RFT-FaultBench, CSV/W&B, TensorBoard, notebook HTML).
@@ -39,10 +41,11 @@ def ingest(
     All inputs are read before anything is written: if one is bad, nothing is stored (unless --skip-bad).
     """
     st = open_store(store)
+    mapping = importers.parse_key_map(key_map or [])
     loaded, errors = [], []
     for path in paths:
         try:
-            loaded.extend(importers.load(path))
+            loaded.extend(importers.load(path, mapping))
         except RftfmError as exc:
             errors.append(str(exc))
     for line in errors:

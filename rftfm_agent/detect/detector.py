@@ -31,6 +31,7 @@ from rftfm_agent.detect.events import SEVERITY_RANK, Event, Mode, RunVerdict, Se
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.detect.profile import HealthyProfile
 from rftfm_agent.detect.rules import HardRules
+from rftfm_agent.detect.scale_free import ScaleFreeRules
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
 
@@ -58,11 +59,13 @@ class Thresholds:
 class RunMonitor:
     """Online state for one run: feed it step rows in order, get the events that fire."""
 
-    def __init__(self, detector: Detector, task: str | None, run: str = "") -> None:
+    def __init__(self, detector: Detector, task: str | None, run: str = "", online: bool = True) -> None:
         self.detector = detector
         self.run = run
         self.band = detector.bands.get(task) if task else None
         self.mode: Mode = "band" if self.band is not None else "self"
+        # Without a healthy band, the scale-free rules compare the run with its own start.
+        self.scale_free = ScaleFreeRules(online=online) if self.mode == "self" else None
         self.thresholds = detector.thresholds[self.mode]
         self.self_ref = SelfReference(detector.warmup)
         self.rules = HardRules()
@@ -72,6 +75,13 @@ class RunMonitor:
         self.stats: dict[tuple[str, str], float] = {}
         self.recent: list[tuple[int, str, float]] = []  # (step, metric, score): corroboration in self mode
 
+    def finish(self) -> list[Event]:
+        """Events only a complete run can show (whole-run scale-free rules), at the end of an offline
+        scoring."""
+        if self.scale_free is None:
+            return []
+        return [e.model_copy(update={"run": self.run}) for e in self.scale_free.finish()]
+
     def z(self, metric: str, step: int, value: float) -> float | None:
         if self.band is not None:
             return self.band.z(metric, step, value)
@@ -80,7 +90,10 @@ class RunMonitor:
     def update(self, row: Mapping[str, Any]) -> list[Event]:
         step = int(row["step"])
         values = {k: _number(v) for k, v in row.items() if k != "step"}
-        events = [e.model_copy(update={"run": self.run}) for e in self.rules.update(step, values)]
+        found = self.rules.update(step, values)
+        if self.scale_free is not None:
+            found += self.scale_free.update(step, values)
+        events = [e.model_copy(update={"run": self.run}) for e in found]
         for metric in WATCHED:
             value = values.get(metric)
             if value is None:
@@ -227,15 +240,16 @@ class Detector:
         return monitor.stats
 
     # ------------------------------------------------------------------ scoring
-    def monitor(self, task: str | None, run: str = "") -> RunMonitor:
+    def monitor(self, task: str | None, run: str = "", online: bool = True) -> RunMonitor:
         self._check_fitted()
-        return RunMonitor(self, task, run)
+        return RunMonitor(self, task, run, online=online)
 
     def score_run(self, run: RunData) -> RunVerdict:
-        monitor = self.monitor(run.task, run.run_id)
+        monitor = self.monitor(run.task, run.run_id, online=False)
         events: list[Event] = []
         for row in _rows(run.frame):
             events.extend(monitor.update(row))
+        events.extend(monitor.finish())
         peak = monitor.peak
         if monitor.mode == "band" and run.task in self.profiles and math.isfinite(self.profile_limit):
             score, top = self.profiles[run.task].score(run.frame)
@@ -302,7 +316,11 @@ def _number(value: Any) -> float | None:
 
 
 def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
-    cols = [c for c in frame.columns if c == "step" or c in WATCHED or c.startswith("nan_frac/")]
+    cols = [
+        c
+        for c in frame.columns
+        if c == "step" or c in WATCHED or c in _RULE_INPUTS or c.startswith(("nan_frac/", "rewards/"))
+    ]
     for row in frame[cols].to_dict("records"):
         yield {
             k: v
@@ -311,6 +329,8 @@ def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
         }
 
 
+# Read by the rules though not watched by the change detectors.
+_RULE_INPUTS = frozenset({"completions/max_length"})
 # Metrics whose NaN is news (the hard rules report it); elsewhere a NaN cell is a step that did not log it.
 _KEEP_NAN = {"loss", "reward", "kl", "entropy", "grad_norm"}
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from rftfm_agent.detect.api import load_detector
 from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.events import RunVerdict
 from rftfm_agent.detect.features import run_frame
 from rftfm_agent.diagnose.diagnoser import Diagnoser
+from rftfm_agent.diagnose.findings import findings_for, headline
 from rftfm_agent.diagnose.fingerprint import fingerprint
 from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.diagnose.library import Library, build_library, detector_digest
@@ -60,6 +63,12 @@ def diagnose_runs(
         verdict = detector.score_run(RunData(run_id, manifest.task, frame))
         band = detector.bands.get(manifest.task) if manifest.task else None
         fp = fingerprint(run_id, frame, verdict, band)
-        diagnosis = diagnoser.diagnose(fp, top=top)
-        out.append((diagnosis.model_copy(update={"notes": notes}), verdict))
+        diagnosis = explain(diagnoser.diagnose(fp, top=top), verdict, frame)
+        out.append((diagnosis.model_copy(update={"notes": notes + diagnosis.notes}), verdict))
     return out
+
+
+def explain(diagnosis: Diagnosis, verdict: RunVerdict, frame: pd.DataFrame) -> Diagnosis:
+    """The diagnosis with its plain-language findings and one-line symptom added."""
+    found = findings_for(verdict, frame)
+    return diagnosis.model_copy(update={"findings": found, "symptom": headline(found, verdict)})

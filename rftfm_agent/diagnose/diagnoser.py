@@ -210,7 +210,20 @@ class Diagnoser:
     def diagnose(self, fp: Fingerprint, top: int = 3) -> Diagnosis:
         features = self.usable_features(fp)
         if all(m in fp.missing for m in WATCHED):
-            raise RftfmError(f"run {fp.run}: none of the metrics a diagnosis needs were logged")
+            # Nothing to fingerprint (e.g. a pasted step whose metrics are all NaN): no fault type can be
+            # ranked, which is an answer ("unknown"), not an error; the findings still say what is wrong.
+            why = "none of the metrics a fault fingerprint needs were logged with a finite value"
+            return Diagnosis(
+                run=fp.run,
+                anchor_step=fp.anchor_step,
+                mode=fp.mode,
+                unknown=True,
+                hypotheses=[
+                    Hypothesis(family="unknown", type="unknown", probability=1.0, evidence=Evidence(why=why))
+                ],
+                missing=fp.missing,
+                notes=[why],
+            )
         model = self.model(fp.mode, features, uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
         x = fp.vector(features)[None, :]
         proba = model.forest.predict_proba(x)[0]

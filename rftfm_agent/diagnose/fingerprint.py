@@ -27,6 +27,7 @@ from rftfm_agent.detect.events import Mode, RunVerdict
 from rftfm_agent.detect.features import WATCHED, as_float
 from rftfm_agent.detect.robust import MIN_SCALE, robust_location_scale, robust_z, self_location_scale
 from rftfm_agent.detect.rules import RULES
+from rftfm_agent.detect.scale_free import without_scale_free
 
 WINDOW = 10  # logged steps in the before and after windows
 MIN_REFERENCE = 3  # fewest finite values a self reference needs
@@ -207,7 +208,9 @@ def _peak(z: np.ndarray) -> float:
 def fingerprint(
     run_id: str, frame: pd.DataFrame, verdict: RunVerdict, band: HealthyBand | None
 ) -> Fingerprint:
-    """The fingerprint of one run, anchored at the detector's verdict (band=None: self mode)."""
+    """The fingerprint of one run, anchored at the detector's verdict (band=None: self mode); the
+    scale-free rules are left out of it, as they were when the labelled library was fingerprinted."""
+    verdict = without_scale_free(verdict)
     frame = frame.sort_values("step").reset_index(drop=True)
     n = len(frame)
     anchor = anchor_row(frame, verdict, band)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from rftfm_agent.detect.events import Mode
+from rftfm_agent.diagnose.findings import Finding
 
 
 class DrivingFeature(BaseModel):
@@ -76,3 +77,7 @@ class Diagnosis(BaseModel):
     missing: list[str] = Field(default_factory=list, description="watched metrics the run did not log")
     novelty: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list, description="caveats about how the answer was reached")
+    symptom: str = Field(default="", description="the problem in one plain line (see diagnose/findings.py)")
+    findings: list[Finding] = Field(
+        default_factory=list, description="plain-language problems with causes and checks, worst first"
+    )

@@ -16,7 +16,8 @@ LOW_CONFIDENCE = 0.4  # below this top probability the readable answer warns tha
 
 
 def to_json(diagnosis: Diagnosis, verdict: RunVerdict) -> dict[str, Any]:
-    """{"run", "verdict", "anchor_step", "mode", "unknown", "hypotheses", "missing", "notes"}, JSON-safe."""
+    """{"run", "verdict", "anchor_step", "mode", "unknown", "hypotheses", "missing", "notes", "symptom",
+    "findings"}, JSON-safe."""
     return io.json_safe(
         {
             "run": diagnosis.run,
@@ -27,6 +28,8 @@ def to_json(diagnosis: Diagnosis, verdict: RunVerdict) -> dict[str, Any]:
             "hypotheses": [h.model_dump() for h in diagnosis.hypotheses],
             "missing": diagnosis.missing,
             "notes": diagnosis.notes,
+            "symptom": diagnosis.symptom,
+            "findings": [f.model_dump() for f in diagnosis.findings],
         }
     )
 
@@ -45,6 +48,15 @@ def to_text(diagnosis: Diagnosis, verdict: RunVerdict) -> str:
             "  nothing was detected: the types below are only the closest matches of the run's most "
             "unusual stretch, not an incident (--json for their evidence)"
         )
+    if d.symptom:
+        lines.append(f"  symptom: {d.symptom}")
+    for f in d.findings:
+        lines.append(f"  - {f.symptom}  [{f.severity}, {f.confidence} confidence]")
+        lines += [f"      evidence: {e}" for e in f.evidence[1:4]]
+        lines += [f"      likely cause {i}: {c}" for i, c in enumerate(f.causes[:3], 1)]
+        lines += [f"      check first: {c}" for c in f.checks[:2]]
+        if f.play:
+            lines.append(f"      fixes: playbook play {f.play} (rftfm triage proposes them, policy-checked)")
     lines += [f"  note: {note}" for note in d.notes]
     if d.missing:
         lines.append(f"  not logged, diagnosed without: {', '.join(d.missing)}")

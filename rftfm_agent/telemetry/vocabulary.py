@@ -81,6 +81,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("critic/score/mean", "reward", "verl", "task score before KL penalty"),
     Alias("reward_mean", "reward", "generic", priority=1),
     Alias("avg_reward", "reward", "generic", priority=2),
+    Alias("mean_reward", "reward", "generic", "custom trainers", priority=2),
     Alias("reward_std", "reward_std", "trl"),
     Alias("frac_reward_zero_std", "frac_reward_zero_std", "trl", "TRL ≥ 0.16"),
     # --- KL ---------------------------------------------------------------------------------------
@@ -89,12 +90,15 @@ ALIASES: tuple[Alias, ...] = (
     Alias("critic/kl", "kl", "verl", "old verl: KL to reference when KL is in the reward"),
     Alias("actor/kl_loss", "kl", "verl", "KL-loss term (use_kl_loss=True)", priority=1),
     Alias("kl_divergence", "kl", "generic", priority=2),
+    Alias("kl_div", "kl", "generic", "custom trainers", priority=2),
+    Alias("mean_kl", "kl", "generic", "custom trainers", priority=2),
     # --- entropy ----------------------------------------------------------------------------------
     Alias("entropy", "entropy", "trl", "TRL ≥ 0.18"),
     Alias("objective/entropy", "entropy", "trl", "PPOTrainer / RLOOTrainer"),
     Alias("actor/entropy", "entropy", "verl", "newer verl"),
     Alias("actor/entropy_loss", "entropy", "verl", "old verl name; the value is the entropy", priority=1),
     Alias("policy_entropy", "entropy", "openrlhf", priority=1),
+    Alias("mean_entropy", "entropy", "generic", "custom trainers", priority=2),
     # --- losses -----------------------------------------------------------------------------------
     Alias("loss", "loss", "trl"),
     Alias("training_loss", "loss", "hf", "notebook table header 'Training Loss'"),
@@ -111,6 +115,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("actor/lr(1e-4)", "learning_rate", "verl", "old verl: value in units of 1e-4", scale=1e-4),
     Alias("actor_lr", "learning_rate", "openrlhf"),
     Alias("lr", "learning_rate", "generic", priority=1),
+    Alias("gradient_norm", "grad_norm", "generic", "custom trainers", priority=1),
     # --- lengths ----------------------------------------------------------------------------------
     Alias("completions/mean_length", "completion_length", "trl", "TRL ≥ 0.16"),
     Alias("completion_length", "completion_length", "trl", "TRL ≤ 0.15 and Unsloth"),

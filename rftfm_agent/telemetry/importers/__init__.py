@@ -7,15 +7,17 @@ folder (READMEs, configs) are skipped, but a file named explicitly must be recog
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from rftfm_agent.errors import InputError
+from rftfm_agent.errors import InputError, RftfmError
 from rftfm_agent.telemetry.importers import (
     csv_table,
     faultbench,
     hf_console,
     html_table,
+    jsonl_metrics,
     tensorboard_events,
     trainer_state,
     verl_console,
@@ -26,6 +28,7 @@ from rftfm_agent.telemetry.schema import ImportedRun
 # Order matters only where two formats could both claim a file: the more specific one goes first.
 FILE_IMPORTERS: tuple[ModuleType, ...] = (
     tensorboard_events,
+    jsonl_metrics,
     faultbench,
     trainer_state,
     verl_console,
@@ -58,8 +61,8 @@ def load_file(path: Path, importer: ModuleType | None = None) -> list[ImportedRu
             raise InputError(path, "binary file that is not a TensorBoard event file; no importer reads it")
         raise InputError(
             path,
-            "unknown format: not a trainer_state.json, HF/TRL or verl console log, RFT-FaultBench JSONL, "
-            "notebook HTML table, CSV/W&B export or TensorBoard event file",
+            "unknown format: not a trainer_state.json, HF/TRL or verl console log, JSONL of metric dicts, "
+            "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export or TensorBoard event file",
         )
     runs = importer.read(path)
     if not runs or not any(r.steps or r.trajectories is not None for r in runs):
@@ -107,14 +110,58 @@ def load_folder(folder: Path) -> list[ImportedRun]:
     return runs
 
 
-def load(path: str | Path) -> list[ImportedRun]:
-    """Runs held by a file or folder; raises InputError with one clear line on anything unreadable."""
+def load(path: str | Path, key_map: Mapping[str, str] | None = None) -> list[ImportedRun]:
+    """Runs held by a file or folder; raises InputError with one clear line on anything unreadable.
+
+    `key_map` renames logged keys before the vocabulary maps them ({'mean_reward': 'reward'}): for a
+    trainer whose names rftfm does not know. A key the map names but no run logs is an error (a typo
+    would otherwise pass silently).
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder")
-    if p.is_dir():
-        return load_folder(p)
-    return load_file(p)
+    runs = load_folder(p) if p.is_dir() else load_file(p)
+    if key_map:
+        apply_key_map(p, runs, key_map)
+    return runs
 
 
-__all__ = ["FILE_IMPORTERS", "ImportedRun", "load", "load_file", "load_folder", "sniff"]
+def parse_key_map(items: Sequence[str]) -> dict[str, str]:
+    """`['mean_reward=reward', 'kl_div=kl']` → {'mean_reward': 'reward', 'kl_div': 'kl'}."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, target = item.partition("=")
+        if not sep or not key.strip() or not target.strip():
+            raise RftfmError(f"--map {item!r}: expected LOGGED_KEY=METRIC, e.g. --map mean_reward=reward")
+        out[key.strip()] = target.strip()
+    return out
+
+
+def apply_key_map(path: Path, runs: list[ImportedRun], key_map: Mapping[str, str]) -> None:
+    """Rename logged keys in place (user-given mapping); the runs' hashes change with the mapping, so that
+    re-importing with another mapping is not taken for the same input."""
+    logged = {k for run in runs for s in run.steps for k in s.values}
+    unknown = sorted(set(key_map) - logged)
+    if unknown:
+        raise InputError(path, f"--map names key(s) the log does not have: {', '.join(unknown)}")
+    suffix = ";map:" + ",".join(f"{k}={v}" for k, v in sorted(key_map.items()))
+    for run in runs:
+        for s in run.steps:
+            s.values = {key_map.get(k, k): v for k, v in s.values.items()}
+        run.source.notes.append(
+            "keys renamed by the user: " + ", ".join(f"{k} → {v}" for k, v in key_map.items())
+        )
+        if run.source.sha256:
+            run.source.sha256 += suffix
+
+
+__all__ = [
+    "FILE_IMPORTERS",
+    "ImportedRun",
+    "apply_key_map",
+    "load",
+    "load_file",
+    "load_folder",
+    "parse_key_map",
+    "sniff",
+]

@@ -32,6 +32,12 @@ SUMMARY_KEYS = frozenset(
     }
 )
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+# Reprs of numpy scalars and torch tensors that loggers print instead of plain numbers: `np.float64(0.5)`
+# (numpy ≥ 2 repr), `numpy.int64(3)`, `tensor(0.5)`, `tensor(0.5, device='cuda:0')`, `tensor([0.5])`.
+_REPR = re.compile(
+    r"\b(?:np|numpy|torch)\.(?:float|int|uint|bfloat|bool_?)\d*\(\s*([^()]*?)\s*\)"
+    r"|\btensor\(\s*\[?\s*([^()\[\],]*?)\s*\]?\s*(?:,[^()]*)?\)"
+)
 
 
 class Importer(Protocol):
@@ -100,14 +106,22 @@ def sha256_of(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def unwrap_reprs(text: str) -> str:
+    """Numpy-scalar and tensor reprs replaced by the number inside (`np.float64(0.5)` → `0.5`)."""
+    if "(" not in text:
+        return text
+    return _REPR.sub(lambda m: m.group(1) if m.group(1) is not None else m.group(2), text)
+
+
 def to_float(value: Any) -> float | None:
-    """A logged value as float: numbers, numeric strings ('1e-05', 'nan', 'inf'), bools. Else None."""
+    """A logged value as float: numbers, numeric strings ('1e-05', 'nan', 'inf', 'np.float64(0.5)'),
+    bools. Else None."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        s = value.strip().lower()
+        s = unwrap_reprs(value.strip()).lower()
         if s in {"nan", "+nan", "-nan"}:
             return math.nan
         if s in {"inf", "+inf", "infinity", "+infinity"}:
@@ -194,3 +208,35 @@ def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 << 20) -> bool:
                 return True
             tail = chunk[-overlap:]
     return False
+
+
+Rows = list[tuple[int, dict[str, float]]]
+
+
+def split_restarts(rows: Rows) -> list[Rows]:
+    """Rows in file order, split where the step counter starts over: one list per run.
+
+    Several jobs appended to one log file (a relaunch with the same output file) show as the step falling
+    back to (or below) the first step of the run so far; that starts a new run. A smaller fall is a resume
+    from a checkpoint: the steps after it are re-logged and stay in the same run (later values win).
+    """
+    runs: list[Rows] = []
+    for step, values in rows:
+        if runs and (step >= runs[-1][-1][0] or step > runs[-1][0][0]):
+            runs[-1].append((step, values))
+        else:
+            runs.append([(step, values)])
+    return runs
+
+
+def merge_steps(rows: Rows) -> dict[int, dict[str, float]]:
+    """One dict per step; a step logged twice (several lines, or re-logged after a resume) is merged,
+    later values winning."""
+    out: dict[int, dict[str, float]] = {}
+    for step, values in rows:
+        out.setdefault(step, {}).update(values)
+    return out
+
+
+def restart_note(i: int, n: int, first: int) -> str:
+    return f"run {i} of {n} in this file: the step counter started over at step {first}"

@@ -21,11 +21,15 @@ from rftfm_agent.telemetry.importers.base import (
     SUMMARY_KEYS,
     infer_steps_from_epochs,
     looks_binary,
+    merge_steps,
     numeric_items,
     read_text,
+    restart_note,
     scan,
     sha256_of,
+    split_restarts,
     strip_terminal,
+    unwrap_reprs,
 )
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
@@ -61,28 +65,47 @@ def _literal(text: str) -> dict:
     return value
 
 
-def _dicts(path: Path, text: str) -> list[tuple[int, int, dict]]:
-    """(offset, line number, dict) for every metrics dict in the log."""
+def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict]]:
+    """(offset, line number, dict) for every metrics dict in the log.
+
+    A job killed mid-write leaves its last dict incomplete: that one is skipped with a note and the
+    records before it are kept. An incomplete or unparseable dict with complete ones after it is
+    corruption, not a crash, and an error.
+    """
     found = []
-    for match in _DICT_START.finditer(text):
+    starts = list(_DICT_START.finditer(text))
+    for n, match in enumerate(starts):
         start = match.start()
         end = text.find("}", start)
         newline = text.find("\n", start)
         line_no = text.count("\n", 0, start) + 1
+        is_last = n == len(starts) - 1
+        problem = None
         if end == -1 or (newline != -1 and newline < end):
-            if text[start:].strip().count("\n") == 0:
-                raise InputError(path, f"truncated: the last logged dict (line {line_no}) is incomplete")
+            problem = "is incomplete"
+        else:
+            try:
+                found.append((start, line_no, _literal(text[start : end + 1])))
+            except (ValueError, SyntaxError):
+                problem = "does not parse"
+        if problem is None:
+            continue
+        if is_last:
+            notes.append(f"truncated: the last logged dict (line {line_no}) {problem} and was skipped")
+            if not found:
+                raise InputError(path, f"truncated: the only logged dict (line {line_no}) {problem}")
+        elif problem == "is incomplete":
             raise InputError(path, f"corrupt: unterminated metrics dict at line {line_no}")
-        try:
-            found.append((start, line_no, _literal(text[start : end + 1])))
-        except (ValueError, SyntaxError):
-            raise InputError(path, f"corrupt: metrics dict at line {line_no} does not parse") from None
+        else:
+            raise InputError(path, f"corrupt: metrics dict at line {line_no} does not parse")
     return found
 
 
-def _bar_steps(text: str, offsets: list[int]) -> list[int] | None:
-    """Step shown by the training progress bar most recently drawn before each dict."""
-    bars = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _BAR.finditer(text)]
+def _bar_steps(text: str, offsets: list[int], lo: int = 0) -> list[int] | None:
+    """Step shown by the training progress bar most recently drawn before each dict (bars from offset
+    `lo` on: a phase's own bar). Steps must rise, except where the counter starts over (a new run)."""
+    bars = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _BAR.finditer(text) if m.start() >= lo]
+    bars = [b for b in bars if b[0] < offsets[-1]] if offsets else bars
     if not bars:
         return None
     total = max(b[2] for b in bars)
@@ -94,7 +117,12 @@ def _bar_steps(text: str, offsets: list[int]) -> list[int] | None:
         if i < 0:
             return None
         steps.append(bars[i][1])
-    if steps and steps[0] >= 1 and all(b > a for a, b in itertools.pairwise(steps)):
+    segments = split_restarts([(s, {}) for s in steps])
+    if (
+        steps
+        and min(steps) >= 1
+        and all(all(b[0] > a[0] for a, b in itertools.pairwise(seg)) for seg in segments)
+    ):
         return steps
     return None
 
@@ -121,9 +149,53 @@ def _header(text: str) -> dict[str, int]:
     return out
 
 
+# Keys only an RL trainer logs: rows without any of them, before the first row with one, are a
+# supervised warm-up (SFT) phase of the same script.
+_RL_KEYS = frozenset(
+    {"reward", "reward_std", "kl", "completion_length", "completions/mean_length", "frac_reward_zero_std"}
+)
+
+
+def _is_rl(values: dict[str, float]) -> bool:
+    return bool(_RL_KEYS & values.keys()) or any(k.startswith("rewards/") for k in values)
+
+
+def _phases(
+    train: list[tuple[int, dict[str, float]]],
+) -> list[tuple[str, list[tuple[int, dict[str, float]]]]]:
+    """('sft', rows), ('rl', rows): an SFT prefix split from the RL rows after it; else one phase."""
+    first_rl = next((i for i, (_, v) in enumerate(train) if _is_rl(v)), None)
+    if not first_rl:
+        return [("", train)]
+    return [("sft", train[:first_rl]), ("", train[first_rl:])]
+
+
+def _steps(
+    text: str,
+    rows: list[tuple[int, dict[str, float]]],
+    lo: int,
+    header: dict[str, int],
+    last_epoch: float | None,
+) -> tuple[list[int], str]:
+    offsets = [off for off, _ in rows]
+    if all("step" in v for _, v in rows):
+        return [int(v.pop("step")) for _, v in rows], "steps from the logged 'step' key"
+    if (bar := _bar_steps(text, offsets, lo)) is not None:
+        return bar, "steps from the training progress bar drawn before each logged dict"
+    spe = _steps_per_epoch(header, text, last_epoch)
+    by_epoch = infer_steps_from_epochs([v.get("epoch") for _, v in rows], spe)
+    if by_epoch is not None:
+        return by_epoch, f"steps from epoch × {spe:g} update steps per epoch"
+    return (
+        list(range(1, len(rows) + 1)),
+        "steps are row numbers: the log gives no step, progress bar or epoch to infer them",
+    )
+
+
 def read(path: Path) -> list[ImportedRun]:
-    text = strip_terminal(read_text(path))
-    found = _dicts(path, text)
+    text = strip_terminal(unwrap_reprs(read_text(path)))
+    notes: list[str] = []
+    found = _dicts(path, text, notes)
     train: list[tuple[int, dict[str, float]]] = []
     evals: list[tuple[int, dict[str, float]]] = []
     summary: dict[str, float] = {}
@@ -138,42 +210,52 @@ def read(path: Path) -> list[ImportedRun]:
     if not train:
         raise InputError(path, "console log without any training metrics dict")
     header = _header(text)
-    offsets = [off for off, _ in train]
-    notes: list[str] = []
-    if all("step" in v for _, v in train):
-        steps = [int(v.pop("step")) for _, v in train]
-        notes.append("steps from the logged 'step' key")
-    elif (bar := _bar_steps(text, offsets)) is not None:
-        steps = bar
-        notes.append("steps from the training progress bar drawn before each logged dict")
-    else:
-        spe = _steps_per_epoch(header, text, summary.get("epoch", train[-1][1].get("epoch")))
-        by_epoch = infer_steps_from_epochs([v.get("epoch") for _, v in train], spe)
-        if by_epoch is not None:
-            steps = by_epoch
-            notes.append(f"steps from epoch × {spe:g} update steps per epoch")
-        else:
-            steps = list(range(1, len(train) + 1))
-            notes.append("steps are row numbers: the log gives no step, progress bar or epoch to infer them")
-    rows: dict[int, dict[str, float]] = {}
-    for step, (_, values) in zip(steps, train, strict=True):
-        rows.setdefault(step, {}).update(values)
-    for offset, values in evals:  # evaluation results belong to the last training step before them
-        i = bisect_right(offsets, offset) - 1
-        if i >= 0:
-            rows[steps[i]].update(values)
     config: dict[str, float | int] = dict(header)
     config.update({f"summary/{k}": v for k, v in summary.items()})
-    keys = {k for v in rows.values() for k in v}
-    trl_keys = {"reward", "kl", "completion_length", "completions/mean_length"}
-    framework = "trl" if keys & trl_keys else "transformers"
-    return [
-        ImportedRun(
-            name=path.stem,
-            source=SourceInfo(
-                format=NAME, framework=framework, paths=[str(path)], sha256=sha256_of([path]), notes=notes
-            ),
-            steps=[RawStep(step=s, values=v) for s, v in sorted(rows.items())],
-            config=config,
+    pieces: list[tuple[str, str, list[tuple[int, int, dict[str, float]]]]] = []  # (name, how, rows)
+    lo = 0
+    for phase, rows in _phases(train):
+        last_epoch = summary.get("epoch", rows[-1][1].get("epoch"))
+        steps, how = _steps(text, rows, lo, header, last_epoch)
+        lo = rows[-1][0]
+        offset_of = {id(v): off for off, v in rows}
+        segments = split_restarts([(s, v) for s, (_, v) in zip(steps, rows, strict=True)])
+        for i, segment in enumerate(segments, 1):
+            name = path.stem + (f"-{phase}" if phase else "") + (f"-run{i}" if len(segments) > 1 else "")
+            extra = [how]
+            if phase == "sft":
+                extra.append("supervised (SFT) rows logged before the RL rows of the same log")
+            if len(segments) > 1:
+                extra.append(restart_note(i, len(segments), segment[0][0]))
+            pieces.append((name, "; ".join(extra), [(offset_of[id(v)], s, v) for s, v in segment]))
+    merged = [merge_steps([(s, v) for _, s, v in rows]) for _, _, rows in pieces]
+    # Evaluation results belong to the last training step logged before them.
+    order = sorted((off, k, s) for k, (_, _, rows) in enumerate(pieces) for off, s, _ in rows)
+    for offset, values in evals:
+        j = bisect_right([o for o, _, _ in order], offset) - 1
+        if j >= 0:
+            _, k, s = order[j]
+            merged[k][s].update(values)
+    runs = []
+    for (name, how, _), rows_by_step in zip(pieces, merged, strict=True):
+        keys = {k for v in rows_by_step.values() for k in v}
+        framework = (
+            "trl"
+            if keys & {"reward", "kl", "completion_length", "completions/mean_length"}
+            else ("transformers")
         )
-    ]
+        runs.append(
+            ImportedRun(
+                name=name,
+                source=SourceInfo(
+                    format=NAME,
+                    framework=framework,
+                    paths=[str(path)],
+                    sha256=sha256_of([path]) + ("" if name == path.stem else f":{name}"),
+                    notes=[*notes, *how.split("; ")],
+                ),
+                steps=[RawStep(step=s, values=v) for s, v in sorted(rows_by_step.items())],
+                config=config,
+            )
+        )
+    return runs

@@ -13,11 +13,15 @@ from pathlib import Path
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
     looks_binary,
+    merge_steps,
     read_text,
+    restart_note,
     scan,
     sha256_of,
+    split_restarts,
     strip_terminal,
     to_float,
+    unwrap_reprs,
 )
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
@@ -35,41 +39,66 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def read(path: Path) -> list[ImportedRun]:
-    raw = read_text(path)
-    text = strip_terminal(raw)
+    text = strip_terminal(unwrap_reprs(read_text(path)))
     lines = text.split("\n")
-    rows: dict[int, dict[str, float]] = {}
-    repeated: list[int] = []
-    for i, line in enumerate(lines):
-        m = _LINE.search(line)
-        if not m:
-            continue
+    matches = [(i, m) for i, line in enumerate(lines) if (m := _LINE.search(line))]
+    if not matches:
+        raise InputError(path, "no verl 'step:N - key:value' lines")
+    last_line = matches[-1][0]
+    notes: list[str] = []
+    logged: list[tuple[int, dict[str, float]]] = []
+    for i, m in matches:
         step = int(m.group(1))
         values: dict[str, float] = {}
-        pairs = m.group(2).rstrip().split(" - ")
+        pairs = re.sub(r"\s+-\s*$", "", m.group(2).rstrip()).split(" - ")
         for j, pair in enumerate(pairs):
             pm = _PAIR.match(pair.strip())
             value = to_float(pm.group(2)) if pm else None
             if pm is None or value is None:
-                is_last_line = all(not rest.strip() for rest in lines[i + 1 :])
-                if j == len(pairs) - 1 and is_last_line and not raw.endswith("\n"):
-                    raise InputError(path, f"truncated: step {step} (line {i + 1}) ends mid-record")
+                if i == last_line and j == len(pairs) - 1:
+                    # A job killed mid-write: the complete entries of its last line are kept.
+                    notes.append(
+                        f"truncated: step {step} (line {i + 1}) ends mid-record; its last entry was skipped"
+                    )
+                    break
                 raise InputError(path, f"corrupt: line {i + 1} has a malformed entry {pair.strip()[:40]!r}")
             values[pm.group(1).strip()] = value
-        if step in rows and set(values) & set(rows[step]):
-            repeated.append(step)
-        rows.setdefault(step, {}).update(values)
-    if not rows:
-        raise InputError(path, "no verl 'step:N - key:value' lines")
-    notes = []
-    if repeated:
-        notes.append(f"{len(repeated)} step(s) logged twice (restart?), first {repeated[0]}: later kept")
-    return [
-        ImportedRun(
-            name=path.stem,
-            source=SourceInfo(
-                format=NAME, framework="verl", paths=[str(path)], sha256=sha256_of([path]), notes=notes
-            ),
-            steps=[RawStep(step=s, values=rows[s]) for s in sorted(rows)],
+        if values:
+            logged.append((step, values))
+    if not logged:
+        raise InputError(path, "truncated: the only step record is incomplete")
+    segments = split_restarts(logged)
+    digest = sha256_of([path])
+    runs = []
+    for n, segment in enumerate(segments, 1):
+        seg_notes = list(notes)
+        seen: dict[int, set[str]] = {}
+        repeated = []
+        for step, values in segment:
+            if set(values) & seen.get(step, set()):
+                repeated.append(step)
+            seen.setdefault(step, set()).update(values)
+        if repeated:
+            seg_notes.append(
+                f"{len(repeated)} step(s) logged twice (resumed from a checkpoint), first {repeated[0]}: "
+                "later values kept"
+            )
+        name = path.stem
+        if len(segments) > 1:
+            seg_notes.append(restart_note(n, len(segments), segment[0][0]))
+            name = f"{path.stem}-run{n}"
+        rows = merge_steps(segment)
+        runs.append(
+            ImportedRun(
+                name=name,
+                source=SourceInfo(
+                    format=NAME,
+                    framework="verl",
+                    paths=[str(path)],
+                    sha256=digest + ("" if name == path.stem else f":{name}"),
+                    notes=seg_notes,
+                ),
+                steps=[RawStep(step=s, values=rows[s]) for s in sorted(rows)],
+            )
         )
-    ]
+    return runs

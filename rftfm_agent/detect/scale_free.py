@@ -1,0 +1,418 @@
+"""Scale-free rules: what a practitioner sees on the curves of a run that has no healthy runs to compare
+with — other people's logs, a new task, a run broken from step 1.
+
+Without a healthy band the statistical checks compare a run with its own past, so a run that never worked
+looks "normal" to them. These rules need no fitting: each compares the run with its own start, or counts
+how often a state that gives no learning occurs, and is stated in units that do not depend on the model,
+the task or the reward's scale (shares of steps, ratios to the run's own early level, orders of magnitude).
+They are data like the hard rules (`RULES`): a name, a severity, what it means, a confirmation window and
+a reference. `ScaleFreeRules` evaluates them on a stream of step rows; the detector uses them only for runs
+it judges in self mode (no healthy band for their task).
+
+Two kinds of window:
+* *sustained* rules look at a rolling median of the last `CONFIRM` logged values (one odd value is not an
+  incident), and fire online;
+* *whole-run* rules judge a share or a trend over all steps so far. A run that starts badly and recovers
+  is healthy (models often earn no reward for their first steps), so online they wait for `WHOLE_RUN_MIN`
+  logged steps; an offline scoring judges them once more at the end of the run (`finish`), for runs of at
+  least `FINISH_MIN` steps.
+
+Calibration (2026-12-02): every threshold leaves the runs we judge healthy in ../shared/realruns quiet at
+critical level (see evals/realrun_labels.toml and docs/peers.md for the measured margins).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from rftfm_agent.detect.events import Event, RunVerdict, Severity
+
+CONFIRM = 3  # logged values a sustained condition is read from (their median)
+EARLY = 3  # first finite logged values that make a run's own early level (their median)
+WHOLE_RUN_MIN = 50  # online, whole-run rules wait for this many logged steps
+FINISH_MIN = 10  # offline, the end-of-run judgement needs at least this many
+
+NO_SIGNAL_CRITICAL = 0.8  # share of steps whose groups all got identical rewards: nothing to learn from
+NO_SIGNAL_WARNING = 0.4  # … a large share of the compute wasted (healthy real runs: ≤ 0.33)
+LOSS_ZERO_SHARE = 0.9  # loss exactly 0 on this share of steps (and no grad norm logged to say otherwise)
+KL_CEILING = 1.0  # nats/token sustained: far from the reference (healthy real runs: ≤ 0.35 sustained)
+KL_RUNAWAY = 100.0  # … and this many times the run's early KL: a runaway, not a slow drift
+BLOWUP_WARNING = 100.0  # loss or grad norm this many times its early level (healthy real runs: ≤ 31×)
+BLOWUP_CRITICAL = 1000.0  # three orders of magnitude: numerically broken
+BLOWUP_FLOOR = 0.01  # early levels below this count as this (GRPO's loss starts near 0)
+ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpening: ≥ 10 %)
+LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
+LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
+LENGTH_EXPLOSION = 4.0  # completion length over 4× its start
+PLATEAU_Z = 1.0  # last third's mean reward less than 1 standard error above the first third's
+DECLINE_SHARE = 0.5  # the smoothed reward gave back half of what it had gained …
+DECLINE_Z = 3.0  # … by more than 3 standard errors
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleFreeRule:
+    """A rule that compares a run with its own start: name, severity, meaning, window and source."""
+
+    name: str
+    severity: Severity
+    description: str
+    window: str
+    reference: str
+
+
+DAPO = (
+    "DAPO (Yu et al., 2025, arXiv:2503.14476) §3.2: groups whose rewards are all equal have zero advantage "
+    "and give GRPO no gradient"
+)
+ENTROPY_REF = (
+    "Cui et al., 2025, 'The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models' "
+    "(arXiv:2505.22617): policy entropy collapses early and performance plateaus with it"
+)
+KL_REF = (
+    "Schulman, 'Approximating KL Divergence' (2020) and TRL's logging docs (kl: mean per-token KL to the "
+    "reference, https://huggingface.co/docs/trl/logging); Gao et al., 2023 (ICML), reward over-optimisation "
+    "grows with the distance from the reference"
+)
+BLOWUP_REF = (
+    "Goodfellow, Bengio & Courville, Deep Learning (2016) §10.11.1: exploding gradients; Pascanu et al., "
+    "2013 (ICML), on the difficulty of training recurrent networks: gradient norms that jump by orders of "
+    "magnitude precede divergence"
+)
+LENGTH_REF = (
+    "Liu et al., 2025, 'Understanding R1-Zero-Like Training' (Dr. GRPO, arXiv:2503.20783) §3: the length "
+    "bias of GRPO's loss drives response length; DAPO §3.4, overlong and collapsing responses"
+)
+PLATEAU_REF = (
+    "Andrychowicz et al., 2021, 'What Matters in On-Policy RL' (ICLR): judge a run by its return curve; "
+    "a curve that does not rise above its noise has not learned"
+)
+
+SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
+    r.name: r
+    for r in (
+        ScaleFreeRule(
+            name="no_signal_most_steps",
+            severity="critical",
+            description=f"on ≥ {NO_SIGNAL_CRITICAL:.0%} of steps every group got identical rewards "
+            "(reward std 0 or frac_reward_zero_std ≈ 1): no learning signal",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=DAPO,
+        ),
+        ScaleFreeRule(
+            name="no_signal_many_steps",
+            severity="warning",
+            description=f"on ≥ {NO_SIGNAL_WARNING:.0%} of steps every group got identical rewards: much of "
+            "the rollout compute gives no learning signal",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=DAPO,
+        ),
+        ScaleFreeRule(
+            name="not_learning",
+            severity="critical",
+            description="the reward has not improved over the run while many steps give no learning "
+            "signal: the run is not learning",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=f"{DAPO}; {PLATEAU_REF}",
+        ),
+        ScaleFreeRule(
+            name="loss_zero_most_steps",
+            severity="warning",
+            description=f"loss exactly 0 on ≥ {LOSS_ZERO_SHARE:.0%} of steps and no gradient norm logged: "
+            "no gradient, or a loss printed with too few digits",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference="huggingface/trl#3857 (GRPO loss and grad_norm 0 when every group's rewards are equal)",
+        ),
+        ScaleFreeRule(
+            name="reward_never_changes",
+            severity="critical",
+            description="the mean reward is identical on every logged step since the start: the reward "
+            "function never distinguishes completions",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference="huggingface/trl#3452 (GRPO reward=0 and loss=0: the reward function never pays)",
+        ),
+        ScaleFreeRule(
+            name="reward_component_stuck",
+            severity="warning",
+            description="one reward function returned the same mean on every logged step: it never pays "
+            "(or always pays) — a verifier bug, or a format the model never produces",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference="huggingface/trl#3452; Unsloth GRPO notebooks' format rewards that stay 0 when the "
+            "regex never matches",
+        ),
+        ScaleFreeRule(
+            name="kl_runaway",
+            severity="critical",
+            description=f"KL ≥ {KL_CEILING:g} and ≥ {KL_RUNAWAY:g}× its early level, sustained: the policy "
+            "runs away from the reference",
+            window=f"median of {CONFIRM} logged values",
+            reference=KL_REF,
+        ),
+        ScaleFreeRule(
+            name="kl_high",
+            severity="warning",
+            description=f"KL ≥ {KL_CEILING:g} nats/token, sustained: far from the reference model",
+            window=f"median of {CONFIRM} logged values",
+            reference=KL_REF,
+        ),
+        ScaleFreeRule(
+            name="loss_blowup",
+            severity="critical",
+            description=f"|loss| ≥ {BLOWUP_CRITICAL:g}× its early level: numerically broken",
+            window="one logged value (a jump of three orders of magnitude is decisive)",
+            reference=BLOWUP_REF,
+        ),
+        ScaleFreeRule(
+            name="loss_spike",
+            severity="warning",
+            description=f"|loss| ≥ {BLOWUP_WARNING:g}× its early level",
+            window="one logged value",
+            reference=BLOWUP_REF,
+        ),
+        ScaleFreeRule(
+            name="grad_blowup",
+            severity="critical",
+            description=f"gradient norm ≥ {BLOWUP_CRITICAL:g}× its early level: exploding gradients",
+            window="one logged value (a jump of three orders of magnitude is decisive)",
+            reference=BLOWUP_REF,
+        ),
+        ScaleFreeRule(
+            name="grad_spike",
+            severity="warning",
+            description=f"gradient norm ≥ {BLOWUP_WARNING:g}× its early level",
+            window="one logged value",
+            reference=BLOWUP_REF,
+        ),
+        ScaleFreeRule(
+            name="entropy_collapse",
+            severity="critical",
+            description=f"entropy under {ENTROPY_COLLAPSE:.0%} of its start, sustained: the sampler stopped "
+            "exploring",
+            window=f"median of {CONFIRM} logged values",
+            reference=ENTROPY_REF,
+        ),
+        ScaleFreeRule(
+            name="length_collapse",
+            severity="critical",
+            description=f"completion length under {LENGTH_COLLAPSE:.0%} of its start (≥ {LENGTH_MIN_START:g} "
+            "tokens), sustained: the model stopped answering",
+            window=f"median of {CONFIRM} logged values",
+            reference=LENGTH_REF,
+        ),
+        ScaleFreeRule(
+            name="length_explosion",
+            severity="warning",
+            description=f"completion length over {LENGTH_EXPLOSION:g}× its start, sustained",
+            window=f"median of {CONFIRM} logged values",
+            reference=LENGTH_REF,
+        ),
+        ScaleFreeRule(
+            name="same_length",
+            severity="critical",
+            description="every completion has the same length (mean = max), sustained: all cut at the cap "
+            "or degenerate",
+            window=f"{CONFIRM} logged steps in a row",
+            reference=LENGTH_REF,
+        ),
+        ScaleFreeRule(
+            name="reward_plateau",
+            severity="warning",
+            description=f"the reward has not improved over the run (last third < {PLATEAU_Z:g} standard "
+            "error above the first third)",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=PLATEAU_REF,
+        ),
+        ScaleFreeRule(
+            name="reward_decline",
+            severity="warning",
+            description=f"the smoothed reward gave back ≥ {DECLINE_SHARE:.0%} of its gain, by more than "
+            f"{DECLINE_Z:g} standard errors",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=PLATEAU_REF,
+        ),
+    )
+}
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+class ScaleFreeRules:
+    """Streaming scale-free rules; `update(step, row)` returns the events that fire at this step and
+    `finish()` the whole-run events an offline scoring adds at the end of the run."""
+
+    def __init__(self, online: bool = True) -> None:
+        self.online = online  # offline (a whole run scored at once), whole-run rules wait for `finish`
+        self.history: dict[str, list[float]] = {}
+        self.steps: list[int] = []
+        self.zero_signal: list[bool] = []
+        self.same_length_streak = 0
+        self.fired: set[str] = set()
+
+    # ------------------------------------------------------------------ helpers
+    def _fire(
+        self, events: list[Event], rule: str, metric: str, step: int, value: float, **evidence: float | str
+    ) -> None:
+        key = f"{rule}:{metric}"
+        if key in self.fired or (rule == "kl_high" and "kl_runaway:kl" in self.fired):
+            return
+        self.fired.add(key)
+        events.append(
+            Event(
+                step=step,
+                metric=metric,
+                source="rule",
+                check=rule,
+                severity=SCALE_FREE_RULES[rule].severity,
+                score=math.inf,
+                evidence={"value": value, **evidence},
+            )
+        )
+
+    def _early(self, metric: str, nonzero: bool = False) -> float | None:
+        values = [abs(v) for v in self.history.get(metric, []) if not nonzero or v != 0][:EARLY]
+        return _median(values) if len(values) == EARLY else None
+
+    def _recent(self, metric: str) -> float | None:
+        values = self.history.get(metric, [])
+        return _median(values[-CONFIRM:]) if len(values) >= EARLY + CONFIRM else None
+
+    # ------------------------------------------------------------------ streaming
+    def update(self, step: int, row: Mapping[str, float | None]) -> list[Event]:
+        events: list[Event] = []
+        self.steps.append(step)
+        for metric, value in row.items():
+            if value is not None and isinstance(value, float | int) and math.isfinite(value):
+                self.history.setdefault(metric, []).append(float(value))
+        std, frac = row.get("reward_std"), row.get("frac_reward_zero_std")
+        if std is not None or frac is not None:
+            self.zero_signal.append(
+                bool((std is not None and abs(std) <= 1e-12) or (frac is not None and frac >= 0.999))
+            )
+        self._sustained(events, step, row)
+        if self.online and len(self.steps) >= WHOLE_RUN_MIN:
+            self._whole_run(events, step)
+        return events
+
+    def finish(self) -> list[Event]:
+        """Whole-run rules judged once more on the complete run (offline scoring)."""
+        events: list[Event] = []
+        if len(self.steps) >= FINISH_MIN:
+            self._whole_run(events, self.steps[-1])
+        return events
+
+    def _sustained(self, events: list[Event], step: int, row: Mapping[str, float | None]) -> None:
+        kl, kl_early = self._recent("kl"), self._early("kl")
+        if kl is not None and kl >= KL_CEILING:
+            early = max(kl_early or 0.0, 1e-3)
+            if kl >= KL_RUNAWAY * early:
+                self._fire(events, "kl_runaway", "kl", step, kl, early=early, ratio=kl / early)
+            else:
+                self._fire(events, "kl_high", "kl", step, kl, early=early)
+        for metric, (spike, blowup) in {
+            "loss": ("loss_spike", "loss_blowup"),
+            "grad_norm": ("grad_spike", "grad_blowup"),
+        }.items():
+            value = row.get(metric)
+            early = self._early(metric, nonzero=True)
+            if value is None or not math.isfinite(value) or early is None:
+                continue
+            ratio = abs(value) / max(early, BLOWUP_FLOOR)
+            if ratio >= BLOWUP_CRITICAL:
+                self._fire(events, blowup, metric, step, value, early=early, ratio=ratio)
+            elif ratio >= BLOWUP_WARNING:
+                self._fire(events, spike, metric, step, value, early=early, ratio=ratio)
+        entropy, entropy_early = self._recent("entropy"), self._early("entropy")
+        if entropy is not None and entropy_early and entropy < ENTROPY_COLLAPSE * entropy_early:
+            self._fire(events, "entropy_collapse", "entropy", step, entropy, early=entropy_early)
+        length, length_early = self._recent("completion_length"), self._early("completion_length")
+        if length is not None and length_early:
+            if length_early >= LENGTH_MIN_START and length < LENGTH_COLLAPSE * length_early:
+                self._fire(events, "length_collapse", "completion_length", step, length, early=length_early)
+            elif length > LENGTH_EXPLOSION * length_early:
+                self._fire(events, "length_explosion", "completion_length", step, length, early=length_early)
+        mean, top = row.get("completion_length"), row.get("completions/max_length")
+        same = mean is not None and top is not None and top > 1 and abs(mean - top) < 1e-9
+        self.same_length_streak = self.same_length_streak + 1 if same else 0
+        if self.same_length_streak >= CONFIRM:
+            self._fire(
+                events, "same_length", "completion_length", step, float(mean or 0.0), cap=float(top or 0.0)
+            )
+
+    def _whole_run(self, events: list[Event], step: int) -> None:
+        n = len(self.zero_signal)
+        share = sum(self.zero_signal) / n if n else 0.0
+        if n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL:
+            self._fire(events, "no_signal_most_steps", "reward_std", step, share, share=share, steps=n)
+        elif n >= FINISH_MIN and share >= NO_SIGNAL_WARNING:
+            self._fire(events, "no_signal_many_steps", "reward_std", step, share, share=share, steps=n)
+        loss = self.history.get("loss", [])
+        if len(loss) >= FINISH_MIN and "grad_norm" not in self.history:
+            zero = sum(v == 0 for v in loss) / len(loss)
+            if zero >= LOSS_ZERO_SHARE:
+                self._fire(events, "loss_zero_most_steps", "loss", step, zero, share=zero, steps=len(loss))
+        reward = self.history.get("reward", [])
+        if len(reward) >= FINISH_MIN and max(reward) == min(reward):
+            self._fire(events, "reward_never_changes", "reward", step, reward[0], steps=len(reward))
+        varies = len(reward) >= FINISH_MIN and max(reward) > min(reward)
+        for metric, values in self.history.items():
+            if (
+                varies
+                and metric.startswith("rewards/")
+                and metric.endswith("/mean")
+                and len(values) >= FINISH_MIN
+                and max(values) == min(values)
+            ):
+                self._fire(events, "reward_component_stuck", metric, step, values[0], steps=len(values))
+        self._trend(events, step, reward, share if n >= FINISH_MIN else 0.0)
+
+    def _trend(self, events: list[Event], step: int, reward: list[float], no_signal: float) -> None:
+        if len(reward) < FINISH_MIN:
+            return
+        r = np.asarray(reward)
+        third = max(3, len(r) // 3)
+        first, last = r[:third], r[-third:]
+        se = math.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
+        gain = float(last.mean() - first.mean())
+        if se > 0 and gain < PLATEAU_Z * se:
+            self._fire(
+                events, "reward_plateau", "reward", step, float(last.mean()), first=float(first.mean())
+            )
+            if no_signal >= NO_SIGNAL_WARNING:
+                self._fire(
+                    events,
+                    "not_learning",
+                    "reward",
+                    step,
+                    float(last.mean()),
+                    first=float(first.mean()),
+                    no_signal_share=no_signal,
+                )
+        window = max(5, len(r) // 10)
+        if len(r) < 3 * window:
+            return
+        smooth = np.convolve(r, np.ones(window) / window, mode="valid")
+        early, best, now = float(smooth[0]), float(smooth.max()), float(smooth[-1])
+        noise = float(np.std(np.diff(r))) / math.sqrt(2 * window)
+        if (
+            best - early > DECLINE_Z * noise
+            and best - now >= DECLINE_SHARE * (best - early)
+            and (best - now > DECLINE_Z * noise)
+        ):
+            self._fire(events, "reward_decline", "reward", step, now, best=best, early=early)
+
+
+def without_scale_free(verdict: RunVerdict) -> RunVerdict:
+    """The verdict the statistical checks and hard rules alone give (scale-free events left out).
+
+    The fault fingerprint is anchored on this one: the labelled library was fingerprinted that way, and a
+    like-for-like comparison needs the same anchor. The scale-free rules speak through the findings.
+    """
+    events = [e for e in verdict.events if not (e.source == "rule" and e.check in SCALE_FREE_RULES)]
+    if len(events) == len(verdict.events):
+        return verdict
+    return RunVerdict.judge(verdict.run, verdict.mode, events, verdict.score, verdict.missing)

@@ -1,0 +1,420 @@
+"""Findings: what is wrong with a run in plain words, its likely causes, the numbers, and what to check.
+
+The fault-type ranking compares a run with labelled testbed faults; on other people's runs those types
+are often far away and their probabilities low. What a user needs first is the symptom, said plainly
+("no learning signal: on 95 % of steps every group got identical rewards"), the causes that usually
+produce it, most likely first, and what to check or change first. This module turns the detector's rule
+events into such findings, from a table of templates (data, one per rule, each naming the playbook play
+that holds its fixes), grouped by topic so that three rules seeing one problem read as one finding.
+
+When the log cannot tell — too few steps, or the reward not logged — the answer is `unknown`, with why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from rftfm_agent.detect.events import SEVERITY_RANK, RunVerdict, Severity
+from rftfm_agent.detect.rules import RULES
+from rftfm_agent.detect.scale_free import FINISH_MIN, SCALE_FREE_RULES
+
+Confidence = Literal["high", "medium", "low"]
+
+
+class Finding(BaseModel):
+    """One problem in plain words, with the evidence behind it and what to do first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str = Field(description="what the problem is about: 'learning signal', 'KL', 'numerics' …")
+    symptom: str = Field(description="one line a person can read, with the run's numbers")
+    severity: Severity
+    confidence: Confidence
+    step: int | None = Field(description="first logged step it was seen at")
+    evidence: list[str] = Field(description="the metric evidence, one line per rule that saw it")
+    causes: list[str] = Field(description="likely causes, most likely first")
+    checks: list[str] = Field(description="what to check or change first")
+    play: str | None = Field(default=None, description="the playbook play with candidate fixes")
+    rules: list[str] = Field(description="the detector rules behind it")
+
+
+@dataclass(frozen=True)
+class Template:
+    topic: str
+    symptom: str  # format string over the event's evidence (value, share, ratio, early, steps …)
+    causes: tuple[str, ...]
+    checks: tuple[str, ...]
+    play: str | None = None
+
+
+_NO_SIGNAL_CAUSES = (
+    "the data is too hard for the model: every sample of a prompt fails (reward 0 everywhere)",
+    "the data is too easy: every sample of a prompt succeeds",
+    "the verifier returns a constant (a parsing bug, a wrong answer key, a format the model never emits)",
+    "too few samples per prompt (num_generations) or a sampling temperature too low to vary them",
+)
+_NO_SIGNAL_CHECKS = (
+    "read a few completions with their rewards: do correct answers get paid?",
+    "look at the reward per prompt: all 0 (too hard) or all at the maximum (too easy)?",
+    "raise num_generations or the temperature; filter prompts whose groups are all equal (DAPO dynamic "
+    "sampling)",
+)
+_REWARD_FN_CAUSES = (
+    "the reward function never matches the model's output (a regex or format the model never produces)",
+    "the answer extraction or the answer key is wrong",
+    "the reward function raises and a default value is returned",
+)
+_REWARD_FN_CHECKS = (
+    "call the reward function by hand on a completion that should score, and on one that should not",
+    "print the parsed answer next to the reference answer for a few samples",
+)
+_KL_CAUSES = (
+    "the KL penalty is too weak (beta / kl_coef) for the learning rate",
+    "the learning rate is too high",
+    "the reward is being exploited: the policy drifts to where the reward pays, away from sensible text",
+    "entropy collapsed first and KL grows as a consequence",
+)
+_KL_CHECKS = (
+    "compare the reward with the KL: rising KL with a flat reward is drift without gain",
+    "lower the learning rate or raise the KL coefficient; resume from a checkpoint before the climb",
+)
+_NUMERIC_CAUSES = (
+    "a learning rate too high, or a warm-up too short",
+    "low-precision overflow (fp16/bf16) or a division by a zero std in the advantage",
+    "a corrupt batch (empty completions, extreme rewards)",
+)
+_NUMERIC_CHECKS = (
+    "find the first step with a non-finite or exploding value and the batch it trained on",
+    "clip gradients (max_grad_norm), lower the learning rate, resume from the last finite checkpoint",
+)
+_ENTROPY_CAUSES = (
+    "a learning rate too high or too many updates per batch (the policy sharpens too fast)",
+    "a sampling temperature too low",
+    "no entropy or KL regularisation to hold exploration",
+)
+_ENTROPY_CHECKS = (
+    "read completions: are they near-identical across samples?",
+    "lower the learning rate, raise the temperature, or add an entropy bonus / clip-higher (DAPO)",
+)
+_LENGTH_CAUSES = (
+    "a reward term that pays short (or long) answers, which the policy exploits",
+    "the length bias of GRPO's per-sequence loss normalisation (Dr. GRPO)",
+    "the completion cap (max_completion_length) too small for the task",
+)
+_LENGTH_CHECKS = (
+    "read the shortest and longest completions with their rewards",
+    "check max_completion_length against the answers the task needs; check length terms in the reward",
+)
+_PROGRESS_CAUSES = (
+    "the learning signal is too weak (see the other findings) or the learning rate too low",
+    "the task is beyond the model, or the reward does not measure the task",
+    "the run has already converged (a plateau near the reward's maximum is not a problem)",
+)
+_PROGRESS_CHECKS = (
+    "compare the reward with its maximum possible value: a plateau near it is convergence",
+    "check the held-out score; look for zero-variance groups and a stuck reward component",
+)
+
+TEMPLATES: dict[str, Template] = {
+    # hard rules
+    "non_finite": Template(
+        "numerics",
+        "numerical failure: {metric} became NaN/Inf at step {step}",
+        _NUMERIC_CAUSES,
+        _NUMERIC_CHECKS,
+        "od_grad",
+    ),
+    "grad_norm_zero": Template(
+        "learning signal",
+        "no learning signal: gradient norm exactly 0 from step {step}",
+        _NO_SIGNAL_CAUSES,
+        _NO_SIGNAL_CHECKS,
+        "symptom:no_signal_too_hard",
+    ),
+    "zero_std_groups": Template(
+        "learning signal",
+        "no learning signal: every group got identical rewards from step {step}",
+        _NO_SIGNAL_CAUSES,
+        _NO_SIGNAL_CHECKS,
+        "symptom:no_signal_too_hard",
+    ),
+    "lr_zero": Template(
+        "optimiser",
+        "learning rate fell to 0 at step {step}: nothing is learned after it",
+        (
+            "a scheduler that ended early (max_steps smaller than planned)",
+            "a resumed run with a spent schedule",
+        ),
+        ("check the scheduler's total steps against the run's", "resume with a fresh schedule"),
+    ),
+    "lr_logged_zero": Template(
+        "optimiser",
+        "learning rate logged as 0 from the start",
+        ("the logger prints too few digits (verl's console shows 0.000 for 1e-6)", "the learning rate is 0"),
+        ("check the learning rate in the run's config",),
+    ),
+    "all_clipped": Template(
+        "length",
+        "every completion hits the length cap from step {step}",
+        _LENGTH_CAUSES,
+        _LENGTH_CHECKS,
+    ),
+    "constant_reward": Template(
+        "reward function",
+        "the mean reward stayed at {value:g} for {steps} steps",
+        _REWARD_FN_CAUSES,
+        _REWARD_FN_CHECKS,
+    ),
+    "advantage_baseline": Template(
+        "advantages",
+        "advantages lost their group baseline (mean |group mean| {value:.3g})",
+        ("the advantage computation skips the group-mean subtraction", "groups mixed across prompts"),
+        ("check the advantage code against GRPO's definition: reward minus its group's mean",),
+    ),
+    # scale-free rules
+    "no_signal_most_steps": Template(
+        "learning signal",
+        "no learning signal: on {share:.0%} of {steps} steps every group got identical rewards",
+        _NO_SIGNAL_CAUSES,
+        _NO_SIGNAL_CHECKS,
+        "symptom:no_signal_too_hard",
+    ),
+    "no_signal_many_steps": Template(
+        "learning signal",
+        "weak learning signal: on {share:.0%} of {steps} steps every group got identical rewards",
+        _NO_SIGNAL_CAUSES,
+        _NO_SIGNAL_CHECKS,
+        "symptom:no_signal_too_hard",
+    ),
+    "not_learning": Template(
+        "progress",
+        "not learning: the reward is flat ({first:.3g} → {value:.3g}) while {no_signal_share:.0%} of steps "
+        "give no learning signal",
+        _NO_SIGNAL_CAUSES + _PROGRESS_CAUSES[1:2],
+        _NO_SIGNAL_CHECKS,
+        "symptom:no_signal_too_hard",
+    ),
+    "loss_zero_most_steps": Template(
+        "learning signal",
+        "possibly no learning signal: loss exactly 0 on {share:.0%} of {steps} steps (no gradient norm "
+        "logged to confirm; or the loss is printed with too few digits)",
+        _NO_SIGNAL_CAUSES,
+        ("log the gradient norm to tell a zero gradient from rounding", *_NO_SIGNAL_CHECKS),
+    ),
+    "reward_never_changes": Template(
+        "learning signal",
+        "no learning signal: the reward is {value:g} on every one of {steps} steps",
+        _REWARD_FN_CAUSES + _NO_SIGNAL_CAUSES[:2],
+        _REWARD_FN_CHECKS,
+    ),
+    "reward_component_stuck": Template(
+        "reward function",
+        "reward function {component} returned {value:g} on all {steps} steps",
+        _REWARD_FN_CAUSES,
+        _REWARD_FN_CHECKS,
+    ),
+    "kl_runaway": Template(
+        "KL",
+        "KL runaway: {value:.3g} sustained, {ratio:.0f}× its early level ({early:.2g})",
+        _KL_CAUSES,
+        _KL_CHECKS,
+        "od_kl",
+    ),
+    "kl_high": Template(
+        "KL", "KL high: {value:.3g} sustained (early {early:.2g})", _KL_CAUSES, _KL_CHECKS, "od_kl"
+    ),
+    "loss_blowup": Template(
+        "numerics",
+        "loss blow-up: {value:.3g} at step {step}, {ratio:.0f}× its early level",
+        _NUMERIC_CAUSES,
+        _NUMERIC_CHECKS,
+        "od_lr",
+    ),
+    "loss_spike": Template(
+        "numerics",
+        "loss spike: {value:.3g} at step {step}, {ratio:.0f}× its early level",
+        _NUMERIC_CAUSES,
+        _NUMERIC_CHECKS,
+        "od_lr",
+    ),
+    "grad_blowup": Template(
+        "numerics",
+        "gradient norm blow-up: {value:.3g} at step {step}, {ratio:.0f}× its early level",
+        _NUMERIC_CAUSES,
+        _NUMERIC_CHECKS,
+        "od_grad",
+    ),
+    "grad_spike": Template(
+        "numerics",
+        "gradient norm spike: {value:.3g} at step {step}, {ratio:.0f}× its early level",
+        _NUMERIC_CAUSES,
+        _NUMERIC_CHECKS,
+        "od_grad",
+    ),
+    "entropy_collapse": Template(
+        "entropy",
+        "entropy collapse: {value:.3g}, under 5 % of its start ({early:.3g})",
+        _ENTROPY_CAUSES,
+        _ENTROPY_CHECKS,
+        "symptom:entropy_collapse_kl_explosion",
+    ),
+    "length_collapse": Template(
+        "length",
+        "length collapse: completions {value:.3g} tokens, from {early:.3g} at the start",
+        _LENGTH_CAUSES,
+        _LENGTH_CHECKS,
+    ),
+    "length_explosion": Template(
+        "length",
+        "length explosion: completions {value:.3g} tokens, from {early:.3g} at the start",
+        _LENGTH_CAUSES,
+        _LENGTH_CHECKS,
+    ),
+    "same_length": Template(
+        "length",
+        "every completion has the same length ({value:g} tokens) from step {step}: truncated at "
+        "the cap or degenerate",
+        _LENGTH_CAUSES,
+        _LENGTH_CHECKS,
+    ),
+    "reward_plateau": Template(
+        "progress",
+        "reward plateau: no improvement over the run ({first:.3g} → {value:.3g})",
+        _PROGRESS_CAUSES,
+        _PROGRESS_CHECKS,
+    ),
+    "reward_decline": Template(
+        "progress",
+        "reward decline: {value:.3g} now, from a best of {best:.3g}",
+        _PROGRESS_CAUSES,
+        _PROGRESS_CHECKS,
+    ),
+}
+
+
+def _describe(rule: str) -> str:
+    if rule in RULES:
+        return RULES[rule].description
+    if rule in SCALE_FREE_RULES:
+        return SCALE_FREE_RULES[rule].description
+    return rule
+
+
+def _text(template: str, evidence: dict[str, Any], step: int, metric: str) -> str:
+    component = metric.removeprefix("rewards/").removesuffix("/mean")
+    fields = {"step": step, "metric": metric, "component": component, "steps": "", "share": 0.0, "ratio": 0.0}
+    fields.update({k: v for k, v in evidence.items() if isinstance(v, int | float | str)})
+    try:
+        return template.format(**fields)
+    except (KeyError, ValueError, TypeError):
+        return template.split(":")[0]
+
+
+def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
+    """The run's findings, worst first: one per topic, from the detector's rule events; `unknown` when
+    the log cannot tell; none for a run with nothing to report."""
+    by_topic: dict[str, list[tuple[str, str, Severity, int, str]]] = {}
+    for e in verdict.events:
+        if e.source != "rule" or e.check not in TEMPLATES:
+            continue
+        t = TEMPLATES[e.check]
+        line = _text(t.symptom, e.evidence, e.step, e.metric)
+        by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
+    out = []
+    for topic, hits in by_topic.items():
+        hits.sort(key=lambda h: (-SEVERITY_RANK[h[2]], h[3]))
+        lead_rule, lead_line, severity, _, _ = hits[0]
+        t = TEMPLATES[lead_rule]
+        if lead_rule == "non_finite":
+            bad = list(dict.fromkeys(h[4] for h in hits if h[0] == "non_finite"))
+            lead_line = _text(t.symptom, {}, hits[0][3], ", ".join(bad[:6]))
+        causes, play = list(t.causes), t.play
+        if play == "symptom:no_signal_too_hard" and _solved(frame):
+            # All-equal groups at a high reward: the data is too easy, not too hard (opposite fixes).
+            play = "symptom:no_signal_too_easy"
+            causes[0], causes[1] = causes[1], causes[0]
+        rules = list(dict.fromkeys(h[0] for h in hits))
+        corroborated = len(rules) > 1
+        confidence: Confidence = (
+            "high"
+            if severity == "critical" and corroborated
+            else "medium"
+            if severity == "critical" or corroborated
+            else "low"
+        )
+        out.append(
+            Finding(
+                topic=topic,
+                symptom=lead_line,
+                severity=severity,
+                confidence=confidence,
+                step=min(h[3] for h in hits),
+                evidence=[f"{h[1]} [{h[0]}: {_describe(h[0])}]" for h in hits],
+                causes=causes,
+                checks=list(t.checks),
+                play=play,
+                rules=rules,
+            )
+        )
+    out.sort(key=lambda f: (-SEVERITY_RANK[f.severity], {"high": 0, "medium": 1, "low": 2}[f.confidence]))
+    if not any(f.severity == "critical" for f in out):
+        unknown = _cannot_tell(frame)
+        if unknown is not None:
+            out.insert(0, unknown)
+    return out
+
+
+def _solved(frame: pd.DataFrame) -> bool:
+    """Whether the recent reward sits in the upper half of the run's own reward range."""
+    if "reward" not in frame:
+        return False
+    r = pd.to_numeric(frame["reward"], errors="coerce").dropna()
+    if r.empty or r.max() == r.min():
+        return bool(not r.empty and r.max() > 0)
+    return bool((r.tail(3).median() - r.min()) / (r.max() - r.min()) >= 0.5)
+
+
+TOO_EARLY = 30  # optimizer steps: fewer than this and a run without a critical finding is "unknown"
+
+
+def _cannot_tell(frame: pd.DataFrame) -> Finding | None:
+    """An `unknown` finding when the log is too short or lacks the reward: silence would read as health."""
+    steps = frame["step"] if "step" in frame else pd.Series(dtype=float)
+    span = int(steps.max() - steps.min() + 1) if len(steps) else 0
+    reward = frame["reward"].notna().sum() if "reward" in frame else 0
+    why = None
+    if reward == 0:
+        why = "the log has no reward, so whether the run learns cannot be read from it"
+    elif span < TOO_EARLY or len(steps) < FINISH_MIN:
+        why = f"only {span} steps logged ({len(steps)} rows): too early to tell whether the run learns"
+    if why is None:
+        return None
+    return Finding(
+        topic="unknown",
+        symptom=f"unknown: {why}",
+        severity="info",
+        confidence="low",
+        step=None,
+        evidence=[why],
+        causes=[],
+        checks=["log more steps (or the reward) and run the diagnosis again"],
+        rules=[],
+    )
+
+
+def headline(findings: list[Finding], verdict: RunVerdict) -> str:
+    """The symptom in one line: the worst finding; for a healthy run, that it is healthy (and what is
+    worth a look); else what the alarms are about."""
+    lead = findings[0] if findings else None
+    if lead is not None and (lead.severity == "critical" or lead.topic == "unknown"):
+        return lead.symptom
+    if verdict.verdict == "healthy":
+        look = f" (worth a look: {lead.symptom})" if lead is not None else ""
+        return f"healthy: nothing critical in the log{look}"
+    if lead is not None:
+        return lead.symptom
+    return "anomalous " + ", ".join(dict.fromkeys(e.metric for e in verdict.alarms))

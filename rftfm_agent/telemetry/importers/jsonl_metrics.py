@@ -1,0 +1,141 @@
+"""Generic JSONL metric logs: one flat JSON object of metrics per line, as custom trainers write them.
+
+    {"iteration": 1, "mean_reward": 0.31, "kl_div": 0.002, "loss": 0.41}
+    {"iteration": 2, "mean_reward": 0.35, "kl_div": 0.004, "loss": 0.39}
+
+The step comes from the first step-like key (`step`, `global_step`, `iteration`, `iter`, `update`,
+`train/global_step`, `_step`, `epoch_step`), else from the line's position (noted). Several runs appended to
+one file (the step counter starts over) become separate runs. A job killed mid-write leaves an incomplete
+last line: it is skipped with a note; a bad line with good ones after it is an error that names it.
+Nested rows (`{"metadata": …, "metrics": …}`) and trajectory rows are RFT-FaultBench's (see
+`faultbench`); so are flat rows keyed by `rollout_step` or `train_step`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry.importers.base import (
+    SUMMARY_KEYS,
+    looks_binary,
+    merge_steps,
+    numeric_items,
+    read_text,
+    restart_note,
+    sha256_of,
+    split_restarts,
+    to_float,
+)
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+
+NAME = "jsonl_metrics"
+
+STEP_KEYS = (
+    "step",
+    "global_step",
+    "train/global_step",
+    "trainer/global_step",
+    "iteration",
+    "iter",
+    "update",
+    "_step",
+    "epoch_step",
+)
+_FAULTBENCH_KEYS = {"rollout_step", "train_step", "metadata", "metrics", "flags"}
+_WALL_KEYS = ("wall_time", "_timestamp", "timestamp", "time")
+
+
+def _flat_metrics(obj: Any) -> bool:
+    """A flat dict with at least two numeric values and no nested objects: a metrics row."""
+    if not isinstance(obj, dict) or _FAULTBENCH_KEYS & obj.keys():
+        return False
+    if any(isinstance(v, dict | list) for v in obj.values()):
+        return False
+    return len(numeric_items(obj)) >= 2
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    if looks_binary(head):
+        return False
+    for line in head.split(b"\n")[:5]:
+        if line.strip():
+            try:
+                return _flat_metrics(json.loads(line))
+            except (ValueError, UnicodeDecodeError):
+                return False
+    return False
+
+
+def _objects(path: Path, notes: list[str]) -> list[tuple[int, dict]]:
+    text = read_text(path)
+    lines = text.split("\n")
+    last = max(i for i, line in enumerate(lines) if line.strip())
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == last:
+                notes.append(
+                    f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
+                )
+                continue
+            raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise InputError(path, f"corrupt JSONL at line {i + 1}: a record must be a JSON object")
+        out.append((i + 1, obj))
+    if not out:
+        raise InputError(path, "truncated: the only record is incomplete")
+    return out
+
+
+def read(path: Path) -> list[ImportedRun]:
+    notes: list[str] = []
+    objects = _objects(path, notes)
+    step_key = next((k for k in STEP_KEYS if all(k in obj for _, obj in objects)), None)
+    logged: list[tuple[int, dict[str, float]]] = []
+    summary: dict[str, float] = {}
+    for n, (line, obj) in enumerate(objects, 1):
+        values = numeric_items(obj, skip=lambda k: k == step_key or k in _WALL_KEYS)
+        if SUMMARY_KEYS & values.keys():
+            summary.update(values)
+            continue
+        if step_key is None:
+            step = n
+        else:
+            step_value = to_float(obj[step_key])
+            if step_value is None or step_value != int(step_value):
+                raise InputError(path, f"line {line}: {step_key} is not a whole number ({obj[step_key]!r})")
+            step = int(step_value)
+        if values:
+            logged.append((step, values))
+    if not logged:
+        raise InputError(path, "JSONL without any metrics row")
+    notes.append(f"steps from the '{step_key}' key" if step_key else "steps are line numbers: no step key")
+    segments = split_restarts(logged)
+    digest = sha256_of([path])
+    runs = []
+    for i, segment in enumerate(segments, 1):
+        name = path.stem if len(segments) == 1 else f"{path.stem}-run{i}"
+        seg_notes = notes + ([restart_note(i, len(segments), segment[0][0])] if len(segments) > 1 else [])
+        rows = merge_steps(segment)
+        runs.append(
+            ImportedRun(
+                name=name,
+                source=SourceInfo(
+                    format=NAME,
+                    framework=None,
+                    paths=[str(path)],
+                    sha256=digest + ("" if name == path.stem else f":{name}"),
+                    notes=seg_notes,
+                ),
+                steps=[RawStep(step=s, values=v) for s, v in sorted(rows.items())],
+                config={f"summary/{k}": v for k, v in summary.items()},
+            )
+        )
+    return runs

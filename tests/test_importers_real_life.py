@@ -1,0 +1,229 @@
+"""Logs as other people's jobs leave them: killed mid-write, numpy reprs, several runs in one file, an SFT
+phase before RL, no step key, noise between metric lines, trainers with their own key names. Fixtures are
+written here, by hand, one per case; the bad-input cases that must still fail do so in one clear line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rftfm_agent.cli import app
+from rftfm_agent.errors import InputError, RftfmError
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.store import Store
+
+
+def _steps(run: importers.ImportedRun) -> dict[int, dict[str, float]]:
+    return {s.step: s.values for s in run.steps}
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(InputError) as info:
+        importers.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    return message
+
+
+def _hf_dict(step: int, reward: float, **extra: object) -> str:
+    row = {"loss": 0.01 * step, "grad_norm": 0.3, "learning_rate": 1e-6, "reward": reward, "kl": 0.001 * step}
+    row.update(extra)
+    return (
+        "{"
+        + ", ".join(f"'{k}': {v!r}" if not isinstance(v, str) else f"'{k}': {v}" for k, v in row.items())
+        + "}"
+    )
+
+
+# ------------------------------------------------------------------------------------------- truncation
+def test_truncated_jsonl_keeps_the_complete_lines(tmp_path: Path) -> None:
+    lines = [json.dumps({"step": i, "reward": 0.1 * i, "kl": 0.01}) for i in range(1, 6)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(lines) + '\n{"step": 6, "reward": 0.')
+    (run,) = importers.load(path)
+    assert run.source.format == "jsonl_metrics" and sorted(_steps(run)) == [1, 2, 3, 4, 5]
+    assert any("truncated" in n for n in run.source.notes)
+
+
+def test_corrupt_jsonl_line_in_the_middle_is_an_error(tmp_path: Path) -> None:
+    lines = [json.dumps({"step": i, "reward": 0.1 * i, "kl": 0.01}) for i in range(1, 6)]
+    lines[2] = lines[2][:-5]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert "corrupt JSONL at line 3" in _error(path)
+
+
+def test_corrupt_console_dict_with_complete_ones_after_it_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.log"
+    path.write_text(f"{_hf_dict(1, 0.1)}\n{{'loss': 0.2, 'reward': [0.3,\n{_hf_dict(3, 0.3)}\n")
+    assert "corrupt" in _error(path)
+
+
+# ------------------------------------------------------------------------------------- numpy / torch
+def test_numpy_and_torch_reprs_are_numbers(tmp_path: Path) -> None:
+    verl = tmp_path / "verl.log"
+    verl.write_text(
+        "step:1 - actor/kl_loss:np.float64(0.0) - actor/grad_norm:np.float32(1.5) - critic/score/mean:0.25\n"
+        "step:2 - actor/kl_loss:np.float64(0.001) - actor/grad_norm:np.float64(nan) - critic/score/mean:0.5\n"
+    )
+    (run,) = importers.load(verl)
+    steps = _steps(run)
+    assert steps[1]["actor/kl_loss"] == 0.0 and steps[1]["actor/grad_norm"] == 1.5
+    assert math.isnan(steps[2]["actor/grad_norm"])
+    hf = tmp_path / "hf.log"
+    hf.write_text(
+        "{'loss': np.float64(0.5), 'reward': tensor(0.25, device='cuda:0'), 'kl': tensor([0.01]), "
+        "'grad_norm': numpy.float32(2.0), 'epoch': 0.1}\n"
+        "{'loss': np.float64(0.4), 'reward': tensor(0.5), 'kl': tensor(nan), 'grad_norm': 1.0, "
+        "'epoch': 0.2}\n"
+    )
+    (run,) = importers.load(hf)
+    rows = list(_steps(run).values())
+    assert rows[0] == {"loss": 0.5, "reward": 0.25, "kl": 0.01, "grad_norm": 2.0, "epoch": 0.1}
+    assert math.isnan(rows[1]["kl"])
+
+
+# ------------------------------------------------------------------------------- several runs in a file
+def test_jsonl_with_two_runs_appended_is_split(tmp_path: Path) -> None:
+    first = [{"step": i, "reward": 0.1 * i, "kl": 0.01} for i in range(1, 8)]
+    second = [{"step": i, "reward": 0.2, "kl": 0.02} for i in range(1, 5)]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in first + second) + "\n")
+    runs = importers.load(path)
+    assert [r.name for r in runs] == ["train-run1", "train-run2"]
+    assert sorted(_steps(runs[0])) == list(range(1, 8)) and sorted(_steps(runs[1])) == [1, 2, 3, 4]
+    assert "run 2 of 2" in " ".join(runs[1].source.notes)
+    store = Store(tmp_path / "store")
+    ids = [store.write_run(r)[0].run_id for r in runs]
+    assert len(set(ids)) == 2  # two runs, not one merged or one taken for a re-import of the other
+
+
+def test_a_resume_from_a_checkpoint_stays_one_run(tmp_path: Path) -> None:
+    path = tmp_path / "verl.log"
+    lines = [f"step:{s} - critic/score/mean:{0.1 * s:.3f} - actor/grad_norm:1.0" for s in range(1, 9)]
+    lines += [
+        f"step:{s} - critic/score/mean:{0.1 * s + 0.05:.3f} - actor/grad_norm:1.0" for s in range(6, 12)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    (run,) = importers.load(path)
+    steps = _steps(run)
+    assert sorted(steps) == list(range(1, 12)) and steps[6]["critic/score/mean"] == 0.65  # later wins
+    assert any("resumed" in n for n in run.source.notes)
+
+
+def test_verl_log_with_a_relaunch_is_split(tmp_path: Path) -> None:
+    path = tmp_path / "verl.log"
+    job = [f"step:{s} - critic/score/mean:0.5 - actor/grad_norm:1.0" for s in range(0, 5)]
+    path.write_text("\n".join(job + job) + "\n")
+    assert [r.name for r in importers.load(path)] == ["verl-run1", "verl-run2"]
+
+
+def test_console_log_with_two_runs_and_progress_bars_is_split(tmp_path: Path) -> None:
+    def job(n: int) -> str:
+        parts = []
+        for s in range(1, n + 1):
+            parts.append(f" {100 * s // n}%|##| {s}/{n} [00:01<00:01, 1.0s/it]")
+            parts.append(_hf_dict(s, 0.1 * s))
+        return "\n".join(parts)
+
+    path = tmp_path / "two.log"
+    path.write_text(job(5) + "\n" + job(5) + "\n")
+    runs = importers.load(path)
+    assert [r.name for r in runs] == ["two-run1", "two-run2"]
+    assert all(sorted(_steps(r)) == [1, 2, 3, 4, 5] for r in runs)
+
+
+# ------------------------------------------------------------------------------------- SFT, then RL
+def test_sft_rows_before_rl_rows_become_their_own_run(tmp_path: Path) -> None:
+    sft = [
+        f" {s * 25}%|##| {s}/4 [00:01<00:01]\n{{'loss': {2.0 - 0.1 * s}, 'grad_norm': 3.0, "
+        f"'learning_rate': 2e-5, 'epoch': {0.25 * s}}}"
+        for s in range(1, 5)
+    ]
+    rl = [f" {s * 10}%|##| {s}/10 [00:01<00:01]\n{_hf_dict(s, 0.1 * s)}" for s in range(1, 11)]
+    path = tmp_path / "pipeline.log"
+    path.write_text("\n".join(sft + rl) + "\n")
+    runs = {r.name: r for r in importers.load(path)}
+    assert set(runs) == {"pipeline-sft", "pipeline"}
+    assert (
+        sorted(_steps(runs["pipeline-sft"])) == [1, 2, 3, 4]
+        and "reward" not in _steps(runs["pipeline-sft"])[1]
+    )
+    assert sorted(_steps(runs["pipeline"])) == list(range(1, 11))
+    assert runs["pipeline"].source.framework == "trl"
+
+
+# --------------------------------------------------------------------------- no step key, noisy lines
+def test_logging_every_n_steps_without_a_step_key_uses_the_progress_bar(tmp_path: Path) -> None:
+    parts = []
+    for s in range(1, 21):
+        parts.append(f" {5 * s}%|##| {s}/20 [00:01<00:01]")
+        if s % 5 == 0:
+            parts.append(_hf_dict(s, 0.01 * s))
+    path = tmp_path / "every5.log"
+    path.write_text("\n".join(parts) + "\n")
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == [5, 10, 15, 20]
+    assert any("progress bar" in n for n in run.source.notes)
+
+
+def test_prefixes_prompt_dumps_and_tracebacks_between_metric_lines(tmp_path: Path) -> None:
+    path = tmp_path / "noisy.log"
+    path.write_text(
+        "[rank0]: " + _hf_dict(1, 0.1) + "\n"
+        "Prompt: {'role': 'user', 'content': 'What is 2+2? {answer}'}\n"
+        'Traceback (most recent call last):\n  File "reward.py", line 3, in f\nValueError: bad answer\n'
+        "2026-01-01 10:00:00 INFO " + _hf_dict(2, 0.2) + "\n"
+        "\x1b[32m(main pid=1)\x1b[0m " + _hf_dict(3, 0.3) + "\n"
+    )
+    (run,) = importers.load(path)
+    assert [v["reward"] for v in _steps(run).values()] == [0.1, 0.2, 0.3]
+
+
+def test_generic_jsonl_without_a_step_key_uses_line_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "custom.jsonl"
+    path.write_text("\n".join(json.dumps({"mean_reward": 0.1 * i, "kl_div": 0.01 * i}) for i in range(1, 5)))
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == [1, 2, 3, 4] and any("line numbers" in n for n in run.source.notes)
+    store = Store(tmp_path / "store")
+    manifest, _ = store.write_run(run)
+    assert {"reward", "kl"} <= set(store.steps(manifest.run_id).columns)  # common custom names are known
+
+
+# ------------------------------------------------------------------------------------ user key mapping
+def test_user_key_map_renames_before_the_vocabulary(tmp_path: Path) -> None:
+    path = tmp_path / "custom.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"iteration": i, "avg_score": 0.1 * i, "pol_kl": 0.01}) for i in range(1, 4))
+    )
+    (plain,) = importers.load(path)
+    (mapped,) = importers.load(path, {"avg_score": "reward", "pol_kl": "kl"})
+    assert set(_steps(mapped)[1]) == {"reward", "kl"} and any("renamed" in n for n in mapped.source.notes)
+    assert mapped.source.sha256 != plain.source.sha256  # another mapping is not the same import
+    with pytest.raises(InputError, match="does not have: typo"):
+        importers.load(path, {"typo": "reward"})
+    with pytest.raises(RftfmError, match="KEY=METRIC"):
+        importers.parse_key_map(["avg_score"])
+
+
+def test_cli_ingest_with_map_and_detect_and_diagnose_take_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "custom.jsonl"
+    rows = [{"iteration": i, "avg_score": 0.0, "reward_sd": 0.0, "pol_kl": 0.001} for i in range(1, 61)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    store = str(tmp_path / "store")
+    runner = CliRunner()
+    maps = ["--map", "avg_score=reward", "--map", "reward_sd=reward_std", "--map", "pol_kl=kl"]
+    result = runner.invoke(app, ["detect", str(path), "--store", store, "--json", *maps])
+    assert result.exit_code == 0, result.output
+    (verdict,) = json.loads(result.stdout)
+    assert verdict["verdict"] == "anomalous"
+    assert {"no_signal_most_steps", "reward_never_changes"} <= {e["kind"] for e in verdict["events"]}
+    result = runner.invoke(app, ["diagnose", str(path), "--store", store, "--json", *maps])
+    assert result.exit_code == 0, result.output
+    assert "no learning signal" in json.loads(result.stdout)["symptom"]
+    bad = runner.invoke(app, ["ingest", str(path), "--store", store, "--map", "nope"])
+    assert bad.exit_code == 1 and "KEY=METRIC" in bad.output
