@@ -68,9 +68,15 @@ def _analyse(env: ToolEnv, run_id: str) -> Analysis:
     band = detector.bands.get(manifest.task) if manifest.task else None
     diagnosis = explain(diagnoser.diagnose(fingerprint(run_id, frame, verdict, band), top=3), verdict, frame)
     rows = store.steps(run_id).to_dict("records")
-    found = tuple(symptoms(rows, band))
+    found = list(symptoms(rows, band))
+    # A critical finding whose play is a symptom's (e.g. no learning signal over the whole run, which the
+    # newest rows alone may not show) is a symptom too: the planner falls back on its play.
+    for f in diagnosis.findings:
+        name = (f.play or "").removeprefix("symptom:")
+        if f.severity == "critical" and f.play and f.play.startswith("symptom:") and name not in found:
+            found.append(name)  # type: ignore[arg-type]
     after = sum(1 for r in rows if int(r["step"]) > diagnosis.anchor_step)
-    return Analysis(run_id, verdict, diagnosis, found, int(frame["step"].max()), after)
+    return Analysis(run_id, verdict, diagnosis, tuple(found), int(frame["step"].max()), after)
 
 
 class DetectOutput(BaseModel):

@@ -62,6 +62,12 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
         current=current,
         observed_steps=a.rows_after_anchor,
         symptoms=list(a.symptoms),
+        # Without a healthy band the fault types are far from home; a corroborated critical finding is not.
+        prefer_symptoms=a.diagnosis.mode == "self"
+        and any(
+            f.severity == "critical" and f.confidence == "high" and (f.play or "").startswith("symptom:")
+            for f in a.diagnosis.findings
+        ),
         uses_tools=bool(
             "tool_call_count" in (manifest.metrics or []) or "tools/call_frequency" in manifest.metrics
         ),

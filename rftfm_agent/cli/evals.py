@@ -7,9 +7,13 @@ from typing import Annotated
 
 import typer
 
-from rftfm_agent.cli.common import JsonOpt, deliver_report, friendly_errors, write_report
+from rftfm_agent.cli.common import JsonOpt, deliver_report, err_console, friendly_errors, write_report
+from rftfm_agent.errors import RftfmError
 
-eval_app = typer.Typer(no_args_is_help=True, help="Evaluate detection, diagnosis, remediation and the agent.")
+eval_app = typer.Typer(
+    no_args_is_help=True,
+    help="Evaluate detection, diagnosis, remediation, the agent, and rftfm beside its peers.",
+)
 
 
 @eval_app.command("detect")
@@ -99,3 +103,38 @@ def eval_agent(
     llm, _ = connect_llm(llm_config, offline)
     report = evaluate(out, bench=bench, realruns=realruns, limit=limit, controls=controls, llm=llm)
     deliver_report(report, render(report), markdown, as_json)
+
+
+@eval_app.command("peers")
+@friendly_errors
+def eval_peers(
+    realruns: Annotated[
+        Path | None, typer.Option(help="folder of real logs labelled in realrun_labels.toml")
+    ] = None,
+    bench: Annotated[
+        Path | None, typer.Option(help="a generated benchmark: its runs are exported to CSV and compared too")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many benchmark runs (¼ controls)")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="also write the report as Markdown here")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """rftfm beside rl-doctor and rlwatch on the same logs: flagged, critical findings on healthy runs,
+    right symptom on broken runs, seconds (pip install 'rftfm[peers]' for the peers)."""
+    import shlex
+    import sys
+    import tempfile
+
+    try:
+        import rl_doctor  # noqa: F401
+        import rlwatch  # noqa: F401
+    except ImportError as exc:
+        raise RftfmError(f"the peers are not installed ({exc.name}): pip install 'rftfm[peers]'") from None
+    from rftfm_agent.evals import compare_peers
+
+    command = "rftfm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = compare_peers.run(
+            realruns, bench, limit, Path(tmp), lambda name: err_console.print(f"  {name}", markup=False)
+        )
+    payload = {"totals": compare_peers.totals(rows), "runs": rows}
+    deliver_report(payload, compare_peers.to_markdown(rows, command), markdown, as_json)

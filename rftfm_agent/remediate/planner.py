@@ -37,6 +37,11 @@ class PlanContext(BaseModel):
     min_confidence: float = MIN_CONFIDENCE
     exclude: list[str] = Field(default_factory=list, description="candidate ids already tried")
     symptoms: list[str] = Field(default_factory=list, description="see remediate/symptoms.py")
+    prefer_symptoms: bool = Field(
+        default=False,
+        description="a symptom seen with high confidence by rules (a run without a healthy band): its play "
+        "comes before the fault type's, which was learned on other runs",
+    )
 
 
 class Candidate(BaseModel):
@@ -71,6 +76,10 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
     known = [h for h in diagnosis.hypotheses if h.type != "unknown"]
     top = known[0] if known else None
     confidence = top.probability if top else 0.0
+    if context.prefer_symptoms:
+        symptom = _symptom_plan(context, top.type if top else None, confidence, escalations=True)
+        if symptom is not None:
+            return symptom
     if diagnosis.unknown or top is None or confidence < context.min_confidence:
         symptom = _symptom_plan(context, top.type if top else None, confidence)
         if symptom is not None:
@@ -130,13 +139,26 @@ ENTROPY_FIRST = "entropy_collapse_kl_explosion"
 ENTROPY_FIRST_EXEMPT = ("pg_temperature",)  # its own play already restores the sampler
 
 
-def _symptom_plan(context: PlanContext, fault_type: str | None, confidence: float) -> Plan | None:
-    """A plan from the run's symptoms when the diagnosis cannot be acted on (None: no symptom play)."""
+def _symptom_plan(
+    context: PlanContext, fault_type: str | None, confidence: float, escalations: bool = False
+) -> Plan | None:
+    """A plan from the run's symptoms when the diagnosis cannot be acted on (None: no symptom play).
+
+    With `escalations`, a symptom whose play only escalates (data too hard: a person changes the data)
+    gives that escalation rather than nothing, so that no fault type's fix is tried in its place."""
     for name in context.symptoms:
         play = PLAYBOOK.get(f"symptom:{name}")
         if play is None:
             continue
         candidates = candidates_for(play, context)
+        if escalations and candidates and all(c.escalates for c in candidates):
+            return Plan(
+                decision="escalate",
+                reason=f"the run shows {name}: {play.summary}; no automatic fix, a person decides",
+                fault_type=fault_type,
+                confidence=confidence,
+                candidates=candidates,
+            )
         if not any(not c.escalates for c in candidates):
             continue  # nothing to try: the usual observe-then-escalate, the symptom named in its reason
         return Plan(

@@ -1,0 +1,181 @@
+"""Scale-free rules (runs without a healthy band) and the plain-language findings built on them: each rule
+fires on the curve it is for, stays quiet on a learning run, and reads as a symptom with causes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rftfm_agent.detect.api import load_detector
+from rftfm_agent.detect.detector import RunData
+from rftfm_agent.detect.events import RunVerdict
+from rftfm_agent.detect.scale_free import SCALE_FREE_RULES, ScaleFreeRules, without_scale_free
+from rftfm_agent.diagnose.findings import TEMPLATES, findings_for, headline
+
+
+def _healthy(n: int = 120, seed: int = 0) -> pd.DataFrame:
+    """A run that learns: reward rises with noise, KL grows slowly from ~0, nothing degenerate."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, n)
+    return pd.DataFrame(
+        {
+            "step": np.arange(1, n + 1),
+            "reward": 0.2 + 0.6 * t + rng.normal(0, 0.05, n),
+            "reward_std": 0.3 + rng.normal(0, 0.03, n).clip(-0.2, 0.2),
+            "kl": 0.0005 + 0.05 * t + np.abs(rng.normal(0, 0.005, n)),
+            "entropy": 0.5 - 0.3 * t + rng.normal(0, 0.01, n),
+            "loss": np.abs(rng.normal(0.01, 0.005, n)),
+            "grad_norm": 0.4 + np.abs(rng.normal(0, 0.2, n)),
+            "learning_rate": np.full(n, 1e-6),
+            "completion_length": 150 - 40 * t + rng.normal(0, 5, n),
+            "completions/max_length": np.full(n, 256.0),
+            "rewards/correct/mean": 0.2 + 0.6 * t + rng.normal(0, 0.05, n),
+        }
+    )
+
+
+def _fired(frame: pd.DataFrame, online: bool = False) -> dict[str, str]:
+    rules = ScaleFreeRules(online=online)
+    events = []
+    for row in frame.to_dict("records"):
+        events += rules.update(int(row.pop("step")), row)
+    events += rules.finish()
+    return {e.check: e.severity for e in events}
+
+
+def test_every_rule_is_data_with_a_reference_and_a_template() -> None:
+    for name, rule in SCALE_FREE_RULES.items():
+        assert rule.reference and rule.window and rule.description, name
+        assert name in TEMPLATES, f"{name}: no plain-language template"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_learning_run_is_quiet(seed: int) -> None:
+    assert _fired(_healthy(seed=seed)) == {}
+
+
+def _with(**columns: object) -> pd.DataFrame:
+    frame = _healthy()
+    for name, values in columns.items():
+        frame[name] = values
+    return frame
+
+
+def test_no_learning_signal_on_most_steps() -> None:
+    n = 120
+    std = np.where(np.arange(n) % 10 < 9, 0.0, 0.3)  # 90 % of steps: every group equal
+    assert _fired(_with(reward_std=std))["no_signal_most_steps"] == "critical"
+    std = np.where(np.arange(n) % 2 == 0, 0.0, 0.3)  # half the steps
+    assert _fired(_with(reward_std=std))["no_signal_many_steps"] == "warning"
+
+
+def test_not_learning_needs_a_flat_reward_and_little_signal() -> None:
+    rng = np.random.default_rng(1)
+    n = 120
+    flat = 0.4 + rng.normal(0, 0.1, n)
+    std = np.where(np.arange(n) % 2 == 0, 0.0, 0.3)
+    fired = _fired(_with(reward=flat, reward_std=std))
+    assert fired["not_learning"] == "critical" and fired["reward_plateau"] == "warning"
+    assert "not_learning" not in _fired(_with(reward_std=std))  # the same signal share, but learning
+
+
+def test_reward_never_changes_and_a_stuck_component() -> None:
+    fired = _fired(_with(reward=np.zeros(120), **{"rewards/correct/mean": np.zeros(120)}))
+    assert fired["reward_never_changes"] == "critical"
+    fired = _fired(_with(**{"rewards/format/mean": np.zeros(120)}))
+    assert fired == {"reward_component_stuck": "warning"}
+
+
+def test_kl_runaway_against_its_early_level_and_the_ceiling() -> None:
+    kl = np.concatenate([np.full(20, 0.002), np.linspace(0.002, 3.0, 50), np.full(50, 2.5)])
+    assert _fired(_with(kl=kl))["kl_runaway"] == "critical"
+    high_from_start = np.full(120, 1.5)
+    assert _fired(_with(kl=high_from_start)) == {"kl_high": "warning"}
+    spike = np.full(120, 0.01)
+    spike[60] = 5.0  # one logged value is not sustained
+    assert _fired(_with(kl=spike)) == {}
+
+
+def test_loss_and_gradient_blowups_by_orders_of_magnitude() -> None:
+    loss = np.full(120, 0.5)
+    loss[80] = 0.5e6
+    assert _fired(_with(loss=loss))["loss_blowup"] == "critical"
+    grad = np.full(120, 0.5)
+    grad[80] = 100.0  # 200×
+    assert _fired(_with(grad_norm=grad)) == {"grad_spike": "warning"}
+    grad[90] = 1e4
+    assert _fired(_with(grad_norm=grad))["grad_blowup"] == "critical"
+
+
+def test_entropy_and_length_collapse_and_explosion() -> None:
+    entropy = np.concatenate([np.full(20, 0.5), np.full(100, 0.01)])
+    assert _fired(_with(entropy=entropy)) == {"entropy_collapse": "critical"}
+    length = np.concatenate([np.full(20, 150.0), np.full(100, 4.0)])
+    assert _fired(_with(completion_length=length))["length_collapse"] == "critical"
+    length = np.concatenate([np.full(20, 40.0), np.full(100, 200.0)])
+    assert _fired(_with(completion_length=length)) == {"length_explosion": "warning"}
+    capped = _with(completion_length=np.full(120, 256.0))
+    assert _fired(capped)["same_length"] == "critical"
+
+
+def test_reward_decline_from_its_best() -> None:
+    rng = np.random.default_rng(2)
+    t = np.linspace(0, 1, 120)
+    rise_fall = np.where(t < 0.5, 0.2 + 1.2 * t, 0.8 - 1.2 * (t - 0.5)) + rng.normal(0, 0.03, 120)
+    assert _fired(_with(reward=rise_fall))["reward_decline"] == "warning"
+
+
+def test_whole_run_rules_wait_online_so_a_slow_start_is_not_an_incident() -> None:
+    """Models often earn nothing for their first steps: zero reward and zero-variance groups there, then
+    learning. Online the whole-run rules wait for 50 steps; offline they judge the complete run."""
+    frame = _healthy()
+    frame.loc[:29, ["reward", "reward_std", "rewards/correct/mean"]] = 0.0
+    assert _fired(frame, online=False) == {}
+    assert "reward_never_changes" not in _fired(frame, online=True)
+
+
+def test_the_detector_uses_them_in_self_mode_only_and_the_fingerprint_ignores_them() -> None:
+    detector = load_detector()
+    dead = _with(reward=np.zeros(120), reward_std=np.zeros(120))
+    verdict = detector.score_run(RunData("dead", None, dead))
+    assert verdict.mode == "self" and verdict.verdict == "anomalous"
+    assert {"no_signal_most_steps", "reward_never_changes"} <= {e.check for e in verdict.events}
+    stripped = without_scale_free(verdict)
+    assert not any(e.check in SCALE_FREE_RULES for e in stripped.events)
+    task = next(iter(detector.bands))
+    banded = detector.score_run(RunData("dead", task, dead))
+    assert banded.mode == "band" and not any(e.check in SCALE_FREE_RULES for e in banded.events)
+
+
+def test_findings_say_the_symptom_causes_and_checks() -> None:
+    detector = load_detector()
+    dead = _with(reward=np.zeros(120), reward_std=np.zeros(120), grad_norm=np.zeros(120))
+    verdict = detector.score_run(RunData("dead", None, dead))
+    found = findings_for(verdict, dead)
+    lead = found[0]
+    assert lead.topic == "learning signal" and lead.severity == "critical" and lead.confidence == "high"
+    assert lead.symptom.startswith("no learning signal") and len(lead.rules) >= 2
+    assert "too hard" in lead.causes[0] and lead.play == "symptom:no_signal_too_hard"
+    assert lead.checks and headline(found, verdict) == lead.symptom
+    solved = _with(reward=np.ones(120), reward_std=np.zeros(120), grad_norm=np.zeros(120))
+    easy = findings_for(detector.score_run(RunData("easy", None, solved)), solved)
+    assert easy[0].play == "symptom:no_signal_too_easy" and "too easy" in easy[0].causes[0]
+
+
+def test_findings_of_a_healthy_run_and_of_a_log_that_cannot_tell() -> None:
+    detector = load_detector()
+    frame = _healthy()
+    verdict = detector.score_run(RunData("ok", None, frame))
+    assert verdict.verdict == "healthy"
+    assert headline(findings_for(verdict, frame), verdict).startswith("healthy")
+    short = _healthy(n=8)
+    v = detector.score_run(RunData("short", None, short))
+    assert headline(findings_for(v, short), v).startswith("unknown: only 8 steps")
+    no_reward = _healthy().drop(columns=["reward", "rewards/correct/mean"])
+    v = detector.score_run(RunData("nr", None, no_reward))
+    assert "no reward" in headline(findings_for(v, no_reward), v)
+    empty = RunVerdict.judge("x", "self", [], math.inf, [])
+    assert findings_for(empty, frame) == []
