@@ -119,6 +119,10 @@ def test_entropy_and_length_collapse_and_explosion() -> None:
     assert _fired(_with(completion_length=length)) == {"length_explosion": "warning"}
     capped = _with(completion_length=np.full(120, 256.0))
     assert _fired(capped)["same_length"] == "critical"
+    rising = np.concatenate([np.full(20, 0.05), np.full(100, 0.6)])
+    assert _fired(_with(**{"completions/clipped_ratio": rising})) == {"truncation_rising": "warning"}
+    falling = np.concatenate([np.full(20, 0.7), np.full(100, 0.1)])  # learning to stop
+    assert _fired(_with(**{"completions/clipped_ratio": falling})) == {}
 
 
 def test_reward_decline_from_its_best() -> None:

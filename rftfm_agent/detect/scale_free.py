@@ -36,8 +36,10 @@ EARLY = 3  # first finite logged values that make a run's own early level (their
 WHOLE_RUN_MIN = 50  # online, whole-run rules wait for this many logged steps
 FINISH_MIN = 10  # offline, the end-of-run judgement needs at least this many
 
-NO_SIGNAL_CRITICAL = 0.8  # share of steps whose groups all got identical rewards: nothing to learn from
-NO_SIGNAL_WARNING = 0.4  # … a large share of the compute wasted (healthy real runs: ≤ 0.33)
+# The run's zero-signal share: the mean share of prompt groups whose rewards were all equal
+# (frac_reward_zero_std), or, where only the reward std is logged, the share of steps with std 0.
+NO_SIGNAL_CRITICAL = 0.8  # nothing to learn from on most of the run
+NO_SIGNAL_WARNING = 0.4  # much of the compute wasted (healthy real runs: ≤ 0.33; `mini` controls: ≤ 0.35)
 LOSS_ZERO_SHARE = 0.9  # loss exactly 0 on this share of steps (and no grad norm logged to say otherwise)
 KL_CEILING = 1.0  # nats/token sustained: far from the reference (healthy real runs: ≤ 0.35 sustained)
 KL_RUNAWAY = 100.0  # … and this many times the run's early KL: a runaway, not a slow drift
@@ -48,6 +50,8 @@ ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpenin
 LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
 LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
 LENGTH_EXPLOSION = 4.0  # completion length over 4× its start
+TRUNCATION_RISE = 0.5  # share of completions cut at the cap, and at least twice its start (a model that
+# rambles at first and learns to stop — the testbed's warm-up, many SFT'd models — falls, it does not rise)
 PLATEAU_Z = 1.0  # last third's mean reward less than 1 standard error above the first third's
 DECLINE_SHARE = 0.5  # the smoothed reward gave back half of what it had gained …
 DECLINE_Z = 3.0  # … by more than 3 standard errors
@@ -97,16 +101,16 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
         ScaleFreeRule(
             name="no_signal_most_steps",
             severity="critical",
-            description=f"on ≥ {NO_SIGNAL_CRITICAL:.0%} of steps every group got identical rewards "
-            "(reward std 0 or frac_reward_zero_std ≈ 1): no learning signal",
+            description=f"≥ {NO_SIGNAL_CRITICAL:.0%} of prompt groups got identical rewards over the run "
+            "(mean frac_reward_zero_std, or the share of steps with reward std 0): no learning signal",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=DAPO,
         ),
         ScaleFreeRule(
             name="no_signal_many_steps",
             severity="warning",
-            description=f"on ≥ {NO_SIGNAL_WARNING:.0%} of steps every group got identical rewards: much of "
-            "the rollout compute gives no learning signal",
+            description=f"≥ {NO_SIGNAL_WARNING:.0%} of prompt groups got identical rewards over the run: "
+            "much of the rollout compute gives no learning signal",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=DAPO,
         ),
@@ -210,6 +214,14 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             reference=LENGTH_REF,
         ),
         ScaleFreeRule(
+            name="truncation_rising",
+            severity="warning",
+            description=f"≥ {TRUNCATION_RISE:.0%} of completions cut at the length cap, at least twice the "
+            "share at the start, sustained",
+            window=f"median of {CONFIRM} logged values",
+            reference=LENGTH_REF,
+        ),
+        ScaleFreeRule(
             name="same_length",
             severity="critical",
             description="every completion has the same length (mean = max), sustained: all cut at the cap "
@@ -249,7 +261,8 @@ class ScaleFreeRules:
         self.online = online  # offline (a whole run scored at once), whole-run rules wait for `finish`
         self.history: dict[str, list[float]] = {}
         self.steps: list[int] = []
-        self.zero_signal: list[bool] = []
+        self.zero_signal: list[float] = []  # per step: share of groups without signal
+        self.signal_basis = "steps (reward std 0)"
         self.same_length_streak = 0
         self.fired: set[str] = set()
 
@@ -289,10 +302,11 @@ class ScaleFreeRules:
             if value is not None and isinstance(value, float | int) and math.isfinite(value):
                 self.history.setdefault(metric, []).append(float(value))
         std, frac = row.get("reward_std"), row.get("frac_reward_zero_std")
-        if std is not None or frac is not None:
-            self.zero_signal.append(
-                bool((std is not None and abs(std) <= 1e-12) or (frac is not None and frac >= 0.999))
-            )
+        if frac is not None and math.isfinite(frac):
+            self.zero_signal.append(min(1.0, max(0.0, float(frac))))
+            self.signal_basis = "prompt groups"
+        elif std is not None and math.isfinite(std):
+            self.zero_signal.append(1.0 if abs(std) <= 1e-12 else 0.0)
         self._sustained(events, step, row)
         if self.online and len(self.steps) >= WHOLE_RUN_MIN:
             self._whole_run(events, step)
@@ -335,6 +349,18 @@ class ScaleFreeRules:
                 self._fire(events, "length_collapse", "completion_length", step, length, early=length_early)
             elif length > LENGTH_EXPLOSION * length_early:
                 self._fire(events, "length_explosion", "completion_length", step, length, early=length_early)
+        clipped, clipped_early = (
+            self._recent("completions/clipped_ratio"),
+            self._early("completions/clipped_ratio"),
+        )
+        if (
+            clipped is not None
+            and clipped_early is not None
+            and clipped >= max(TRUNCATION_RISE, 2 * clipped_early)
+        ):
+            self._fire(
+                events, "truncation_rising", "completions/clipped_ratio", step, clipped, early=clipped_early
+            )
         mean, top = row.get("completion_length"), row.get("completions/max_length")
         same = mean is not None and top is not None and top > 1 and abs(mean - top) < 1e-9
         self.same_length_streak = self.same_length_streak + 1 if same else 0
@@ -347,9 +373,27 @@ class ScaleFreeRules:
         n = len(self.zero_signal)
         share = sum(self.zero_signal) / n if n else 0.0
         if n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL:
-            self._fire(events, "no_signal_most_steps", "reward_std", step, share, share=share, steps=n)
+            self._fire(
+                events,
+                "no_signal_most_steps",
+                "reward_std",
+                step,
+                share,
+                share=share,
+                steps=n,
+                basis=self.signal_basis,
+            )
         elif n >= FINISH_MIN and share >= NO_SIGNAL_WARNING:
-            self._fire(events, "no_signal_many_steps", "reward_std", step, share, share=share, steps=n)
+            self._fire(
+                events,
+                "no_signal_many_steps",
+                "reward_std",
+                step,
+                share,
+                share=share,
+                steps=n,
+                basis=self.signal_basis,
+            )
         loss = self.history.get("loss", [])
         if len(loss) >= FINISH_MIN and "grad_norm" not in self.history:
             zero = sum(v == 0 for v in loss) / len(loss)

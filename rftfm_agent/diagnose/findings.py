@@ -18,7 +18,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from rftfm_agent.detect.events import SEVERITY_RANK, RunVerdict, Severity
+from rftfm_agent.detect.events import SEVERITY_RANK, Event, RunVerdict, Severity, is_alarm
 from rftfm_agent.detect.rules import RULES
 from rftfm_agent.detect.scale_free import FINISH_MIN, SCALE_FREE_RULES
 
@@ -178,14 +178,14 @@ TEMPLATES: dict[str, Template] = {
     # scale-free rules
     "no_signal_most_steps": Template(
         "learning signal",
-        "no learning signal: on {share:.0%} of {steps} steps every group got identical rewards",
+        "no learning signal: {share:.0%} of {basis} got identical rewards over {steps} steps",
         _NO_SIGNAL_CAUSES,
         _NO_SIGNAL_CHECKS,
         "symptom:no_signal_too_hard",
     ),
     "no_signal_many_steps": Template(
         "learning signal",
-        "weak learning signal: on {share:.0%} of {steps} steps every group got identical rewards",
+        "weak learning signal: {share:.0%} of {basis} got identical rewards over {steps} steps",
         _NO_SIGNAL_CAUSES,
         _NO_SIGNAL_CHECKS,
         "symptom:no_signal_too_hard",
@@ -274,6 +274,12 @@ TEMPLATES: dict[str, Template] = {
         _LENGTH_CAUSES,
         _LENGTH_CHECKS,
     ),
+    "truncation_rising": Template(
+        "length",
+        "truncation rising: {value:.0%} of completions cut at the length cap, from {early:.0%} at the start",
+        _LENGTH_CAUSES,
+        _LENGTH_CHECKS,
+    ),
     "same_length": Template(
         "length",
         "every completion has the same length ({value:g} tokens) from step {step}: truncated at "
@@ -296,12 +302,58 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+# The topic of a statistical alarm (band, own past, run profile): what its metric is about.
+METRIC_TOPICS: dict[str, str] = {
+    "reward": "progress",
+    "reward_std": "learning signal",
+    "frac_reward_zero_std": "learning signal",
+    "traj/advantage_abs_mean": "learning signal",
+    "kl": "KL",
+    "entropy": "entropy",
+    "traj/repetition_ratio_mean": "entropy",
+    "traj/unique_token_ratio_mean": "entropy",
+    "traj/distinct_completion_frac": "entropy",
+    "loss": "numerics",
+    "grad_norm": "numerics",
+    "learning_rate": "optimiser",
+    "completion_length": "length",
+    "completions/clipped_ratio": "length",
+    "traj/response_length_mean": "length",
+    "traj/truncated_frac": "length",
+    "traj/tool_error_rate": "tools",
+    "traj/reward_neg_frac": "reward function",
+    "traj/reward_mismatch_frac": "reward function",
+    "traj/adv_reward_discord_frac": "advantages",
+    "traj/advantage_group_mean_abs": "advantages",
+    "traj/advantage_group_std_mean": "advantages",
+}
+_TOPIC_CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "progress": (_PROGRESS_CAUSES, _PROGRESS_CHECKS),
+    "learning signal": (_NO_SIGNAL_CAUSES, _NO_SIGNAL_CHECKS),
+    "KL": (_KL_CAUSES, _KL_CHECKS),
+    "entropy": (_ENTROPY_CAUSES, _ENTROPY_CHECKS),
+    "numerics": (_NUMERIC_CAUSES, _NUMERIC_CHECKS),
+    "length": (_LENGTH_CAUSES, _LENGTH_CHECKS),
+    "reward function": (_REWARD_FN_CAUSES, _REWARD_FN_CHECKS),
+}
+_AGAINST = {"band": "healthy runs of its task", "self": "the run's own past", "profile": "healthy runs"}
+
+
+def _alarm_line(e: Event) -> str:
+    if e.source == "profile":
+        return f"unusual {e.metric} over the run compared with {_AGAINST['profile']} (run profile)"
+    return f"{e.metric} broke away from {_AGAINST[e.source]} at step {e.step} ({e.check})"
+
+
 def _describe(rule: str) -> str:
+    """What a rule (or a statistical check, by its kind) means."""
     if rule in RULES:
         return RULES[rule].description
     if rule in SCALE_FREE_RULES:
         return SCALE_FREE_RULES[rule].description
-    return rule
+    if rule == "profile":
+        return "the run-level profile score against healthy runs"
+    return "a statistical change detector (shewhart / ewma / cusum / bocpd; see `rftfm detect`)"
 
 
 def _text(template: str, evidence: dict[str, Any], step: int, metric: str) -> str:
@@ -319,16 +371,21 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     the log cannot tell; none for a run with nothing to report."""
     by_topic: dict[str, list[tuple[str, str, Severity, int, str]]] = {}
     for e in verdict.events:
-        if e.source != "rule" or e.check not in TEMPLATES:
-            continue
-        t = TEMPLATES[e.check]
-        line = _text(t.symptom, e.evidence, e.step, e.metric)
-        by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
+        if e.source == "rule" and e.check in TEMPLATES:
+            t = TEMPLATES[e.check]
+            line = _text(t.symptom, e.evidence, e.step, e.metric)
+            by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
+        elif e.source != "rule" and is_alarm(e, verdict.mode):
+            topic = METRIC_TOPICS.get(e.metric, "other")
+            by_topic.setdefault(topic, []).append((e.kind, _alarm_line(e), e.severity, e.step, e.metric))
     out = []
     for topic, hits in by_topic.items():
         hits.sort(key=lambda h: (-SEVERITY_RANK[h[2]], h[3]))
         lead_rule, lead_line, severity, _, _ = hits[0]
-        t = TEMPLATES[lead_rule]
+        causes_checks = _TOPIC_CAUSES.get(
+            topic, ((), ("plot the metric and read the completions around it",))
+        )
+        t = TEMPLATES.get(lead_rule) or Template(topic, lead_line, *causes_checks)
         if lead_rule == "non_finite":
             bad = list(dict.fromkeys(h[4] for h in hits if h[0] == "non_finite"))
             lead_line = _text(t.symptom, {}, hits[0][3], ", ".join(bad[:6]))
