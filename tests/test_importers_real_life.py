@@ -227,3 +227,14 @@ def test_cli_ingest_with_map_and_detect_and_diagnose_take_a_path(tmp_path: Path)
     assert "no learning signal" in json.loads(result.stdout)["symptom"]
     bad = runner.invoke(app, ["ingest", str(path), "--store", store, "--map", "nope"])
     assert bad.exit_code == 1 and "KEY=METRIC" in bad.output
+
+
+def test_csv_of_metrics_without_a_step_column_uses_row_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("reward,kl,loss\n0.1,0.01,0.5\n0.2,0.02,0.4\n0.3,0.03,0.3\n")
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == [1, 2, 3] and _steps(run)[2]["kl"] == 0.02
+    assert any("row numbers" in n for n in run.source.notes)
+    people = tmp_path / "people.csv"  # no step column and no metric a trainer logs: not a training log
+    people.write_text("name,city,age\nAda,London,36\nAlan,Wilmslow,41\n")
+    assert "unknown format" in _error(people)

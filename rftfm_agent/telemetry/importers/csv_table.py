@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry import vocabulary
 from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, looks_binary, read_text, sha256_of, to_float
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
@@ -85,6 +86,13 @@ def _step_index(header: list[str]) -> list[int]:
     return [lowered.index(name) for name in _STEP_COLUMNS if name in lowered]
 
 
+def _metric_header(header: list[str]) -> bool:
+    """At least two columns the vocabulary knows as metrics (reward, kl, loss …): a metrics table even
+    without a step column, unlike a CSV of names and addresses."""
+    known = [h for h in header if h and vocabulary.resolve(h)[0] in vocabulary.METRIC_NAMES]
+    return len(known) >= 2
+
+
 def _is_absent(cell: str) -> bool:
     return cell.strip().lower() in _ABSENT
 
@@ -101,14 +109,16 @@ def sniff(path: Path, head: bytes) -> bool:
         rows = _split(text, delimiter, limit=2)
         header = [h.strip() for h in rows[0][1]]
         steps = _step_index(header)
-        if not steps or len([h for h in header if h]) < 2:
+        if not steps and _metric_header(header):
+            steps = []  # a table of known metrics without a step column: rows are steps
+        elif not steps or len([h for h in header if h]) < 2:
             return False
         if len(rows) < 2:
             return True  # a header alone: ours, and read() says that it holds no rows
         cells = rows[1][1]
         if len(cells) != len(header):
             return False
-        if not any(to_float(cells[i]) is not None for i in steps):
+        if steps and not any(to_float(cells[i]) is not None for i in steps):
             return False
         return any(to_float(c) is not None for i, c in enumerate(cells) if i not in steps and header[i])
     except Exception:  # sniffing must never raise on arbitrary bytes
@@ -273,8 +283,17 @@ def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] |
 def read(path: Path) -> list[ImportedRun]:
     """The runs in a CSV/TSV export: one for a table or history export, one per run for a panel export."""
     table = _table(path)
-    if not _step_index(table.header):
-        raise InputError(path, "CSV without a step column (step, global_step, train/global_step or _step)")
+    stepless = not _step_index(table.header)
+    if stepless:
+        if not _metric_header(table.header):
+            raise InputError(
+                path, "CSV without a step column (step, global_step, train/global_step or _step)"
+            )
+        table = _Table(
+            header=["step", *table.header],
+            rows=[(line, [str(n), *cells]) for n, (line, cells) in enumerate(table.rows, 1)],
+            delimiter=table.delimiter,
+        )
     if not table.rows:
         raise InputError(path, "CSV has a header but no data rows")
     lowered = [h.lower() for h in table.header]
@@ -291,6 +310,8 @@ def read(path: Path) -> list[ImportedRun]:
         notes.append("TensorBoard scalar CSV: one metric per file, kept under the name 'Value'")
     else:
         notes.append("CSV metrics table")
+    if stepless:
+        notes.append("steps are row numbers: no step column")
     if table.delimiter != ",":
         notes.append(f"delimiter {table.delimiter!r}")
     wall_col = next((lowered.index(w) for w in _WALL_COLUMNS if w in lowered), None)
