@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
+from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_by_step
 from rftfm_agent.telemetry.store import Store
 
 # Step metrics and trajectory aggregates the change detectors watch. Held-out accuracy is not among them:
@@ -48,11 +48,7 @@ def trajectory_aggregates(traj: pd.DataFrame) -> pd.DataFrame:
     """traj/ aggregates per step from a run's trajectory rows (one row per step)."""
     if traj is None or traj.empty:
         return pd.DataFrame({"step": pd.Series(dtype="int64")})
-    cols = [c for c in INPUT_COLUMNS if c in traj.columns]
-    rows = []
-    for step, group in traj[cols].groupby("step", sort=True):
-        rows.append({"step": int(step), **aggregate_trajectories(group)})
-    return pd.DataFrame(rows)
+    return aggregate_by_step(traj[[c for c in INPUT_COLUMNS if c in traj.columns]])
 
 
 def run_frame(store: Store, run_id: str, with_trajectories: bool = True) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_trajectories
+from rftfm_agent.telemetry.aggregates import aggregate_by_step
 from rftfm_agent.telemetry.importers.base import looks_binary, numeric_items, read_text, sha256_of
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, ImportedRun, RawStep, SourceInfo
 
@@ -282,12 +283,12 @@ def _with_trajectory_aggregates(steps: list[RawStep], traj: pa.Table | None) -> 
     """Add per-step trajectory aggregates (traj/*) to the step rows, creating rows where none exist."""
     if traj is None or traj.num_rows == 0:
         return steps
-    frame = traj.select([c for c in INPUT_COLUMNS if c in traj.column_names]).to_pandas()
+    aggregates = aggregate_by_step(traj)
     by_step = {s.step: s for s in steps}
-    for step, group in frame.groupby("step", sort=True):
-        values = aggregate_trajectories(group)
+    names = [c for c in aggregates.columns if c != "step"]
+    for step, *values in aggregates[["step", *names]].itertuples(index=False):
         row = by_step.setdefault(int(step), RawStep(step=int(step), values={}))
-        row.values.update(values)
+        row.values.update({k: v for k, v in zip(names, values, strict=True) if not math.isnan(v)})
     return [by_step[s] for s in sorted(by_step)]
 
 

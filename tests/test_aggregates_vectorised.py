@@ -1,0 +1,73 @@
+"""The vectorised per-step aggregation equals the per-step reference function on messy trajectories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rftfm_agent.telemetry.aggregates import aggregate_by_step, aggregate_trajectories
+
+
+def _messy(seed: int, steps: int = 12, per_step: int = 24) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = steps * per_step
+    reward = rng.choice([0.0, 1.0, 0.5, -1.0], n).astype(float)
+    reward[rng.random(n) < 0.05] = np.nan
+    reward[rng.random(n) < 0.01] = np.inf
+    advantage = rng.normal(0, 1, n)
+    advantage[rng.random(n) < 0.05] = np.nan
+    group = (np.arange(n) % per_step) // 4 * 1.0
+    group[rng.random(n) < 0.03] = np.nan
+    completion = rng.choice(["19", "20", "twenty", None], n).astype(object)
+    frame = pd.DataFrame(
+        {
+            "step": np.repeat(np.arange(1, steps + 1), per_step),
+            "group_id": group,
+            "reward": reward,
+            "advantage": advantage,
+            "response_length": rng.integers(1, 64, n).astype(float),
+            "truncated": rng.random(n) < 0.2,
+            "repetition_ratio": rng.random(n),
+            "unique_token_ratio": rng.random(n),
+            "empty_response": pd.array(rng.choice([True, False, None], n), dtype="boolean"),
+            "short_response": rng.random(n) < 0.1,
+            "long_response": rng.random(n) < 0.1,
+            "tool_call_count": rng.integers(0, 3, n).astype(float),
+            "tool_error_count": rng.integers(0, 2, n).astype(float),
+            "completion": completion,
+        }
+    )
+    frame.loc[frame["step"] == 3, "reward"] = np.nan  # a step whose rewards are all missing
+    frame.loc[frame["step"] == 5, "group_id"] = np.nan  # a step without groups
+    frame.loc[frame["step"] == 7, "tool_call_count"] = 0.0  # no tool calls: no error rate
+    frame.loc[frame["step"] == 8, "reward"] = 1.0  # every group equal
+    return frame
+
+
+def _reference(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = [{"step": int(s), **aggregate_trajectories(g)} for s, g in frame.groupby("step", sort=True)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "drop", [[], ["completion"], ["advantage", "tool_error_count"], ["group_id"], ["reward", "advantage"]]
+)
+def test_vectorised_equals_per_step(seed: int, drop: list[str]) -> None:
+    frame = _messy(seed).drop(columns=drop)
+    expected = _reference(frame)
+    got = aggregate_by_step(frame)
+    assert sorted(got.columns) == sorted(expected.columns)
+    pd.testing.assert_frame_equal(
+        got[expected.columns],
+        expected.astype({c: "float64" for c in expected.columns if c != "step"}),
+        check_exact=False,
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
+def test_empty_and_stepless_input() -> None:
+    assert aggregate_by_step(pd.DataFrame({"step": pd.Series(dtype="int64")})).empty
+    assert list(aggregate_by_step(pd.DataFrame({"reward": [1.0]})).columns) == ["step"]
