@@ -71,3 +71,13 @@ def test_vectorised_equals_per_step(seed: int, drop: list[str]) -> None:
 def test_empty_and_stepless_input() -> None:
     assert aggregate_by_step(pd.DataFrame({"step": pd.Series(dtype="int64")})).empty
     assert list(aggregate_by_step(pd.DataFrame({"reward": [1.0]})).columns) == ["step"]
+
+
+def test_several_runs_in_one_pass() -> None:
+    a, b = _messy(0), _messy(1, steps=5)
+    both = pd.concat([a.assign(run="a"), b.assign(run="b")], ignore_index=True)
+    got = aggregate_by_step(both, by="run")
+    for name, frame in (("a", a), ("b", b)):
+        alone = aggregate_by_step(frame)
+        mine = got[got["run"] == name].drop(columns="run").reset_index(drop=True)
+        pd.testing.assert_frame_equal(mine[alone.columns], alone)

@@ -150,3 +150,18 @@ def test_step_row_without_step(tmp_path: Path) -> None:
     (tmp_path / "x" / STEP_FILE).write_text(json.dumps({"metrics": {"reward": 1.0}}) + "\n")
     with pytest.raises(InputError, match="no valid step"):
         importers.load(tmp_path)
+
+
+def test_per_function_rewards_map_keeps_each_rows_own_functions(tmp_path: Path) -> None:
+    from rftfm_agent.telemetry.importers.faultbench import read_trajectories
+
+    rows = [
+        {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0, "rewards": {"a": 1.0, "b": 0.0}}},
+        {"metadata": {"rollout_step": 1}, "metrics": {"reward": 0.5, "rewards": {"a": 0.5}}},
+        {"metadata": {"rollout_step": 2}, "metrics": {"reward": 0.0, "rewards": {"b": float("nan")}}},
+    ]
+    path = tmp_path / "openrlhf_train_trajectory.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    maps = read_trajectories(path).column("rewards").to_pylist()
+    assert dict(maps[0]) == {"a": 1.0, "b": 0.0} and dict(maps[1]) == {"a": 0.5}
+    assert list(dict(maps[2])) == ["b"] and math.isnan(dict(maps[2])["b"])

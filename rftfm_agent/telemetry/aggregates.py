@@ -8,6 +8,7 @@ trajectories can call the same function so that imported and live runs expose th
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import duckdb
@@ -228,26 +229,34 @@ def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def aggregate_by_step(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
+def aggregate_by_step(table: pa.Table | pd.DataFrame, by: str | None = None) -> pd.DataFrame:
     """`aggregate_trajectories` for every step of a run at once: one row per step, one column per
     aggregate (NaN where the per-step function leaves the key out), in one vectorised DuckDB pass.
 
     Ingest and detection aggregate whole runs; looping over steps with pandas costs ~20× the reading
     of the file. The definitions are the ones documented on `aggregate_trajectories` (a test holds the
     two equal on random trajectories with NaN, nulls and missing columns); the live recorder keeps the
-    per-step function, which sees one step at a time.
+    per-step function, which sees one step at a time. `by` names a column that tells several runs apart
+    (ingest aggregates a whole export in one pass): the result then has one row per (by, step).
     """
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
     cols = set(table.column_names)
+    keys = [by, "step"] if by else ["step"]
     if "step" not in cols or table.num_rows == 0:
-        return pd.DataFrame({"step": pd.Series(dtype="int64")})
-    table = table.select([c for c in INPUT_COLUMNS if c in cols])
+        return pd.DataFrame({k: pd.Series(dtype="int64") for k in keys})
+    table = table.select([*([by] if by else []), *[c for c in INPUT_COLUMNS if c in cols]])
     con = duckdb.connect()
     con.register("t", table)
 
     def num(c: str) -> str:  # a column as DOUBLE with NaN (and nulls) as NULL
         return f"CASE WHEN isnan(TRY_CAST({c} AS DOUBLE)) THEN NULL ELSE TRY_CAST({c} AS DOUBLE) END"
+
+    key_sql = ", ".join(keys)
+
+    def q(sql: str) -> pd.DataFrame:  # every query groups by the run key too, when there is one
+        relation = con.sql(re.sub(r"\bstep\b", key_sql, sql))
+        return relation.df() if relation is not None else pd.DataFrame()
 
     selects = ["step", 'count(*)::DOUBLE AS "traj/count"']
     for name, column, how in _SIMPLE:
@@ -263,28 +272,25 @@ def aggregate_by_step(table: pa.Table | pd.DataFrame) -> pd.DataFrame:
             f"avg(CASE WHEN isfinite({num('reward')}) THEN ({num('reward')} < 0)::DOUBLE END) "
             'AS "traj/reward_neg_frac"'
         )
-    out = con.sql(f"SELECT {', '.join(selects)} FROM t GROUP BY step").df()
+    out = q(f"SELECT {', '.join(selects)} FROM t GROUP BY step")
     if {"group_id", "reward"} <= cols:
-        out = out.merge(_group_aggregates(con, cols, num), on="step", how="left")
+        out = out.merge(_group_aggregates(q, cols, num), on=keys, how="left")
     con.close()
-    out = out.sort_values("step").reset_index(drop=True)
+    out = out.sort_values(keys).reset_index(drop=True)
     out["step"] = out["step"].astype("int64")
-    keep = ["step", *[c for c in out.columns if c != "step" and out[c].notna().any()]]
-    return out[keep].astype({c: "float64" for c in keep if c != "step"})
+    keep = [*keys, *[c for c in out.columns if c not in keys and out[c].notna().any()]]
+    return out[keep].astype({c: "float64" for c in keep if c not in keys})
 
 
 def _group_aggregates(
-    con: duckdb.DuckDBPyConnection, cols: set[str], num: Callable[[str], str]
+    q: Callable[[str], pd.DataFrame], cols: set[str], num: Callable[[str], str]
 ) -> pd.DataFrame:
     """The (step, group) aggregates of `_group_consistency` and `_zero_std_group_frac`, per step."""
     g = num("group_id")
     r = num("reward")
     completion = "CAST(completion AS VARCHAR)" if "completion" in cols else "NULL::VARCHAR"
     advantage = num("advantage") if "advantage" in cols else "NULL::DOUBLE"
-    con.sql(
-        f"CREATE TEMP VIEW rows AS "
-        f"SELECT step, {g} AS g, {r} AS r, {completion} AS c, {advantage} AS a FROM t"
-    )
+    q(f"CREATE TEMP VIEW rows AS SELECT step, {g} AS g, {r} AS r, {completion} AS c, {advantage} AS a FROM t")
     # Zero-std groups: groups of a step whose finite rewards are all (nearly) equal or fewer than two.
     zero = f"""
         SELECT step, avg(CASE WHEN n < 2 OR abs(hi - lo) <= {_ZERO_STD_ATOL} + {_ZERO_STD_RTOL} * abs(lo)
@@ -293,32 +299,33 @@ def _group_aggregates(
                      min(r) FILTER (WHERE isfinite(r)) AS lo, max(r) FILTER (WHERE isfinite(r)) AS hi
               FROM rows WHERE g IS NOT NULL GROUP BY step, g)
         GROUP BY step"""
-    parts = [con.sql(zero).df()]
+    parts = [q(zero)]
     # A step whose groups or rewards are all missing gets no zero-std share (as the per-step function).
-    present = con.sql("SELECT step FROM rows GROUP BY step HAVING count(g) > 0 AND count(r) > 0").df()
-    parts[0] = parts[0].merge(present, on="step", how="inner")
+    present = q("SELECT step FROM rows GROUP BY step HAVING count(g) > 0 AND count(r) > 0")
+    keys = list(present.columns)
+    parts[0] = parts[0].merge(present, on=keys, how="inner")
     if "completion" in cols:
         parts.append(
-            con.sql(
+            q(
                 """SELECT step, avg(d) AS "traj/distinct_completion_frac"
                    FROM (SELECT step, g, count(DISTINCT c) / greatest(1, count(*)) AS d
                          FROM rows WHERE g IS NOT NULL GROUP BY step, g)
                    GROUP BY step"""
-            ).df()
+            )
         )
         parts.append(
-            con.sql(
+            q(
                 """SELECT step, avg(m::DOUBLE) AS "traj/reward_mismatch_frac"
                    FROM (SELECT step, g, bool_or(coalesce(spread > 1e-9 AND NOT isnan(spread), false)) AS m
                          FROM (SELECT step, g, c, max(r) - min(r) AS spread
                                FROM rows WHERE g IS NOT NULL AND c IS NOT NULL GROUP BY step, g, c)
                          GROUP BY step, g)
                    GROUP BY step"""
-            ).df()
+            )
         )
     if "advantage" in cols:
         parts.append(
-            con.sql(
+            q(
                 """WITH f AS (SELECT step, g, r, a,
                                      r - avg(r) OVER (PARTITION BY step, g) AS cr,
                                      a - avg(a) OVER (PARTITION BY step, g) AS ca
@@ -330,11 +337,11 @@ def _group_aggregates(
                           avg(CASE WHEN varied THEN (cov < 0)::DOUBLE END) AS "traj/adv_reward_discord_frac",
                           avg(CASE WHEN varied THEN sd END) AS "traj/advantage_group_std_mean"
                    FROM groups GROUP BY step"""
-            ).df()
+            )
         )
     out = parts[0]
     for part in parts[1:]:
-        out = out.merge(part, on="step", how="outer")
+        out = out.merge(part, on=keys, how="outer")
     return out
 
 
