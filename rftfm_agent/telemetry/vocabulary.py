@@ -8,6 +8,7 @@ be audited. Keys that match no alias are kept under their own (normalised) name:
 
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 from collections.abc import Mapping
@@ -189,8 +190,11 @@ def normalise_key(key: str) -> str:
     return k
 
 
+@functools.lru_cache(maxsize=8192)
 def resolve(key: str) -> tuple[str, float, int]:
-    """Map a raw key to (canonical name, scale, priority). Unknown keys keep their normalised name."""
+    """Map a raw key to (canonical name, scale, priority). Unknown keys keep their normalised name.
+
+    Cached: a log repeats the same few dozen keys on every row, and ingest maps every row."""
     k = normalise_key(key)
     alias = _BY_KEY.get(k) or _BY_LOWER_KEY.get(k.lower())
     if alias is not None:
