@@ -82,6 +82,14 @@ def test_not_learning_needs_a_flat_reward_and_little_signal() -> None:
     assert "not_learning" not in _fired(_with(reward_std=std))  # the same signal share, but learning
 
 
+def test_kl_drift_without_gain() -> None:
+    rng = np.random.default_rng(4)
+    flat = 0.4 + rng.normal(0, 0.05, 120)
+    kl = np.linspace(0.001, 0.3, 120)
+    assert _fired(_with(reward=flat, kl=kl))["kl_drift_without_gain"] == "warning"
+    assert "kl_drift_without_gain" not in _fired(_with(kl=kl))  # the same KL growth, with a reward gain
+
+
 def test_reward_never_changes_and_a_stuck_component() -> None:
     fired = _fired(_with(reward=np.zeros(120), **{"rewards/correct/mean": np.zeros(120)}))
     assert fired["reward_never_changes"] == "critical"

@@ -53,6 +53,8 @@ LENGTH_EXPLOSION = 4.0  # completion length over 4× its start
 TRUNCATION_RISE = 0.5  # share of completions cut at the cap, and at least twice its start (a model that
 # rambles at first and learns to stop — the testbed's warm-up, many SFT'd models — falls, it does not rise)
 PLATEAU_Z = 1.0  # last third's mean reward less than 1 standard error above the first third's
+KL_DRIFT = 10.0  # KL's last third this many times its early level while the reward has not improved
+KL_DRIFT_FLOOR = 1e-3  # early KL levels below this count as this (KL starts at 0 by construction)
 DECLINE_SHARE = 0.5  # the smoothed reward gave back half of what it had gained …
 DECLINE_Z = 3.0  # … by more than 3 standard errors
 
@@ -236,6 +238,14 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             "error above the first third)",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=PLATEAU_REF,
+        ),
+        ScaleFreeRule(
+            name="kl_drift_without_gain",
+            severity="warning",
+            description=f"KL grew ≥ {KL_DRIFT:g}× its early level while the reward did not improve: the "
+            "policy moves away from the reference and gains nothing for it",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=f"{KL_REF}; {PLATEAU_REF}",
         ),
         ScaleFreeRule(
             name="reward_decline",
@@ -436,6 +446,14 @@ class ScaleFreeRules:
                     first=float(first.mean()),
                     no_signal_share=no_signal,
                 )
+            kl = self.history.get("kl", [])
+            if len(kl) >= FINISH_MIN:
+                early = max(float(np.median(kl[:EARLY])), KL_DRIFT_FLOOR)
+                late = float(np.median(kl[-max(3, len(kl) // 3) :]))
+                if late >= KL_DRIFT * early:
+                    self._fire(
+                        events, "kl_drift_without_gain", "kl", step, late, early=early, ratio=late / early
+                    )
         window = max(5, len(r) // 10)
         if len(r) < 3 * window:
             return

@@ -227,6 +227,14 @@ TEMPLATES: dict[str, Template] = {
     "kl_high": Template(
         "KL", "KL high: {value:.3g} sustained (early {early:.2g})", _KL_CAUSES, _KL_CHECKS, "od_kl"
     ),
+    "kl_drift_without_gain": Template(
+        "KL",
+        "KL drift without gain: KL {value:.3g}, {ratio:.0f}× its early level, while the reward did not "
+        "improve",
+        _KL_CAUSES,
+        _KL_CHECKS,
+        "od_kl",
+    ),
     "loss_blowup": Template(
         "numerics",
         "loss blow-up: {value:.3g} at step {step}, {ratio:.0f}× its early level",
