@@ -18,6 +18,7 @@ on where the run sits away from healthy runs on the same side as the hypothesise
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -83,6 +84,18 @@ class _Model:
             for f, v in zip(self.features, x, strict=True)
             if f.startswith("rule:") and v == 1 and f not in self.rules_seen
         ]
+
+    @functools.cached_property
+    def importances(self) -> np.ndarray:
+        """The forest's feature importances (computing them walks every tree: once per model)."""
+        return np.asarray(self.forest.feature_importances_)
+
+    @functools.cached_property
+    def label_arrays(self) -> dict[str, np.ndarray]:
+        """Library label columns as arrays, for reading many rows without pandas indexing."""
+        return {
+            c: self.labels[c].astype(str).to_numpy() for c in ("experiment_id", "strength", "task", "type")
+        }
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         z = (squash(x) - self.center) / self.scale
@@ -291,17 +304,17 @@ class Diagnoser:
         distances: np.ndarray,
         index: np.ndarray,
     ) -> Evidence:
-        labels = model.labels
+        labels = model.label_arrays
+        mine = labels["type"][index] == kind
         nearest = [
             NearestRun(
-                run=str(labels["experiment_id"].iloc[j]),
-                strength=str(labels["strength"].iloc[j]),
-                task=str(labels["task"].iloc[j]),
+                run=labels["experiment_id"][j],
+                strength=labels["strength"][j],
+                task=labels["task"][j],
                 distance=round(float(d), 3),
             )
-            for d, j in zip(distances, index, strict=True)
-            if labels["type"].iloc[j] == kind
-        ][:TOP_NEIGHBOURS]
+            for d, j in zip(distances[mine][:TOP_NEIGHBOURS], index[mine][:TOP_NEIGHBOURS], strict=True)
+        ]
         sx = squash(x)
         run_dev = (sx - model.center) / model.scale
         kind_dev = (model.class_median[kind] - model.center) / model.scale
@@ -309,7 +322,7 @@ class Diagnoser:
             agree = np.where(
                 np.sign(run_dev) == np.sign(kind_dev), np.minimum(np.abs(run_dev), np.abs(kind_dev)), 0.0
             )
-        weight = np.nan_to_num(model.forest.feature_importances_ * agree, nan=0.0)
+        weight = np.nan_to_num(model.importances * agree, nan=0.0)
         driving: list[DrivingFeature] = []
         for j in np.argsort(-weight)[:TOP_FEATURES]:
             if weight[j] <= 0:
