@@ -165,3 +165,53 @@ def test_per_function_rewards_map_keeps_each_rows_own_functions(tmp_path: Path) 
     maps = read_trajectories(path).column("rewards").to_pylist()
     assert dict(maps[0]) == {"a": 1.0, "b": 0.0} and dict(maps[1]) == {"a": 0.5}
     assert list(dict(maps[2])) == ["b"] and math.isnan(dict(maps[2])["b"])
+
+
+def test_ingest_of_a_large_export_is_staged_and_all_or_nothing(tmp_path: Path) -> None:
+    """An export larger than one read chunk streams through hidden staging folders: a corrupt file in the
+    last chunk leaves the store exactly as it was (no run, no staging folder), a good export commits
+    every run, and the aggregates of runs read together equal those of runs read alone."""
+    from typer.testing import CliRunner
+
+    from rftfm_agent.cli import app
+    from rftfm_agent.telemetry.importers.faultbench import CHUNK, iter_folder
+    from rftfm_agent.telemetry.store import Store
+
+    root = tmp_path / "export"
+    n = CHUNK + 3
+    for r in range(n):
+        steps = [step_row(s, {"reward": 0.1 * s, "kl": 0.01}) for s in (1, 2)]
+        trajs = [
+            trajectory_row(
+                s, {"reward": float((i + r) % 2)}, {}, group_id=i // 2, sample_index=i, response=str(i)
+            )
+            for s in (1, 2)
+            for i in range(4)
+        ]
+        write_run_folder(root / "runs" / f"exp{r:03d}", steps, trajs)
+    alone = {r.name: r for r in [next(iter_folder(root / "runs" / "exp034", chunk=1))]}
+    together = {r.name: r for r in iter_folder(root)}
+    assert len(together) == n
+    assert [s.values for s in together["exp034"].steps] == [s.values for s in alone["exp034"].steps]
+
+    bad = root / "runs" / f"exp{n - 1:03d}" / TRAJECTORY_FILE
+    good_text = bad.read_text()
+    bad.write_text(good_text.replace("}", "", 1))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["ingest", str(root), "--store", str(store)])
+    assert result.exit_code == 1 and "corrupt" in result.output
+    assert Store(store).run_ids() == [] and not list((store / "runs").glob(".staging-*"))
+    bad.write_text(good_text)
+    result = CliRunner().invoke(app, ["ingest", str(root), "--store", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(Store(store).run_ids()) == n and not list((store / "runs").glob(".staging-*"))
+    again = CliRunner().invoke(app, ["ingest", str(root), "--store", str(store), "--json"])
+    assert {r["outcome"] for r in json.loads(again.stdout)["runs"]} == {"unchanged"}
+
+
+def test_ingest_benchmark_reports_its_anchor_and_memory() -> None:
+    from rftfm_agent.evals.bench_ingest import run_benchmark
+
+    figures = run_benchmark(records=3000)
+    assert figures["trajectory_records"] == 3000 and figures["runs"] == 2
+    assert figures["ratio_to_duckdb"] > 0 and figures["peak_rss_MB (process)"] > 0

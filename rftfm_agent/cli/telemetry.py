@@ -21,8 +21,8 @@ from rftfm_agent.cli.common import (
     friendly_errors,
     open_store,
 )
-from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.ingest import ingest as ingest_runs
 from rftfm_agent.telemetry.store import Store
 from rftfm_agent.telemetry.vocabulary import MAIN_METRICS
 
@@ -42,31 +42,25 @@ def ingest(
     """
     st = open_store(store)
     mapping = importers.parse_key_map(key_map or [])
-    loaded, errors = [], []
-    for path in paths:
-        try:
-            loaded.extend(importers.load(path, mapping))
-        except RftfmError as exc:
-            errors.append(str(exc))
+    outcome = ingest_runs(st, paths, mapping, replace=replace, skip_bad=skip_bad)
+    errors = outcome.errors
     for line in errors:
         err_console.print(f"error: {line}", markup=False, highlight=False, soft_wrap=True)
     if errors and not skip_bad:
         if len(paths) > 1:
             err_console.print("nothing was stored (--skip-bad stores the readable inputs)", markup=False)
         raise typer.Exit(1)
-    results = []
-    for run in loaded:
-        manifest, outcome = st.write_run(run, replace=replace)
-        results.append(
-            {
-                "run_id": manifest.run_id,
-                "name": manifest.name,
-                "format": manifest.source.format,
-                "steps": manifest.n_steps,
-                "trajectories": manifest.n_trajectories,
-                "outcome": outcome,
-            }
-        )
+    results = [
+        {
+            "run_id": m.run_id,
+            "name": m.name,
+            "format": m.source.format,
+            "steps": m.n_steps,
+            "trajectories": m.n_trajectories,
+            "outcome": how,
+        }
+        for m, how in outcome.stored
+    ]
     if as_json:
         emit_json({"store": str(st.root), "runs": results, "errors": errors})
     else:

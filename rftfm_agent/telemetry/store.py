@@ -26,6 +26,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -451,18 +452,32 @@ class Store:
         Ingesting the same bytes twice is a no-op. A different run under a taken name gets a suffix,
         unless `replace` is set, in which case the new content replaces the old one atomically.
         """
+        staged = self.stage_run(run, replace=replace)
+        return self.commit_staged(staged), staged.outcome
+
+    def stage_run(
+        self, run: ImportedRun, replace: bool = False, reserved: set[str] | None = None
+    ) -> StagedRun:
+        """Write a run's parts into a hidden staging folder: nothing is visible until `commit_staged`.
+
+        Ingest stages every run of its inputs first and commits them only when all were read, so that a
+        bad input leaves the store unchanged while memory holds one run at a time. `reserved` holds the
+        ids of runs staged before this one in the same batch (so that two of them never take one id).
+        """
+        reserved = reserved if reserved is not None else set()
         base = slugify(run.name)
         run_id = base
         outcome = "new"
         for n in range(2, 10_000):
-            if not (self.runs_dir / run_id / "manifest.json").is_file():
+            if run_id not in reserved and not (self.runs_dir / run_id / "manifest.json").is_file():
                 break
-            existing = self.manifest(run_id)
-            if run.source.sha256 and existing.source.sha256 == run.source.sha256:
-                return existing, "unchanged"
-            if replace and existing.name == run.name:
-                outcome = "replaced"
-                break
+            if run_id not in reserved:
+                existing = self.manifest(run_id)
+                if run.source.sha256 and existing.source.sha256 == run.source.sha256:
+                    return StagedRun(run_id=run_id, outcome="unchanged", manifest=existing, staging=None)
+                if replace and existing.name == run.name:
+                    outcome = "replaced"
+                    break
             run_id = f"{base}-{n}"
         steps = step_table(run_id, run.steps)
         traj = conform_trajectories(run_id, run.trajectories) if run.trajectories is not None else None
@@ -482,12 +497,57 @@ class Store:
         )
         summary_cols = steps.select(["step", "metric", "source_key"]).to_pandas()
         self._summarise(manifest, summary_cols, traj.num_rows if traj else 0)
+        staging = self.runs_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        try:
+            manifest.step_parts = [_write_part(staging / "steps", steps)]
+            if traj is not None and traj.num_rows:
+                manifest.trajectory_parts = [_write_part(staging / "trajectories", traj)]
+            self._commit_manifest(staging, manifest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        reserved.add(run_id)
+        return StagedRun(run_id=run_id, outcome=outcome, manifest=manifest, staging=staging)
+
+    def commit_staged(self, staged: StagedRun) -> RunManifest:
+        """Make a staged run visible: a new run by renaming its folder into place, a replacement by
+        moving its parts into the run's folder and committing the new manifest (the journal stays)."""
+        if staged.staging is None:
+            return staged.manifest
+        run_id, manifest, staging = staged.run_id, staged.manifest, staged.staging
         with self._locked(run_id):
-            if outcome == "replaced":
-                self._replace_contents(run_id, manifest, steps, traj)
-            else:
-                self._create(run_id, manifest, steps, traj)
-        return manifest, outcome
+            try:
+                if staged.outcome == "replaced":
+                    run_dir = self.runs_dir / run_id
+                    for kind in ("steps", "trajectories"):
+                        if (staging / kind).is_dir():
+                            (run_dir / kind).mkdir(parents=True, exist_ok=True)
+                            for part in (staging / kind).iterdir():
+                                os.replace(part, run_dir / kind / part.name)
+                    self._commit_manifest(run_dir, manifest)
+                    self._collect_garbage(run_dir, manifest)
+                    for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
+                        (run_dir / f"{name}.parquet").unlink(missing_ok=True)
+                else:
+                    target = self.runs_dir / run_id
+                    if (target / "manifest.json").is_file():
+                        raise StoreError(
+                            f"run {run_id} was created by another writer meanwhile: ingest again"
+                        )
+                    if target.exists():  # a folder left without a manifest by a crash: not a committed run
+                        shutil.rmtree(target)
+                    os.rename(staging, target)
+                    fsync_dir(self.runs_dir)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+
+    def discard_staged(self, staged: StagedRun) -> None:
+        """Drop a staged run that will not be committed (another input of its batch was bad)."""
+        if staged.staging is not None:
+            shutil.rmtree(staged.staging, ignore_errors=True)
 
     def _create(self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> None:
         staging = self.runs_dir / f".staging-{uuid.uuid4().hex}"
@@ -505,18 +565,6 @@ class Store:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
-
-    def _replace_contents(
-        self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None
-    ) -> None:
-        run_dir = self.runs_dir / run_id
-        manifest.step_parts = [_write_part(run_dir / "steps", steps)]
-        if traj is not None and traj.num_rows:
-            manifest.trajectory_parts = [_write_part(run_dir / "trajectories", traj)]
-        self._commit_manifest(run_dir, manifest)
-        self._collect_garbage(run_dir, manifest)
-        for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
-            (run_dir / f"{name}.parquet").unlink(missing_ok=True)
 
     @staticmethod
     def _collect_garbage(run_dir: Path, manifest: RunManifest) -> None:
@@ -604,6 +652,16 @@ class Store:
             pq.ParquetFile(run_dir / "trajectories" / p).metadata.num_rows for p in manifest.trajectory_parts
         )
         Store._summarise(manifest, steps, n_traj)
+
+
+@dataclass(frozen=True)
+class StagedRun:
+    """A run written to a hidden staging folder, not yet visible (see `Store.stage_run`)."""
+
+    run_id: str
+    outcome: str  # 'new' | 'replaced' | 'unchanged' (nothing staged)
+    manifest: RunManifest
+    staging: Path | None
 
 
 def finite_or_none(x: float | None) -> float | None:

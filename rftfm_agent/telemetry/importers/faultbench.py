@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -309,13 +310,23 @@ def _attach(steps: list[RawStep], aggregates: pd.DataFrame) -> list[RawStep]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def read_folder(root: Path) -> list[ImportedRun]:
+CHUNK = 32  # runs read, aggregated and handed on together: memory holds one chunk, not the export
+
+
+def iter_folder(root: Path, chunk: int = CHUNK) -> Iterator[ImportedRun]:
+    """The runs of an export, a chunk at a time (the traj/ step aggregates of a chunk in one pass)."""
     registry = read_registries(root)
     run_dirs = sorted({p.parent for name in (STEP_FILE, TRAJECTORY_FILE) for p in root.rglob(name)})
     if not run_dirs:
         raise InputError(root, "RFT-FaultBench layout without any run folder (no *_train_step.jsonl)")
-    runs = [read_run_folder(d, registry, aggregate=False) for d in run_dirs]
-    # The traj/ step aggregates of every run in one vectorised pass (per-run passes cost ~0.1 s each).
+    for start in range(0, len(run_dirs), chunk):
+        runs = [read_run_folder(d, registry, aggregate=False) for d in run_dirs[start : start + chunk]]
+        _aggregate_together(runs)
+        yield from runs
+
+
+def _aggregate_together(runs: list[ImportedRun]) -> None:
+    """The traj/ step aggregates of several runs in one vectorised pass (per run it costs ~0.1 s)."""
     tables = [
         r.trajectories.select([c for c in INPUT_COLUMNS if c in r.trajectories.column_names]).append_column(
             "run", pa.array(np.full(r.trajectories.num_rows, i, dtype=np.int32))
@@ -327,7 +338,10 @@ def read_folder(root: Path) -> list[ImportedRun]:
         aggregates = aggregate_by_step(pa.concat_tables(tables, promote_options="permissive"), by="run")
         for i, group in aggregates.groupby("run", sort=False):
             runs[int(i)].steps = _attach(runs[int(i)].steps, group.drop(columns="run"))
-    return runs
+
+
+def read_folder(root: Path) -> list[ImportedRun]:
+    return list(iter_folder(root))
 
 
 def read(path: Path) -> list[ImportedRun]:

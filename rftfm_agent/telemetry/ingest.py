@@ -1,0 +1,58 @@
+"""Ingest: read logs and store their runs, all or nothing, with memory that does not grow with the input.
+
+Every input is read and each run staged (its Parquet parts written to a hidden folder) before anything
+is committed; only then are the staged runs made visible, one atomic rename each. A bad input leaves the
+store as it was (or, with `skip_bad`, is left out whole while the readable inputs are stored). Memory
+holds one read chunk of runs at a time (see `importers.iter_load`), not the whole input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rftfm_agent.errors import RftfmError
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.schema import RunManifest
+from rftfm_agent.telemetry.store import StagedRun, Store
+
+
+@dataclass
+class IngestResult:
+    stored: list[tuple[RunManifest, str]] = field(default_factory=list)  # (manifest, outcome)
+    errors: list[str] = field(default_factory=list)  # one line per bad input
+
+
+def ingest(
+    store: Store,
+    paths: Sequence[str | Path],
+    key_map: Mapping[str, str] | None = None,
+    replace: bool = False,
+    skip_bad: bool = False,
+) -> IngestResult:
+    """Read every input, then store its runs; with an error and not `skip_bad`, store nothing."""
+    result = IngestResult()
+    staged: list[StagedRun] = []
+    reserved: set[str] = set()
+    try:
+        for path in paths:
+            mine: list[StagedRun] = []
+            try:
+                for run in importers.iter_load(path, key_map):
+                    mine.append(store.stage_run(run, replace=replace, reserved=reserved))
+            except RftfmError as exc:
+                result.errors.append(str(exc))
+                for s in mine:  # a bad input is stored not at all, not in part
+                    store.discard_staged(s)
+                continue
+            staged.extend(mine)
+        if result.errors and not skip_bad:
+            return result
+        while staged:
+            s = staged.pop(0)
+            result.stored.append((store.commit_staged(s), s.outcome))
+        return result
+    finally:
+        for s in staged:
+            store.discard_staged(s)
