@@ -215,3 +215,26 @@ def test_ingest_benchmark_reports_its_anchor_and_memory() -> None:
     figures = run_benchmark(records=3000)
     assert figures["trajectory_records"] == 3000 and figures["runs"] == 2
     assert figures["ratio_to_duckdb"] > 0 and figures["peak_rss_MB (process)"] > 0
+
+
+def test_stored_aggregates_are_read_as_stored_when_current(tmp_path: Path) -> None:
+    """An export's traj/ step aggregates are computed at ingest with the current definitions (stamped in
+    the run's config); detection then reads them instead of recomputing, and they are the same numbers."""
+    import pandas as pd
+
+    from rftfm_agent.detect.features import run_frame, trajectory_aggregates
+    from rftfm_agent.telemetry.aggregates import AGGREGATES_VERSION, VERSION_KEY
+    from rftfm_agent.telemetry.store import Store
+
+    root = tmp_path / "export"
+    _write_export(root)
+    store = Store(tmp_path / "store")
+    run_ids = [store.write_run(r)[0].run_id for r in importers.load(root)]
+    for run_id in run_ids:
+        assert store.manifest(run_id).config[VERSION_KEY] == AGGREGATES_VERSION
+        frame = run_frame(store, run_id)
+        fresh = trajectory_aggregates(store.trajectories(run_id))
+        cols = [c for c in fresh.columns if c != "step"]
+        pd.testing.assert_frame_equal(
+            frame[["step", *cols]].reset_index(drop=True), fresh[["step", *cols]], check_dtype=False
+        )

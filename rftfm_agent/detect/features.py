@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_by_step
+from rftfm_agent.telemetry.aggregates import AGGREGATES_VERSION, INPUT_COLUMNS, VERSION_KEY, aggregate_by_step
 from rftfm_agent.telemetry.store import Store
 
 # Step metrics and trajectory aggregates the change detectors watch. Held-out accuracy is not among them:
@@ -52,9 +52,12 @@ def trajectory_aggregates(traj: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_frame(store: Store, run_id: str, with_trajectories: bool = True) -> pd.DataFrame:
-    """Wide per-step frame: logged metrics, with traj/ aggregates recomputed from stored trajectories."""
+    """Wide per-step frame: logged metrics, with traj/ aggregates recomputed from stored trajectories
+    (unless the run was stored with aggregates of the current definitions: then they are read as stored)."""
     steps = store.steps(run_id)
-    if with_trajectories and store.manifest(run_id).n_trajectories:
+    manifest = store.manifest(run_id)
+    current = (manifest.config or {}).get(VERSION_KEY) == AGGREGATES_VERSION
+    if with_trajectories and manifest.n_trajectories and not current:
         aggs = trajectory_aggregates(store.trajectories(run_id))
         if not aggs.empty:
             steps = steps.drop(columns=[c for c in aggs.columns if c != "step" and c in steps.columns])

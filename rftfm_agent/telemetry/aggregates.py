@@ -17,6 +17,11 @@ import pandas as pd
 import pyarrow as pa
 
 PREFIX = "traj/"
+# Bump when a definition below changes: runs whose stored traj/ step metrics carry this version (in their
+# config, `traj_aggregates_version`) were aggregated per step by these definitions, and detection reads
+# them as stored instead of recomputing them from the trajectories.
+AGGREGATES_VERSION = 1
+VERSION_KEY = "traj_aggregates_version"
 
 # Equal-reward tolerance for `traj/zero_std_group_frac`, close to TRL's `torch.isclose(std, 0)`.
 _ZERO_STD_RTOL = 1e-6
@@ -345,4 +350,11 @@ def _group_aggregates(
     return out
 
 
-__all__ = ["AGGREGATE_NAMES", "PREFIX", "aggregate_by_step", "aggregate_trajectories"]
+__all__ = [
+    "AGGREGATES_VERSION",
+    "AGGREGATE_NAMES",
+    "PREFIX",
+    "VERSION_KEY",
+    "aggregate_by_step",
+    "aggregate_trajectories",
+]

@@ -28,7 +28,12 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.aggregates import INPUT_COLUMNS, aggregate_by_step
+from rftfm_agent.telemetry.aggregates import (
+    AGGREGATES_VERSION,
+    INPUT_COLUMNS,
+    VERSION_KEY,
+    aggregate_by_step,
+)
 from rftfm_agent.telemetry.importers.base import looks_binary, numeric_items, read_text, sha256_of
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, ImportedRun, RawStep, SourceInfo
 
@@ -275,9 +280,10 @@ def read_run_folder(
         notes.append(f"registry label kept as text: {unparsed}")
     if not row:
         notes.append("experiment not in any registry: label unknown")
+    config: dict[str, Any] = {k: v for k, v in row.items() if k not in {"experiment_id"}}
     if aggregate and traj is not None:
         steps = _attach(steps, aggregate_by_step(traj))
-    config = {k: v for k, v in row.items() if k not in {"experiment_id"}}
+        config[VERSION_KEY] = AGGREGATES_VERSION
     return ImportedRun(
         name=exp_id,
         source=SourceInfo(
@@ -338,6 +344,7 @@ def _aggregate_together(runs: list[ImportedRun]) -> None:
         aggregates = aggregate_by_step(pa.concat_tables(tables, promote_options="permissive"), by="run")
         for i, group in aggregates.groupby("run", sort=False):
             runs[int(i)].steps = _attach(runs[int(i)].steps, group.drop(columns="run"))
+            runs[int(i)].config[VERSION_KEY] = AGGREGATES_VERSION
 
 
 def read_folder(root: Path) -> list[ImportedRun]:
