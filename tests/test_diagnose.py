@@ -295,3 +295,14 @@ def test_a_library_made_with_another_detector_is_noted(
     detector.save(tmp_path / "d.json")
     [(same, _)] = diagnose_runs(store, [run_id], tmp_path / "fp.parquet", tmp_path / "d.json")
     assert same.notes == []
+
+
+def test_diagnosing_many_runs_at_once_gives_each_runs_own_answer(setup: tuple[Detector, Library]) -> None:
+    detector, library = setup
+    fps = [
+        fingerprint_run(detector, _run(500 + i, kind, onset=15), mode)
+        for i, kind in enumerate(["od_kl", "control", "od_kl"])
+        for mode in ("band", "self")
+    ]
+    diagnoser = Diagnoser(library)
+    assert diagnoser.diagnose_many(fps) == [diagnoser.diagnose(fp) for fp in fps]

@@ -53,7 +53,7 @@ def diagnose_runs(
             "rebuild it with `rftfm fingerprints build --detector` for like-for-like fingerprints"
         )
     diagnoser = Diagnoser(library)
-    out = []
+    items = []
     for ref in refs:
         run_id = store.resolve(ref)
         manifest = store.manifest(run_id)
@@ -62,8 +62,11 @@ def diagnose_runs(
             raise RftfmError(f"run {run_id}: no step records to diagnose")
         verdict = detector.score_run(RunData(run_id, manifest.task, frame))
         band = detector.bands.get(manifest.task) if manifest.task else None
-        fp = fingerprint(run_id, frame, verdict, band)
-        diagnosis = explain(diagnoser.diagnose(fp, top=top), verdict, frame)
+        items.append((frame, verdict, fingerprint(run_id, frame, verdict, band)))
+    diagnoses = diagnoser.diagnose_many([fp for _, _, fp in items], top=top)
+    out = []
+    for (frame, verdict, _), diagnosis in zip(items, diagnoses, strict=True):
+        diagnosis = explain(diagnosis, verdict, frame)
         out.append((diagnosis.model_copy(update={"notes": notes + diagnosis.notes}), verdict))
     return out
 

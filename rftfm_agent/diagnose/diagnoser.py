@@ -220,7 +220,23 @@ class Diagnoser:
             proba[np.ix_(rows, columns)] = model.forest.predict_proba(x)
         return classes, proba, unknown
 
-    def diagnose(self, fp: Fingerprint, top: int = 3) -> Diagnosis:
+    def diagnose_many(self, fps: list[Fingerprint], top: int = 3) -> list[Diagnosis]:
+        """`diagnose` for many runs, with one forest call per model instead of one per run (a forest
+        call costs tens of milliseconds whatever its number of rows)."""
+        probas: dict[int, np.ndarray] = {}
+        by_model: dict[tuple[str, tuple[str, ...], bool], list[int]] = {}
+        for i, fp in enumerate(fps):
+            if not all(m in fp.missing for m in WATCHED):
+                key = (fp.mode, self.usable_features(fp), uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
+                by_model.setdefault(key, []).append(i)
+        for (mode, features, tools), rows in by_model.items():
+            model = self.model(mode, features, tools)
+            x = np.vstack([fps[i].vector(features) for i in rows])
+            for i, row in zip(rows, model.forest.predict_proba(x), strict=True):
+                probas[i] = row
+        return [self.diagnose(fp, top, proba=probas.get(i)) for i, fp in enumerate(fps)]
+
+    def diagnose(self, fp: Fingerprint, top: int = 3, proba: np.ndarray | None = None) -> Diagnosis:
         features = self.usable_features(fp)
         if all(m in fp.missing for m in WATCHED):
             # Nothing to fingerprint (e.g. a pasted step whose metrics are all NaN): no fault type can be
@@ -239,7 +255,8 @@ class Diagnoser:
             )
         model = self.model(fp.mode, features, uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
         x = fp.vector(features)[None, :]
-        proba = model.forest.predict_proba(x)[0]
+        if proba is None:
+            proba = model.forest.predict_proba(x)[0]
         classes = model.forest.classes_
         embedded = model.embed(x)
         distances = np.linalg.norm(model.embedded - embedded, axis=1)
