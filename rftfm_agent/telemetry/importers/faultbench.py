@@ -17,7 +17,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -325,10 +327,14 @@ def iter_folder(root: Path, chunk: int = CHUNK) -> Iterator[ImportedRun]:
     run_dirs = sorted({p.parent for name in (STEP_FILE, TRAJECTORY_FILE) for p in root.rglob(name)})
     if not run_dirs:
         raise InputError(root, "RFT-FaultBench layout without any run folder (no *_train_step.jsonl)")
-    for start in range(0, len(run_dirs), chunk):
-        runs = [read_run_folder(d, registry, aggregate=False) for d in run_dirs[start : start + chunk]]
-        _aggregate_together(runs)
-        yield from runs
+    # Arrow's JSON reader releases the GIL: the run folders of a chunk are read on every core. Errors
+    # surface in folder order (map yields in order), so the first bad file is the one reported.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start in range(0, len(run_dirs), chunk):
+            batch = run_dirs[start : start + chunk]
+            runs = list(pool.map(lambda d: read_run_folder(d, registry, aggregate=False), batch))
+            _aggregate_together(runs)
+            yield from runs
 
 
 def _aggregate_together(runs: list[ImportedRun]) -> None:
