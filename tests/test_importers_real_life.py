@@ -238,3 +238,13 @@ def test_csv_of_metrics_without_a_step_column_uses_row_numbers(tmp_path: Path) -
     people = tmp_path / "people.csv"  # no step column and no metric a trainer logs: not a training log
     people.write_text("name,city,age\nAda,London,36\nAlan,Wilmslow,41\n")
     assert "unknown format" in _error(people)
+
+
+def test_the_same_log_given_twice_in_one_ingest_is_stored_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(json.dumps({"step": i, "reward": 0.1 * i, "kl": 0.01}) for i in range(1, 5)))
+    store = tmp_path / "store"
+    result = CliRunner().invoke(app, ["ingest", str(path), str(path), "--store", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["outcome"] for r in json.loads(result.stdout)["runs"]] == ["new"]
+    assert Store(store).run_ids() == ["m"]
