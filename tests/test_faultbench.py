@@ -214,7 +214,7 @@ def test_ingest_benchmark_reports_its_anchor_and_memory() -> None:
 
     figures = run_benchmark(records=3000)
     assert figures["trajectory_records"] == 3000 and figures["runs"] == 2
-    assert figures["ratio_to_duckdb"] > 0 and figures["peak_rss_MB (process)"] > 0
+    assert figures["ratio_to_duckdb"] > 0 and figures["peak_rss_MB after ingest (process)"] > 0
 
 
 def test_stored_aggregates_are_read_as_stored_when_current(tmp_path: Path) -> None:
