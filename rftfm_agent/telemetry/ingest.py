@@ -35,16 +35,16 @@ def ingest(
     result = IngestResult()
     staged: list[StagedRun] = []
     reserved: set[str] = set()
-    hashes: set[str] = set()  # the same bytes given twice in one call are stored once
+    seen: set[tuple[str, str]] = set()  # the same run (name and bytes) given twice in one call: stored once
     try:
         for path in paths:
             mine: list[StagedRun] = []
             try:
                 for run in importers.iter_load(path, key_map):
-                    if run.source.sha256 in hashes:
+                    key = (run.name, run.source.sha256 or "")
+                    if run.source.sha256 and key in seen:
                         continue
-                    if run.source.sha256:
-                        hashes.add(run.source.sha256)
+                    seen.add(key)
                     mine.append(store.stage_run(run, replace=replace, reserved=reserved))
             except RftfmError as exc:
                 result.errors.append(str(exc))
