@@ -497,16 +497,7 @@ class Store:
         )
         summary_cols = steps.select(["step", "metric", "source_key"]).to_pandas()
         self._summarise(manifest, summary_cols, traj.num_rows if traj else 0)
-        staging = self.runs_dir / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
-        try:
-            manifest.step_parts = [_write_part(staging / "steps", steps)]
-            if traj is not None and traj.num_rows:
-                manifest.trajectory_parts = [_write_part(staging / "trajectories", traj)]
-            self._commit_manifest(staging, manifest)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        staging = self._stage(manifest, steps, traj)
         reserved.add(run_id)
         return StagedRun(run_id=run_id, outcome=outcome, manifest=manifest, staging=staging)
 
@@ -530,15 +521,7 @@ class Store:
                     for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
                         (run_dir / f"{name}.parquet").unlink(missing_ok=True)
                 else:
-                    target = self.runs_dir / run_id
-                    if (target / "manifest.json").is_file():
-                        raise StoreError(
-                            f"run {run_id} was created by another writer meanwhile: ingest again"
-                        )
-                    if target.exists():  # a folder left without a manifest by a crash: not a committed run
-                        shutil.rmtree(target)
-                    os.rename(staging, target)
-                    fsync_dir(self.runs_dir)
+                    self._rename_into_place(staging, run_id)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -549,7 +532,8 @@ class Store:
         if staged.staging is not None:
             shutil.rmtree(staged.staging, ignore_errors=True)
 
-    def _create(self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> None:
+    def _stage(self, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> Path:
+        """A hidden folder holding the run's parts and its manifest (removed again on failure)."""
         staging = self.runs_dir / f".staging-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
@@ -557,11 +541,25 @@ class Store:
             if traj is not None and traj.num_rows:
                 manifest.trajectory_parts = [_write_part(staging / "trajectories", traj)]
             self._commit_manifest(staging, manifest)
-            target = self.runs_dir / run_id
-            if target.exists():  # a folder left without a manifest by a crash: not a committed run
-                shutil.rmtree(target)
-            os.rename(staging, target)
-            fsync_dir(self.runs_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return staging
+
+    def _rename_into_place(self, staging: Path, run_id: str) -> None:
+        """Make a staged run visible under its id (the caller holds the run's lock)."""
+        target = self.runs_dir / run_id
+        if (target / "manifest.json").is_file():
+            raise StoreError(f"run {run_id} was created by another writer meanwhile: ingest again")
+        if target.exists():  # a folder left without a manifest by a crash: not a committed run
+            shutil.rmtree(target)
+        os.rename(staging, target)
+        fsync_dir(self.runs_dir)
+
+    def _create(self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> None:
+        staging = self._stage(manifest, steps, traj)
+        try:
+            self._rename_into_place(staging, run_id)
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
