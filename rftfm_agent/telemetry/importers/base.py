@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -240,3 +241,28 @@ def merge_steps(rows: Rows) -> dict[int, dict[str, float]]:
 
 def restart_note(i: int, n: int, first: int) -> str:
     return f"run {i} of {n} in this file: the step counter started over at step {first}"
+
+
+def json_lines(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-empty line of a JSONL file; one clear error for the first bad
+    one. With `skipped`, a bad last line (a job killed mid-write) is left out and noted there instead."""
+    text = read_text(path)
+    lines = text.split("\n")
+    last = max(i for i, line in enumerate(lines) if line.strip())
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == last and skipped is not None:
+                skipped.append(
+                    f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
+                )
+                continue
+            if i == last and not text.endswith("\n"):
+                raise InputError(path, f"truncated: last line {i + 1} is an incomplete JSON record") from None
+            raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
+        if not isinstance(obj, dict):
+            raise InputError(path, f"corrupt JSONL at line {i + 1}: a record must be a JSON object")
+        yield i + 1, obj

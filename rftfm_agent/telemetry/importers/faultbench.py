@@ -36,7 +36,7 @@ from rftfm_agent.telemetry.aggregates import (
     VERSION_KEY,
     aggregate_by_step,
 )
-from rftfm_agent.telemetry.importers.base import looks_binary, numeric_items, read_text, sha256_of
+from rftfm_agent.telemetry.importers.base import json_lines, looks_binary, numeric_items, sha256_of
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, ImportedRun, RawStep, SourceInfo
 
 NAME = "rft_faultbench"
@@ -109,28 +109,9 @@ def is_export_folder(folder: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _iter_json_lines(path: Path):
-    """(line number, object) for each non-empty line; one clear error for the first bad one."""
-    text = read_text(path)
-    lines = text.split("\n")
-    last = max(i for i, line in enumerate(lines) if line.strip())
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == last and not text.endswith("\n"):
-                raise InputError(path, f"truncated: last line {i + 1} is an incomplete JSON record") from None
-            raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise InputError(path, f"corrupt JSONL at line {i + 1}: a record must be a JSON object")
-        yield i + 1, obj
-
-
 def read_steps(path: Path) -> list[RawStep]:
     rows: dict[int, dict[str, float]] = {}
-    for line_no, obj in _iter_json_lines(path):
+    for line_no, obj in json_lines(path):
         step = _step_of(obj)
         try:
             step_i = int(step)  # type: ignore[arg-type]
@@ -157,7 +138,7 @@ def read_trajectories(path: Path) -> pa.Table:
         raw = pajson.read_json(path, parse_options=pajson.ParseOptions(newlines_in_values=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         # Let the line-by-line reader name the bad line; if it finds none, report Arrow's complaint.
-        for _ in _iter_json_lines(path):
+        for _ in json_lines(path):
             pass
         raise InputError(path, "rows do not share one structure (mixed types in a field)") from None
     flat = raw.flatten()

@@ -20,10 +20,10 @@ from typing import Any
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
     SUMMARY_KEYS,
+    json_lines,
     looks_binary,
     merge_steps,
     numeric_items,
-    read_text,
     restart_note,
     sha256_of,
     split_restarts,
@@ -70,25 +70,7 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def _objects(path: Path, notes: list[str]) -> list[tuple[int, dict]]:
-    text = read_text(path)
-    lines = text.split("\n")
-    last = max(i for i, line in enumerate(lines) if line.strip())
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == last:
-                notes.append(
-                    f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
-                )
-                continue
-            raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
-        if not isinstance(obj, dict):
-            raise InputError(path, f"corrupt JSONL at line {i + 1}: a record must be a JSON object")
-        out.append((i + 1, obj))
+    out = list(json_lines(path, skipped=notes))
     if not out:
         raise InputError(path, "truncated: the only record is incomplete")
     return out
