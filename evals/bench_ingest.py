@@ -10,6 +10,7 @@ same files is timed in the same run as the anchor, and the process's peak memory
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import resource
 import shutil
@@ -117,6 +118,7 @@ def run_benchmark(records: int = 1_000_000, seed: int = 0) -> dict[str, Any]:
         if child.exitcode != 0:
             raise RuntimeError(f"generating the input failed (exit code {child.exitcode})")
         generate_s = time.perf_counter() - t0
+        os.sync()  # the input's own write-back belongs to generating it, not to the ingest timed below
         input_mb = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 1e6
 
         rss_before = _peak_rss_mb()

@@ -238,3 +238,191 @@ def test_stored_aggregates_are_read_as_stored_when_current(tmp_path: Path) -> No
         pd.testing.assert_frame_equal(
             frame[["step", *cols]].reset_index(drop=True), fresh[["step", *cols]], check_dtype=False
         )
+
+
+def _messy_export(root: Path) -> None:
+    """Runs whose trajectory files differ the way real exports do: spellings, missing and late keys,
+    per-function rewards with NaN, ±Inf and nulls, fractional lengths, flat rows."""
+    runs: dict[str, list[dict]] = {
+        "a_nested": [
+            trajectory_row(
+                s,
+                {
+                    "reward": r,
+                    "rewards": {"correct": r, "format": f},
+                    "response_length": 7.6,
+                    "advantage": 0.5,
+                },
+                {"truncated": s == 2, "empty_response": False},
+                group_id=i // 2,
+                sample_index=i,
+                prompt_id=f"p{i // 2}",
+                response=f"text {i % 3}",
+            )
+            for s in (1, 2)
+            for i, (r, f) in enumerate(
+                [(1.0, 0.0), (float("nan"), None), (float("inf"), 1.0), (-float("inf"), None)]
+            )
+        ],
+        "b_completion_spelling": [
+            {
+                "metadata": {"rollout_step": s, "group_id": 0},
+                "metrics": {"reward": float(i)},
+                "completion": "x",
+            }
+            for s in (1, 2, 3)
+            for i in range(3)
+        ],
+        "c_flat_rows": [
+            {"metadata": {"rollout_step": s}, "reward": 0.5, "response_length": 4, "prompt": "q"}
+            for s in (1, 2)
+        ],
+        "d_late_key": [
+            {
+                "metadata": {"rollout_step": 1 + i // 4, "group_id": i // 2},
+                "metrics": {"reward": float(i % 2)},
+            }
+            for i in range(40)
+        ]
+        + [{"metadata": {"rollout_step": 11, "group_id": 0}, "metrics": {"reward": 1.0, "advantage": -0.3}}],
+        "e_no_functions": [
+            {"metadata": {"rollout_step": 1}, "metrics": {"reward": 0.0, "rewards": {"a": None}}},
+            {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0, "rewards": {"b": 2.0, "a": 1.0}}},
+        ],
+    }
+    for name, rows in runs.items():
+        write_run_folder(root / "runs" / name, [step_row(1, {"reward": 0.5, "kl": 0.1})], rows)
+
+
+def _same_table(a, b) -> None:  # type: ignore[no-untyped-def]
+    """Two store-schema tables hold the same rows (maps compared as dicts, NaN equal to NaN)."""
+    left, right = a.to_pandas(), b.to_pandas()
+    for frame in (left, right):
+        frame["rewards"] = [None if m is None else dict(m) for m in frame["rewards"]]
+    assert left.drop(columns="rewards").equals(right.drop(columns="rewards"))
+    for x, y in zip(left["rewards"], right["rewards"], strict=True):
+        assert (x is None and y is None) or (
+            x.keys() == y.keys() and all(x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k])) for k in x)
+        ), (x, y)
+
+
+def test_one_read_of_many_files_equals_one_read_per_file(tmp_path: Path) -> None:
+    """A chunk's trajectory files read by DuckDB in one typed pass give the same store rows as the
+    per-file reader, on messy files; and whole runs (step rows with their traj/ aggregates) are equal."""
+    import duckdb
+
+    from rftfm_agent.telemetry.importers.faultbench import (
+        _read_together,
+        iter_folder,
+        read_registries,
+        read_run_folder,
+        read_trajectories,
+    )
+    from rftfm_agent.telemetry.store import conform_trajectories
+
+    _messy_export(tmp_path)
+    dirs = sorted((tmp_path / "runs").iterdir())
+    together = _read_together(duckdb.connect(), dirs)
+    assert together is not None
+    for d, table in zip(dirs, together, strict=True):
+        _same_table(
+            conform_trajectories(d.name, table),
+            conform_trajectories(d.name, read_trajectories(d / TRAJECTORY_FILE)),
+        )
+    registry = read_registries(tmp_path)
+    for run in iter_folder(tmp_path):
+        alone = read_run_folder(tmp_path / "runs" / run.name, registry)
+        assert [s.step for s in run.steps] == [s.step for s in alone.steps]
+        for mine, theirs in zip(run.steps, alone.steps, strict=True):
+            assert mine.values.keys() == theirs.values.keys(), run.name
+            assert list(mine.values.values()) == pytest.approx(list(theirs.values.values()), nan_ok=True)
+        assert run.source.sha256 == alone.source.sha256
+
+
+@pytest.mark.parametrize(
+    "bad_row",
+    [
+        {"metadata": {"rollout_step": 1}, "metrics": {"reward": "oops"}},  # another type
+        {"metadata": {"rollout_step": 1, "group_id": 0.5}, "metrics": {"reward": 1.0}},  # a fractional id
+        {"metrics": {"reward": 1.0}},  # no step
+    ],
+)
+def test_a_chunk_duckdb_cannot_read_alike_goes_to_the_per_file_reader(tmp_path: Path, bad_row: dict) -> None:
+    import duckdb
+
+    from rftfm_agent.telemetry.importers.faultbench import _read_together
+
+    _messy_export(tmp_path)
+    path = tmp_path / "runs" / "c_flat_rows" / TRAJECTORY_FILE
+    path.write_text(path.read_text() + json.dumps(bad_row) + "\n")
+    assert _read_together(duckdb.connect(), sorted((tmp_path / "runs").iterdir())) is None
+
+
+def test_skip_bad_leaves_malformed_rows_out_and_counts_them(tmp_path: Path) -> None:
+    """Without --skip-bad a corrupt line is a one-line error naming the file and line and nothing is
+    stored; with it, the bad lines (anywhere in the file, steps and trajectories) are left out, counted
+    in the run's notes and shown, and every good row is stored."""
+    from typer.testing import CliRunner
+
+    from rftfm_agent.cli import app
+    from rftfm_agent.telemetry.store import Store
+
+    _write_export(tmp_path / "export")
+    run_dir = tmp_path / "export" / "RF" / "easy" / "exp_control"
+    traj = run_dir / TRAJECTORY_FILE
+    lines = traj.read_text().splitlines()
+    traj.write_text("\n".join([lines[0], "{not json", *lines[1:3], "[1, 2]", *lines[3:]]) + "\n")
+    steps = run_dir / STEP_FILE
+    steps.write_text(steps.read_text() + '{"metrics": {"reward": 1.0}}\n')
+    store = tmp_path / "store"
+
+    refused = CliRunner().invoke(app, ["ingest", str(tmp_path / "export"), "--store", str(store)])
+    assert refused.exit_code == 1 and "line 2" in refused.output and TRAJECTORY_FILE in refused.output
+    assert Store(store).run_ids() == []
+
+    kept = CliRunner().invoke(app, ["ingest", str(tmp_path / "export"), "--store", str(store), "--skip-bad"])
+    assert kept.exit_code == 0, kept.output
+    manifest = Store(store).manifest(Store(store).resolve("exp_control"))
+    assert manifest.n_trajectories == len(lines)
+    notes = [n for n in manifest.source.notes if n.startswith("--skip-bad")]
+    assert any(f"2 malformed row(s) of {TRAJECTORY_FILE}" in n and "line 2" in n for n in notes)
+    assert any(f"1 malformed row(s) of {STEP_FILE}" in n for n in notes)
+    assert "malformed row(s)" in kept.output
+
+
+def test_every_spelling_the_mapping_knows_is_read_alike_by_both_readers(tmp_path: Path) -> None:
+    """The one-pass DuckDB read declares its columns; a spelling missing there would silently drop a
+    column the per-file reader keeps. One run folder per spelling of every store column."""
+    import duckdb
+
+    from rftfm_agent.telemetry.importers.faultbench import (
+        _TRAJECTORY_COLUMNS,
+        _read_together,
+        read_trajectories,
+    )
+    from rftfm_agent.telemetry.store import conform_trajectories
+
+    text = {"prompt_id", "prompt", "completion", "fault_injection_type", "fault_injection_strength"}
+    flags = {"truncated", "empty_response", "short_response", "long_response", "fault_injected"}
+    n = 0
+    for target, spellings in _TRAJECTORY_COLUMNS.items():
+        for spelling in spellings:
+            if target == "step":
+                continue
+            value = "x" if target in text else True if target in flags else 2
+            row: dict = {"metadata": {"rollout_step": 1}}
+            node = row
+            *parents, leaf = spelling.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+            write_run_folder(
+                tmp_path / "runs" / f"r{n:03d}", [step_row(1, {"reward": 0.0, "kl": 0.0})], [row, row]
+            )
+            n += 1
+    dirs = sorted((tmp_path / "runs").iterdir())
+    together = _read_together(duckdb.connect(), dirs)
+    assert together is not None
+    for d, table in zip(dirs, together, strict=True):
+        alone = conform_trajectories(d.name, read_trajectories(d / TRAJECTORY_FILE))
+        _same_table(conform_trajectories(d.name, table), alone)

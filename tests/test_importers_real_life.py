@@ -248,3 +248,14 @@ def test_the_same_log_given_twice_in_one_ingest_is_stored_once(tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert [r["outcome"] for r in json.loads(result.stdout)["runs"]] == ["new"]
     assert Store(store).run_ids() == ["m"]
+
+
+def test_skip_bad_leaves_a_bad_metrics_line_out_and_counts_it(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "reward": 0.1 * s, "kl": 0.01}) for s in range(1, 6)]
+    path.write_text("\n".join([*rows[:2], '{"step": 3, "reward": 0.3,', *rows[3:]]) + "\n")
+    with pytest.raises(InputError, match="line 3"):
+        importers.load(path)
+    (run,) = importers.load(path, skip_bad=True)
+    assert [s.step for s in run.steps] == [1, 2, 4, 5]
+    assert any("1 malformed row(s) of metrics.jsonl" in n and "line 3" in n for n in run.source.notes)

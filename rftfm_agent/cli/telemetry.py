@@ -32,7 +32,12 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="log files or run folders")],
     store: StoreOpt = None,
     replace: Annotated[bool, typer.Option(help="replace a stored run of the same name")] = False,
-    skip_bad: Annotated[bool, typer.Option(help="store the readable inputs even if some are bad")] = False,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            help="leave malformed rows (JSON lines, counted) and unreadable inputs out; store the rest"
+        ),
+    ] = False,
     key_map: MapOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -58,6 +63,7 @@ def ingest(
             "steps": m.n_steps,
             "trajectories": m.n_trajectories,
             "outcome": how,
+            "skipped": [n for n in m.source.notes if n.startswith("--skip-bad")],
         }
         for m, how in outcome.stored
     ]
@@ -68,6 +74,9 @@ def ingest(
         for r in results:
             table.add_row(r["run_id"], r["format"], str(r["steps"]), str(r["trajectories"]), r["outcome"])
         console.print(table)
+        for r in results:
+            for note in r["skipped"]:
+                err_console.print(f"{r['run_id']}: {note}", markup=False, highlight=False, soft_wrap=True)
     if errors:
         raise typer.Exit(1)
 

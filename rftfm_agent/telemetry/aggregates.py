@@ -20,7 +20,9 @@ PREFIX = "traj/"
 # Bump when a definition below changes: runs whose stored traj/ step metrics carry this version (in their
 # config, `traj_aggregates_version`) were aggregated per step by these definitions, and detection reads
 # them as stored instead of recomputing them from the trajectories.
-AGGREGATES_VERSION = 1
+# 2: traj/distinct_completion_frac counts logged completions only (a source without completion texts
+#    gave 0, "every sample the same", instead of no value).
+AGGREGATES_VERSION = 2
 VERSION_KEY = "traj_aggregates_version"
 
 # Equal-reward tolerance for `traj/zero_std_group_frac`, close to TRL's `torch.isclose(std, 0)`.
@@ -154,7 +156,8 @@ def _group_consistency(df: pd.DataFrame) -> dict[str, float]:
     keys = ["step", "group"]
     if "completion" in df.columns:
         frame["completion"] = df["completion"].astype("string").to_numpy()
-        distinct = frame.groupby(keys)["completion"].agg(lambda c: c.nunique() / max(1, len(c)))
+        logged = frame[frame["completion"].notna()]  # a group without texts has no diversity to measure
+        distinct = logged.groupby(keys)["completion"].agg(lambda c: c.nunique() / max(1, len(c)))
         if len(distinct):
             out["traj/distinct_completion_frac"] = float(distinct.mean())
         spread = frame.groupby([*keys, "completion"], dropna=True)["reward"].agg(lambda r: r.max() - r.min())
@@ -195,8 +198,9 @@ def aggregate_trajectories(df: pd.DataFrame) -> dict[str, float]:
     - traj/tool_calls_mean: mean tool calls per completion.
     - traj/tool_error_rate: failed tool calls / tool calls (absent when no completion called a tool).
     - traj/reward_neg_frac: fraction of negative rewards.
-    - traj/distinct_completion_frac: mean over groups of distinct completions / group size (diversity:
-      near 1/group size means every sample of a prompt is the same text — collapse or a cold sampler).
+    - traj/distinct_completion_frac: mean over groups of distinct completions / completions logged
+      (diversity: near 1/group size means every sample of a prompt is the same text — collapse or a cold
+      sampler); rows without a completion text are left out.
     - traj/reward_mismatch_frac: fraction of groups in which the same completion text got different
       rewards (a deterministic verifier never does that: noise, misattached or flipped rewards do).
     - traj/adv_reward_discord_frac: fraction of groups with unequal rewards whose advantages run against
@@ -313,8 +317,8 @@ def _group_aggregates(
         parts.append(
             q(
                 """SELECT step, avg(d) AS "traj/distinct_completion_frac"
-                   FROM (SELECT step, g, count(DISTINCT c) / greatest(1, count(*)) AS d
-                         FROM rows WHERE g IS NOT NULL GROUP BY step, g)
+                   FROM (SELECT step, g, count(DISTINCT c) / greatest(1, count(c)) AS d
+                         FROM rows WHERE g IS NOT NULL AND c IS NOT NULL GROUP BY step, g)
                    GROUP BY step"""
             )
         )

@@ -31,7 +31,10 @@ def ingest(
     replace: bool = False,
     skip_bad: bool = False,
 ) -> IngestResult:
-    """Read every input, then store its runs; with an error and not `skip_bad`, store nothing."""
+    """Read every input, then store its runs; with an error and not `skip_bad`, store nothing.
+
+    With `skip_bad`, a malformed row of a JSON-lines log is left out (counted in its run's notes) and an
+    input that cannot be read at all is left out whole (its error is reported)."""
     result = IngestResult()
     staged: list[StagedRun] = []
     reserved: set[str] = set()
@@ -40,12 +43,13 @@ def ingest(
         for path in paths:
             mine: list[StagedRun] = []
             try:
-                for run in importers.iter_load(path, key_map):
+                for run in importers.iter_load(path, key_map, skip_bad):
                     key = (run.name, run.source.sha256 or "")
                     if run.source.sha256 and key in seen:
                         continue
                     seen.add(key)
-                    mine.append(store.stage_run(run, replace=replace, reserved=reserved))
+                    # Staged files are flushed to disk by the commit, all with one call (`commit_all`).
+                    mine.append(store.stage_run(run, replace=replace, reserved=reserved, durable=False))
             except RftfmError as exc:
                 result.errors.append(str(exc))
                 for s in mine:  # a bad input is stored not at all, not in part
@@ -54,9 +58,9 @@ def ingest(
             staged.extend(mine)
         if result.errors and not skip_bad:
             return result
-        while staged:
-            s = staged.pop(0)
-            result.stored.append((store.commit_staged(s), s.outcome))
+        manifests = store.commit_all(staged)
+        result.stored = [(m, s.outcome) for m, s in zip(manifests, staged, strict=True)]
+        staged = []
         return result
     finally:
         for s in staged:

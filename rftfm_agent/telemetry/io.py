@@ -11,6 +11,7 @@ Python's `json` module and JavaScript's `Number()` read back. `from_json_safe` t
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
@@ -31,6 +32,32 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs  # Linux (glibc, musl)
+    except (AttributeError, OSError):
+        return None
+
+
+_SYNCFS = _load_syncfs()
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush every file written to the file system that holds `path`, with one call.
+
+    For a batch of files written without flushing each (a staged ingest of thousands of runs): one
+    `syncfs` costs less than an `fsync` per file. Where `syncfs` is missing, `os.sync` (all file systems).
+    """
+    if _SYNCFS is not None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    os.sync()
 
 
 def _temporary(path: Path) -> Path:

@@ -31,13 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rftfm_agent.errors import StoreError
 from rftfm_agent.telemetry import io, vocabulary
-from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir
+from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir, sync_filesystem
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, RunManifest, SourceInfo, TrajectoryRecord
 
 STEP_SCHEMA = pa.schema(
@@ -148,26 +150,87 @@ def slugify(name: str) -> str:
     return slug[:80] or "run"
 
 
-def _write_part(folder: Path, table: pa.Table) -> str:
-    """Write a Parquet part atomically (temporary name, then rename); returns its name."""
+def _write_part(folder: Path, table: pa.Table, durable: bool = True) -> str:
+    """Write a Parquet part atomically (temporary name, then rename); returns its name.
+
+    `durable=False` is for a staging folder, which no reader sees: the file is written in place and not
+    flushed, because the batch commit flushes all its staged files with one call (`Store.commit_all`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-    atomic_write_with(folder / name, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    if durable:
+        atomic_write_with(folder / name, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    else:
+        pq.write_table(table, folder / name, compression="zstd")
     return name
 
 
 def step_table(run_id: str, steps: Iterable[RawStep]) -> pa.Table:
-    """Map raw rows through the vocabulary into the long step table (one row per step × metric)."""
-    cols: dict[str, list] = {name: [] for name in STEP_SCHEMA.names}
-    for raw in steps:
-        for metric, source_key, value in vocabulary.map_row(raw.values):
-            cols["run_id"].append(run_id)
-            cols["step"].append(raw.step)
-            cols["wall_time"].append(raw.wall_time)
-            cols["metric"].append(metric)
-            cols["source_key"].append(source_key)
-            cols["value"].append(value)
-    return pa.table(cols, schema=STEP_SCHEMA)
+    """Map raw rows through the vocabulary into the long step table (one row per step × metric).
+
+    Rows that log the same keys share one mapping plan (`vocabulary.map_keys`), applied to all their
+    values at once; the rows come out in the order of `map_row` applied row by row."""
+    rows = list(steps)
+    by_keys: dict[tuple[str, ...], list[int]] = {}
+    for i, raw in enumerate(rows):
+        by_keys.setdefault(tuple(raw.values), []).append(i)
+    row_of, order, metric, source, value = [], [], [], [], []
+    for keys, members in by_keys.items():
+        plan = vocabulary.map_keys(keys)
+        if not plan:
+            continue
+        logged = np.array([list(rows[i].values.values()) for i in members], dtype=np.float64)
+        positions = np.array([p[0] for p in plan])
+        scales = np.array([p[3] for p in plan], dtype=np.float64)
+        n, m = len(members), len(plan)
+        value.append((logged.reshape(n, len(keys))[:, positions] * scales).ravel())
+        row_of.append(np.repeat(np.array(members), m))
+        order.append(np.tile(np.arange(m), n))
+        metric.append(np.tile(np.array([p[1] for p in plan], dtype=object), n))
+        source.append(np.tile(np.array([p[2] for p in plan], dtype=object), n))
+    if not value:
+        return STEP_SCHEMA.empty_table()
+    row_all, order_all = np.concatenate(row_of), np.concatenate(order)
+    sort = np.lexsort((order_all, row_all))
+    row_all = row_all[sort]
+    step = np.array([r.step for r in rows], dtype=np.int64)[row_all]
+    wall = pa.array([r.wall_time for r in rows], pa.float64()).take(pa.array(row_all))
+    return pa.table(
+        {
+            "run_id": pa.repeat(pa.scalar(run_id, pa.string()), len(row_all)),
+            "step": pa.array(step, pa.int64()),
+            "wall_time": wall,
+            "metric": pa.array(np.concatenate(metric)[sort], pa.string()),
+            "source_key": pa.array(np.concatenate(source)[sort], pa.string()),
+            "value": pa.array(np.concatenate(value)[sort], pa.float64()),
+        },
+        schema=STEP_SCHEMA,
+    )
+
+
+def wide_steps(long: pd.DataFrame) -> pd.DataFrame:
+    """The long step table as one row per step and one column per metric, sorted by step and by name.
+
+    A (step, metric) logged twice keeps its last non-NaN value, and the step's wall time is its latest
+    one: pandas' `pivot_table(aggfunc="last", dropna=False)`, which a test holds this equal to, built
+    with arrays (the pivot was a third of the work of examining a run).
+    """
+    if long.empty:
+        return pd.DataFrame({"step": pd.Series(dtype="int64")})
+    steps, row = np.unique(long["step"].to_numpy(), return_inverse=True)
+    metrics, col = np.unique(long["metric"].to_numpy().astype(str), return_inverse=True)
+    value = long["value"].to_numpy(dtype=np.float64)
+    logged = np.flatnonzero(~np.isnan(value))[::-1]  # newest first: np.unique keeps the first it meets
+    _, newest = np.unique(row[logged] * len(metrics) + col[logged], return_index=True)
+    keep = logged[newest]
+    grid = np.full((len(steps), len(metrics)), np.nan)
+    grid[row[keep], col[keep]] = value[keep]
+    wall = np.full(len(steps), np.nan)
+    np.fmax.at(wall, row, long["wall_time"].to_numpy(dtype=np.float64, na_value=np.nan))
+    frame = pd.DataFrame(grid, columns=metrics.tolist())
+    frame.insert(0, "wall_time", wall)
+    frame.insert(0, "step", steps.astype(np.int64))
+    return frame
 
 
 def trajectory_table(run_id: str, records: Sequence[TrajectoryRecord]) -> pa.Table:
@@ -187,7 +250,7 @@ def conform_trajectories(run_id: str, table: pa.Table) -> pa.Table:
     arrays = []
     for fld in TRAJECTORY_SCHEMA:
         if fld.name == "run_id":
-            arrays.append(pa.array([run_id] * n, pa.string()))
+            arrays.append(pa.repeat(pa.scalar(run_id, pa.string()), n))
         elif fld.name in table.column_names:
             arrays.append(table.column(fld.name).cast(fld.type))
         else:
@@ -225,6 +288,8 @@ class Store:
 
     def resolve(self, ref: str) -> str:
         """A run id from an id, a name, or an unambiguous id prefix."""
+        if "/" not in ref and not ref.startswith(".") and (self.runs_dir / ref / "manifest.json").is_file():
+            return ref  # an id: no need to list the store (diagnosing 1,000 runs resolves 1,000 refs)
         ids = self.run_ids()
         if ref in ids:
             return ref
@@ -250,20 +315,20 @@ class Store:
         df = table.to_pandas()
         if not wide:
             return df
-        if df.empty:
-            return pd.DataFrame({"step": pd.Series(dtype="int64")})
-        values = df.pivot_table(index="step", columns="metric", values="value", aggfunc="last", dropna=False)
-        wall = df.groupby("step")["wall_time"].max()
-        values.insert(0, "wall_time", wall)
-        values = values.reset_index()
-        values.columns.name = None
-        return values
+        return wide_steps(df)
 
     def trajectories(self, run_id: str, columns: list[str] | None = None) -> pd.DataFrame:
-        parts = self._parts(run_id, "trajectories")
+        return self.trajectory_table(run_id, columns).to_pandas()
+
+    def trajectory_table(
+        self, run_id: str, columns: list[str] | None = None, manifest: RunManifest | None = None
+    ) -> pa.Table:
+        """A run's trajectory rows as Arrow (no pandas copy): for vectorised passes over many runs."""
+        parts = self._parts(run_id, "trajectories", manifest)
         if not parts:
-            return TRAJECTORY_SCHEMA.empty_table().to_pandas()
-        return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts]).to_pandas()
+            empty = TRAJECTORY_SCHEMA.empty_table()
+            return empty.select(columns) if columns else empty
+        return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
 
     def _artifact_path(self, run_id: str, name: str) -> Path:
         if name not in ARTIFACTS:
@@ -432,18 +497,28 @@ class Store:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _commit_manifest(self, run_dir: Path, manifest: RunManifest) -> None:
-        atomic_write_bytes(run_dir / "manifest.json", manifest.model_dump_json(indent=2).encode())
+    def _commit_manifest(self, run_dir: Path, manifest: RunManifest, durable: bool = True) -> None:
+        data = manifest.model_dump_json(indent=2).encode()
+        if durable:
+            atomic_write_bytes(run_dir / "manifest.json", data)
+        else:  # in a staging folder (see `_write_part`)
+            (run_dir / "manifest.json").write_bytes(data)
 
     @staticmethod
-    def _summarise(manifest: RunManifest, steps: pd.DataFrame | None, n_traj: int) -> None:
-        if steps is not None and not steps.empty:
-            manifest.n_steps = int(steps["step"].nunique())
-            manifest.first_step = int(steps["step"].min())
-            manifest.last_step = int(steps["step"].max())
-            manifest.metrics = sorted(set(steps["metric"]))
-            firsts = steps.drop_duplicates("metric")
-            manifest.metric_sources = dict(zip(firsts["metric"], firsts["source_key"], strict=True))
+    def _summarise(manifest: RunManifest, steps: pa.Table | None, n_traj: int) -> None:
+        """Counts and names in the manifest from the step table's step, metric and source_key columns."""
+        if steps is not None and steps.num_rows:
+            step = steps.column("step")
+            low, high = pc.min_max(step).values()
+            manifest.n_steps = pc.count_distinct(step).as_py()
+            manifest.first_step, manifest.last_step = low.as_py(), high.as_py()
+            metric = steps.column("metric")
+            names = pc.unique(metric)  # in order of first appearance
+            first = pc.index_in(names, value_set=metric)  # the row where each first appears
+            manifest.metrics = sorted(names.to_pylist())
+            manifest.metric_sources = dict(
+                zip(names.to_pylist(), steps.column("source_key").take(first).to_pylist(), strict=True)
+            )
         manifest.n_trajectories = n_traj
 
     def write_run(self, run: ImportedRun, replace: bool = False) -> tuple[RunManifest, str]:
@@ -456,13 +531,15 @@ class Store:
         return self.commit_staged(staged), staged.outcome
 
     def stage_run(
-        self, run: ImportedRun, replace: bool = False, reserved: set[str] | None = None
+        self, run: ImportedRun, replace: bool = False, reserved: set[str] | None = None, durable: bool = True
     ) -> StagedRun:
         """Write a run's parts into a hidden staging folder: nothing is visible until `commit_staged`.
 
         Ingest stages every run of its inputs first and commits them only when all were read, so that a
         bad input leaves the store unchanged while memory holds one run at a time. `reserved` holds the
         ids of runs staged before this one in the same batch (so that two of them never take one id).
+        With `durable=False` the staged files are not flushed one by one: `commit_all` flushes a batch's
+        files with one call before the first of them becomes visible.
         """
         reserved = reserved if reserved is not None else set()
         base = slugify(run.name)
@@ -495,13 +572,26 @@ class Store:
             provenance=run.provenance,
             status="imported",
         )
-        summary_cols = steps.select(["step", "metric", "source_key"]).to_pandas()
-        self._summarise(manifest, summary_cols, traj.num_rows if traj else 0)
-        staging = self._stage(manifest, steps, traj)
+        self._summarise(manifest, steps, traj.num_rows if traj else 0)
+        staging = self._stage(manifest, steps, traj, durable=durable)
         reserved.add(run_id)
-        return StagedRun(run_id=run_id, outcome=outcome, manifest=manifest, staging=staging)
+        return StagedRun(run_id=run_id, outcome=outcome, manifest=manifest, staging=staging, durable=durable)
+
+    def commit_all(self, staged: Sequence[StagedRun]) -> list[RunManifest]:
+        """Make staged runs visible, in order. Files staged without a flush of their own are flushed to
+        disk first, all of them with one call; the folder's entry list is flushed once at the end."""
+        if any(s.staging is not None and not s.durable for s in staged):
+            sync_filesystem(self.runs_dir)
+        out = [self._commit(s, sync_dir=False) for s in staged]
+        if any(s.staging is not None for s in staged):
+            fsync_dir(self.runs_dir)
+        return out
 
     def commit_staged(self, staged: StagedRun) -> RunManifest:
+        """Make one staged run visible (see `_commit`)."""
+        return self.commit_all([staged])[0]
+
+    def _commit(self, staged: StagedRun, sync_dir: bool = True) -> RunManifest:
         """Make a staged run visible: a new run by renaming its folder into place, a replacement by
         moving its parts into the run's folder and committing the new manifest (the journal stays)."""
         if staged.staging is None:
@@ -521,7 +611,7 @@ class Store:
                     for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
                         (run_dir / f"{name}.parquet").unlink(missing_ok=True)
                 else:
-                    self._rename_into_place(staging, run_id)
+                    self._rename_into_place(staging, run_id, sync_dir=sync_dir)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)
@@ -532,21 +622,23 @@ class Store:
         if staged.staging is not None:
             shutil.rmtree(staged.staging, ignore_errors=True)
 
-    def _stage(self, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> Path:
+    def _stage(
+        self, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None, durable: bool = True
+    ) -> Path:
         """A hidden folder holding the run's parts and its manifest (removed again on failure)."""
         staging = self.runs_dir / f".staging-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
         try:
-            manifest.step_parts = [_write_part(staging / "steps", steps)]
+            manifest.step_parts = [_write_part(staging / "steps", steps, durable)]
             if traj is not None and traj.num_rows:
-                manifest.trajectory_parts = [_write_part(staging / "trajectories", traj)]
-            self._commit_manifest(staging, manifest)
+                manifest.trajectory_parts = [_write_part(staging / "trajectories", traj, durable)]
+            self._commit_manifest(staging, manifest, durable)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return staging
 
-    def _rename_into_place(self, staging: Path, run_id: str) -> None:
+    def _rename_into_place(self, staging: Path, run_id: str, sync_dir: bool = True) -> None:
         """Make a staged run visible under its id (the caller holds the run's lock)."""
         target = self.runs_dir / run_id
         if (target / "manifest.json").is_file():
@@ -554,7 +646,8 @@ class Store:
         if target.exists():  # a folder left without a manifest by a crash: not a committed run
             shutil.rmtree(target)
         os.rename(staging, target)
-        fsync_dir(self.runs_dir)
+        if sync_dir:
+            fsync_dir(self.runs_dir)
 
     def _create(self, run_id: str, manifest: RunManifest, steps: pa.Table, traj: pa.Table | None) -> None:
         staging = self._stage(manifest, steps, traj)
@@ -640,9 +733,7 @@ class Store:
     def _refresh_counts(run_dir: Path, manifest: RunManifest) -> None:
         step_files = [run_dir / "steps" / p for p in manifest.step_parts]
         steps = (
-            pa.concat_tables(
-                [pq.read_table(p, columns=["step", "metric", "source_key"]) for p in step_files]
-            ).to_pandas()
+            pa.concat_tables([pq.read_table(p, columns=["step", "metric", "source_key"]) for p in step_files])
             if step_files
             else None
         )
@@ -660,6 +751,7 @@ class StagedRun:
     outcome: str  # 'new' | 'replaced' | 'unchanged' (nothing staged)
     manifest: RunManifest
     staging: Path | None
+    durable: bool = True  # its files were flushed when written (else `commit_all` flushes them)
 
 
 def finite_or_none(x: float | None) -> float | None:

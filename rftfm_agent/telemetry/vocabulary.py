@@ -206,26 +206,37 @@ def resolve(key: str) -> tuple[str, float, int]:
     return k, 1.0, 0
 
 
+@functools.lru_cache(maxsize=4096)
+def map_keys(keys: tuple[str, ...]) -> tuple[tuple[int, str, str, float], ...]:
+    """How `map_row` maps a row with these keys, in this order: (position of the key in the row, canonical
+    name, source key, scale) for each triple it returns, in its order.
+
+    A log repeats one key set on almost every row, so ingest plans once per key set and applies the plan
+    to all the rows' values at once (see `store.step_table`).
+    """
+    chosen: dict[str, tuple[int, int, str, float]] = {}  # canonical → (priority, position, key, scale)
+    out: list[tuple[int, str, str, float]] = []
+    for position, key in enumerate(keys):
+        metric, scale, priority = resolve(key)
+        held = chosen.get(metric)
+        if held is None or priority < held[0]:
+            if held is not None:
+                out.append((held[1], normalise_key(held[2]), held[2], held[3]))
+            chosen[metric] = (priority, position, key, scale)
+        else:
+            out.append((position, normalise_key(key), key, scale))
+    out.extend((position, metric, key, scale) for metric, (_p, position, key, scale) in chosen.items())
+    return tuple(out)
+
+
 def map_row(row: dict[str, float]) -> list[tuple[str, str, float]]:
     """Map one logged row to (canonical, source_key, value) triples, resolving clashes by priority.
 
     When two keys of the row land on the same canonical name, the preferred one takes it and the other
     keeps its own normalised key as its name, so that both values survive.
     """
-    chosen: dict[str, tuple[int, str, float]] = {}
-    out: list[tuple[str, str, float]] = []
-    for key, value in row.items():
-        metric, scale, priority = resolve(key)
-        scaled = value * scale
-        held = chosen.get(metric)
-        if held is None or priority < held[0]:
-            if held is not None:
-                out.append((normalise_key(held[1]), held[1], held[2]))
-            chosen[metric] = (priority, key, scaled)
-        else:
-            out.append((normalise_key(key), key, scaled))
-    out.extend((metric, key, value) for metric, (_p, key, value) in chosen.items())
-    return out
+    values = list(row.values())
+    return [(metric, key, values[position] * scale) for position, metric, key, scale in map_keys(tuple(row))]
 
 
 def canonical_row(raw: Mapping[str, Any]) -> dict[str, float]:

@@ -18,6 +18,7 @@ from rftfm_agent.telemetry.importers import (
     hf_console,
     html_table,
     jsonl_metrics,
+    parquet_table,
     tensorboard_events,
     trainer_state,
     verl_console,
@@ -27,6 +28,7 @@ from rftfm_agent.telemetry.schema import ImportedRun
 
 # Order matters only where two formats could both claim a file: the more specific one goes first.
 FILE_IMPORTERS: tuple[ModuleType, ...] = (
+    parquet_table,
     tensorboard_events,
     jsonl_metrics,
     faultbench,
@@ -36,6 +38,10 @@ FILE_IMPORTERS: tuple[ModuleType, ...] = (
     hf_console,
     csv_table,
 )
+
+# Importers that can leave a malformed row out (`--skip-bad`, counted in the run's notes) instead of
+# refusing the file: the JSON-lines formats, one record per line. Elsewhere a bad file is left out whole.
+ROW_SKIPPERS: tuple[ModuleType, ...] = (faultbench, jsonl_metrics)
 
 # Files in a run folder that describe the run rather than log it.
 _NOTES = {"provenance.txt", "provenance.md", "readme.md", "readme.txt", "license", "license.txt"}
@@ -50,8 +56,9 @@ def sniff(path: Path) -> ModuleType | None:
     return None
 
 
-def load_file(path: Path, importer: ModuleType | None = None) -> list[ImportedRun]:
-    """Read one file that must be a recognised log (`importer`: one already chosen by `sniff`)."""
+def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = False) -> list[ImportedRun]:
+    """Read one file that must be a recognised log (`importer`: one already chosen by `sniff`);
+    `skip_bad`: malformed rows are left out where the format allows (see `ROW_SKIPPERS`)."""
     head = read_head(path)
     if not head.strip():
         raise InputError(path, "file is empty")
@@ -62,9 +69,11 @@ def load_file(path: Path, importer: ModuleType | None = None) -> list[ImportedRu
         raise InputError(
             path,
             "unknown format: not a trainer_state.json, HF/TRL or verl console log, JSONL of metric dicts, "
-            "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export or TensorBoard event file",
+            "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export, Parquet or TensorBoard event file",
         )
-    runs = importer.read(path)
+    runs = (
+        importer.read(path, skip_bad=True) if skip_bad and importer in ROW_SKIPPERS else importer.read(path)
+    )
     if not runs or not any(r.steps or r.trajectories is not None for r in runs):
         raise InputError(path, f"recognised as {importer.NAME} but holds no step records")
     note = provenance_beside(path)
@@ -73,10 +82,10 @@ def load_file(path: Path, importer: ModuleType | None = None) -> list[ImportedRu
     return runs
 
 
-def load_folder(folder: Path) -> list[ImportedRun]:
+def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Read a run folder or a FaultBench export; skips files that are not logs."""
     if faultbench.is_export_folder(folder):
-        return faultbench.read_folder(folder)
+        return faultbench.read_folder(folder, skip_bad)
     candidates = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     runs: list[ImportedRun] = []
     tb_files: list[Path] = []
@@ -89,7 +98,7 @@ def load_folder(folder: Path) -> list[ImportedRun]:
         if importer is tensorboard_events:
             tb_files.append(path)
             continue
-        runs.extend(load_file(path, importer))
+        runs.extend(load_file(path, importer, skip_bad))
     # TensorBoard writes one folder per run (runs/<date>_<host>/events…): files of one folder (a resumed
     # run) are merged, sibling folders stay separate runs, and a folder nested inside a run's folder
     # (add_hparams writes runs/<date>/<timestamp>/events…) belongs to that run.
@@ -110,31 +119,35 @@ def load_folder(folder: Path) -> list[ImportedRun]:
     return runs
 
 
-def load(path: str | Path, key_map: Mapping[str, str] | None = None) -> list[ImportedRun]:
+def load(
+    path: str | Path, key_map: Mapping[str, str] | None = None, skip_bad: bool = False
+) -> list[ImportedRun]:
     """Runs held by a file or folder; raises InputError with one clear line on anything unreadable.
 
     `key_map` renames logged keys before the vocabulary maps them ({'mean_reward': 'reward'}): for a
     trainer whose names rftfm does not know. A key the map names but no run logs is an error (a typo
-    would otherwise pass silently).
+    would otherwise pass silently). `skip_bad` leaves malformed rows out where the format allows.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(p, "no such file or folder")
-    runs = load_folder(p) if p.is_dir() else load_file(p)
+    runs = load_folder(p, skip_bad) if p.is_dir() else load_file(p, skip_bad=skip_bad)
     if key_map:
         apply_key_map(p, runs, key_map)
     return runs
 
 
-def iter_load(path: str | Path, key_map: Mapping[str, str] | None = None) -> Iterator[ImportedRun]:
+def iter_load(
+    path: str | Path, key_map: Mapping[str, str] | None = None, skip_bad: bool = False
+) -> Iterator[ImportedRun]:
     """`load`, one run at a time: an RFT-FaultBench export of thousands of runs is read in chunks, so
     that memory does not grow with the export (other inputs are small and read whole)."""
     p = Path(path)
     if not (p.is_dir() and faultbench.is_export_folder(p)):
-        yield from load(p, key_map)
+        yield from load(p, key_map, skip_bad)
         return
     seen: set[str] = set()
-    for run in faultbench.iter_folder(p):
+    for run in faultbench.iter_folder(p, skip_bad=skip_bad):
         if key_map:
             seen |= {k for s in run.steps for k in s.values}
             apply_key_map(p, [run], key_map, check=False)

@@ -107,6 +107,12 @@ def sha256_of(paths: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def bad_rows_note(path: Path, bad: list[str]) -> str:
+    """The note a run carries when `--skip-bad` left rows of one of its files out (counted)."""
+    more = f" (first: {bad[0]})" if bad else ""
+    return f"--skip-bad: {len(bad)} malformed row(s) of {path.name} left out{more}"
+
+
 def unwrap_reprs(text: str) -> str:
     """Numpy-scalar and tensor reprs replaced by the number inside (`np.float64(0.5)` → `0.5`)."""
     if "(" not in text:
@@ -243,9 +249,12 @@ def restart_note(i: int, n: int, first: int) -> str:
     return f"run {i} of {n} in this file: the step counter started over at step {first}"
 
 
-def json_lines(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[int, dict]]:
+def json_lines(
+    path: Path, skipped: list[str] | None = None, bad: list[str] | None = None
+) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-empty line of a JSONL file; one clear error for the first bad
-    one. With `skipped`, a bad last line (a job killed mid-write) is left out and noted there instead."""
+    one. With `skipped`, a bad last line (a job killed mid-write) is left out and noted there instead;
+    with `bad` (`--skip-bad`), every bad line is left out and described there ("line 7: …")."""
     text = read_text(path)
     lines = text.split("\n")
     last = max(i for i, line in enumerate(lines) if line.strip())
@@ -255,6 +264,9 @@ def json_lines(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[i
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
+            if bad is not None:
+                bad.append(f"line {i + 1}: {exc.msg}")
+                continue
             if i == last and skipped is not None:
                 skipped.append(
                     f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
@@ -264,5 +276,8 @@ def json_lines(path: Path, skipped: list[str] | None = None) -> Iterator[tuple[i
                 raise InputError(path, f"truncated: last line {i + 1} is an incomplete JSON record") from None
             raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
         if not isinstance(obj, dict):
+            if bad is not None:
+                bad.append(f"line {i + 1}: a record must be a JSON object")
+                continue
             raise InputError(path, f"corrupt JSONL at line {i + 1}: a record must be a JSON object")
         yield i + 1, obj

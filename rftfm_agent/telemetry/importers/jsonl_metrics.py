@@ -20,6 +20,7 @@ from typing import Any
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
     SUMMARY_KEYS,
+    bad_rows_note,
     json_lines,
     looks_binary,
     merge_steps,
@@ -69,16 +70,20 @@ def sniff(path: Path, head: bytes) -> bool:
     return False
 
 
-def _objects(path: Path, notes: list[str]) -> list[tuple[int, dict]]:
-    out = list(json_lines(path, skipped=notes))
+def _objects(path: Path, notes: list[str], skip_bad: bool) -> list[tuple[int, dict]]:
+    bad: list[str] | None = [] if skip_bad else None
+    out = list(json_lines(path, skipped=notes, bad=bad))
+    if bad:
+        notes.append(bad_rows_note(path, bad))
     if not out:
-        raise InputError(path, "truncated: the only record is incomplete")
+        raise InputError(path, "truncated: the only record is incomplete" if not bad else "no readable row")
     return out
 
 
-def read(path: Path) -> list[ImportedRun]:
+def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
+    """Flat metric dicts, one per line; `skip_bad` leaves malformed lines out (counted in the notes)."""
     notes: list[str] = []
-    objects = _objects(path, notes)
+    objects = _objects(path, notes, skip_bad)
     step_key = next((k for k in STEP_KEYS if all(k in obj for _, obj in objects)), None)
     logged: list[tuple[int, dict[str, float]]] = []
     summary: dict[str, float] = {}
