@@ -81,3 +81,52 @@ def test_several_runs_in_one_pass() -> None:
         alone = aggregate_by_step(frame)
         mine = got[got["run"] == name].drop(columns="run").reset_index(drop=True)
         pd.testing.assert_frame_equal(mine[alone.columns], alone)
+
+
+def test_frames_of_many_runs_equal_frames_of_each_run_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`run_frames` aggregates the trajectories of a chunk of runs together; each run's frame must be the
+    one its own trajectories give (runs without completions, advantages or trajectories at all, and a
+    logged traj/ metric that the recomputed one replaces, across chunk boundaries)."""
+    import random
+
+    import pandas as pd
+    import pyarrow as pa
+
+    from rftfm_agent.detect.features import run_frames, trajectory_aggregates
+    from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+    from rftfm_agent.telemetry.store import Store
+
+    store = Store(tmp_path / "store")
+    rng = random.Random(3)
+    for r in range(7):
+        rows = [
+            {
+                "step": s,
+                "group_id": i // 4,
+                "reward": rng.choice([0.0, 1.0, float("nan")]),
+                "advantage": rng.gauss(0, 1) if r % 3 else None,
+                "completion": rng.choice(["a", "b"]) if r % 2 else None,
+                "response_length": rng.randint(1, 9),
+                "truncated": rng.random() < 0.2,
+            }
+            for s in range(1, 6)
+            for i in range(8)
+        ]
+        steps = [RawStep(step=s, values={"reward": 0.1 * s, "traj/count": 99.0}) for s in range(1, 7)]
+        store.write_run(
+            ImportedRun(
+                name=f"r{r}",
+                source=SourceInfo(format="test", paths=[], sha256=f"h{r}"),
+                steps=steps,
+                trajectories=pa.Table.from_pylist(rows) if r != 4 else None,
+            )
+        )
+    ids = store.run_ids()
+    for run_id, frame in run_frames(store, ids, chunk=3):
+        alone = store.steps(run_id)
+        aggs = trajectory_aggregates(store.trajectories(run_id))
+        if not aggs.empty:
+            alone = alone.drop(columns=[c for c in aggs.columns if c != "step" and c in alone.columns])
+            alone = alone.merge(aggs, on="step", how="outer")
+        alone = alone.sort_values("step").reset_index(drop=True)
+        pd.testing.assert_frame_equal(frame, alone, check_like=True)

@@ -238,3 +238,30 @@ def test_detector_file_has_a_format_version(tmp_path: Path, fitted: Detector) ->
     (tmp_path / "future.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="format version 99"):
         Detector.load(tmp_path / "future.json")
+
+
+def test_batched_monitors_equal_one_monitor_per_metric() -> None:
+    """The run monitor updates all metrics' statistics together (change points batched in arrays); each
+    metric's statistics must be those of its own `MetricMonitor`, with metrics missing at some steps,
+    heavy tails, a level shift and huge values."""
+    import numpy as np
+
+    from rftfm_agent.detect.band import MetricMonitor, MetricMonitors
+
+    rng = np.random.default_rng(0)
+    names = [f"m{i}" for i in range(6)]
+    for _ in range(10):
+        alone = {m: MetricMonitor() for m in names}
+        together = MetricMonitors(names)
+        for step in range(120):
+            zs = {
+                m: float(rng.standard_t(3) * (5 if step > 60 and m == "m2" else 1))
+                for m in names
+                if rng.random() < 0.8
+            }
+            if rng.random() < 0.05:
+                zs = dict.fromkeys(zs, 1e6)
+            got = together.update(zs)
+            assert set(got) == set(zs)
+            for m, z in zs.items():
+                assert got[m] == pytest.approx(alone[m].update(z), rel=1e-9, abs=1e-12)

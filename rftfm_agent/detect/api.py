@@ -9,7 +9,7 @@ from pathlib import Path
 from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import Detector, RunData
 from rftfm_agent.detect.events import RunVerdict, save_verdict
-from rftfm_agent.detect.features import run_frame
+from rftfm_agent.detect.features import run_frames
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.store import Store
 
@@ -45,9 +45,8 @@ def detect_runs(
     detector = load_detector(detector_path)
     run_ids = [store.resolve(ref) for ref in refs]
     verdicts = []
-    for run_id in run_ids:
+    for run_id, frame in run_frames(store, run_ids):
         manifest = store.manifest(run_id)
-        frame = run_frame(store, run_id)
         if frame.empty:
             raise RftfmError(f"run {run_id}: no step records to examine")
         verdict = detector.score_run(RunData(run_id, manifest.task, frame))

@@ -234,3 +234,99 @@ class MetricMonitor:
         self.ewma = self.lam * z + (1 - self.lam) * self.ewma
         ewma = abs(self.ewma) / math.sqrt(self.lam / (2 - self.lam))
         return abs(z), ewma, max(self.up, self.down), self.bocpd.update(z)
+
+
+class BatchedChangePoint:
+    """`BayesianChangePoint` for many metrics at once: one set of array operations per step for all the
+    metrics observed at that step, instead of one per metric (scoring a run costs ~20× fewer numpy calls).
+
+    Each metric's run-length distribution sits in one row of fixed-width arrays (`max_run` columns),
+    padded past its current length with zero probability; a test holds it equal to one
+    `BayesianChangePoint` per metric, metrics missing at some steps included.
+    """
+
+    def __init__(self, n: int, expected_run: float = 50.0, max_run: int = 32, warmup: int = 5) -> None:
+        self.hazard = 1.0 / expected_run
+        self.warmup = warmup
+        self.max_run = max_run
+        self.length = np.ones(n, dtype=np.int64)  # run lengths held per metric
+        self.prob = np.zeros((n, max_run))
+        self.prob[:, 0] = 1.0
+        self.mu = np.zeros((n, max_run))
+        self.kappa = np.ones((n, max_run))
+        self.alpha = np.ones((n, max_run))
+        self.beta = np.ones((n, max_run))
+        self.seen = np.zeros(n, dtype=np.int64)
+        self._columns = np.arange(max_run)
+
+    def update(self, which: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """The statistic of each metric in `which` (row indices) after observing `z` (one value each)."""
+        w = self.max_run
+        prob, mu, kappa, alpha, beta = (
+            a[which] for a in (self.prob, self.mu, self.kappa, self.alpha, self.beta)
+        )
+        length = self.length[which]
+        zc = z[:, None]
+        scale2 = beta * (kappa + 1) / (alpha * kappa)
+        nu = 2 * alpha
+        t = (zc - mu) ** 2 / (nu * scale2)
+        log_pred = _T_CONST[:w] - 0.5 * np.log(np.pi * nu * scale2) - (nu + 1) / 2 * np.log1p(t)
+        log_pred[self._columns >= length[:, None]] = -np.inf  # padding: no probability
+        pred = np.exp(log_pred - log_pred.max(axis=1, keepdims=True))
+        joint = prob * pred
+        growth = joint * (1 - self.hazard)
+        change = joint.sum(axis=1) * self.hazard
+        new_prob = np.concatenate([change[:, None], growth[:, :-1]], axis=1)
+        full = length >= w  # the longest run length folds into the last kept one
+        new_prob[full, w - 1] += growth[full, w - 1]
+        self.mu[which] = np.concatenate(
+            [np.zeros((len(which), 1)), ((kappa * mu + zc) / (kappa + 1))[:, :-1]], 1
+        )
+        self.beta[which] = np.concatenate(
+            [np.ones((len(which), 1)), (beta + kappa * (zc - mu) ** 2 / (2 * (kappa + 1)))[:, :-1]], 1
+        )
+        self.kappa[which] = np.concatenate([np.ones((len(which), 1)), (kappa + 1)[:, :-1]], 1)
+        self.alpha[which] = np.concatenate([np.ones((len(which), 1)), (alpha + 0.5)[:, :-1]], 1)
+        total = new_prob.sum(axis=1, keepdims=True)
+        reset = np.zeros_like(new_prob)
+        reset[:, 0] = 1.0
+        self.prob[which] = np.where(total > 0, new_prob / np.where(total > 0, total, 1.0), reset)
+        self.length[which] = np.minimum(length + 1, w)
+        self.seen[which] += 1
+        recent = self.prob[which, 1:4].sum(axis=1)
+        stat = -np.log10(np.maximum(1e-6, 1.0 - recent))
+        return np.where(self.seen[which] <= self.warmup, 0.0, stat)
+
+
+class MetricMonitors:
+    """`MetricMonitor` for a fixed set of metrics, updated together (the change points batched)."""
+
+    KINDS: tuple[StatCheck, ...] = STAT_CHECKS
+
+    def __init__(self, metrics: Iterable[str], k: float = 0.5, lam: float = 0.3) -> None:
+        self.metrics = list(metrics)
+        self.index = {m: i for i, m in enumerate(self.metrics)}
+        self.k = k
+        self.lam = lam
+        self.up = dict.fromkeys(self.metrics, 0.0)
+        self.down = dict.fromkeys(self.metrics, 0.0)
+        self.ewma = dict.fromkeys(self.metrics, 0.0)
+        self.bocpd = BatchedChangePoint(len(self.metrics))
+
+    def update(self, zs: dict[str, float]) -> dict[str, tuple[float, float, float, float]]:
+        """(shewhart, ewma, cusum, bocpd) after this step, for each metric with a z-score at this step."""
+        if not zs:
+            return {}
+        names = list(zs)
+        bocpd = self.bocpd.update(
+            np.array([self.index[m] for m in names]), np.array([zs[m] for m in names], dtype=np.float64)
+        )
+        out = {}
+        norm = math.sqrt(self.lam / (2 - self.lam))
+        for name, change in zip(names, bocpd.tolist(), strict=True):
+            z = zs[name]
+            self.up[name] = max(0.0, self.up[name] + z - self.k)
+            self.down[name] = max(0.0, self.down[name] - z - self.k)
+            self.ewma[name] = self.lam * z + (1 - self.lam) * self.ewma[name]
+            out[name] = (abs(z), abs(self.ewma[name]) / norm, max(self.up[name], self.down[name]), change)
+        return out

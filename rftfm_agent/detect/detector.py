@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rftfm_agent.detect.band import HealthyBand, MetricMonitor, SelfReference
+from rftfm_agent.detect.band import HealthyBand, MetricMonitors, SelfReference
 from rftfm_agent.detect.events import SEVERITY_RANK, Event, Mode, RunVerdict, Severity
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.detect.profile import HealthyProfile
@@ -35,7 +35,7 @@ from rftfm_agent.detect.scale_free import ScaleFreeRules
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
 
-KINDS = MetricMonitor.KINDS
+KINDS = MetricMonitors.KINDS
 
 
 @dataclass
@@ -69,7 +69,7 @@ class RunMonitor:
         self.thresholds = detector.thresholds[self.mode]
         self.self_ref = SelfReference(detector.warmup)
         self.rules = HardRules()
-        self.monitors = {m: MetricMonitor(detector.k) for m in WATCHED}
+        self.monitors = MetricMonitors(WATCHED, detector.k)
         self.level: dict[tuple[str, str], int] = {}  # (kind, metric) → severity already reported
         self.peak = 0.0
         self.stats: dict[tuple[str, str], float] = {}
@@ -94,14 +94,17 @@ class RunMonitor:
         if self.scale_free is not None:
             found += self.scale_free.update(step, values)
         events = [e.model_copy(update={"run": self.run}) for e in found]
+        zs = {}
         for metric in WATCHED:
             value = values.get(metric)
             if value is None:
                 continue
             z = self.z(metric, step, value)
-            if z is None:
-                continue
-            for kind, stat in zip(KINDS, self.monitors[metric].update(z), strict=True):
+            if z is not None:
+                zs[metric] = z
+        for metric, stats in self.monitors.update(zs).items():
+            value, z = values[metric], zs[metric]
+            for kind, stat in zip(KINDS, stats, strict=True):
                 key = (kind, metric)
                 self.stats[key] = max(self.stats.get(key, 0.0), stat)
                 ref = self.thresholds.refs.get(kind, {}).get(metric)

@@ -7,10 +7,14 @@ run recorded before a new aggregate existed still gets it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from rftfm_agent.telemetry.aggregates import AGGREGATES_VERSION, INPUT_COLUMNS, VERSION_KEY, aggregate_by_step
+from rftfm_agent.telemetry.schema import RunManifest
 from rftfm_agent.telemetry.store import Store
 
 # Step metrics and trajectory aggregates the change detectors watch. Held-out accuracy is not among them:
@@ -51,18 +55,64 @@ def trajectory_aggregates(traj: pd.DataFrame) -> pd.DataFrame:
     return aggregate_by_step(traj[[c for c in INPUT_COLUMNS if c in traj.columns]])
 
 
+FRAME_CHUNK = 64  # runs whose trajectories are aggregated together (see `run_frames`)
+
+
 def run_frame(store: Store, run_id: str, with_trajectories: bool = True) -> pd.DataFrame:
     """Wide per-step frame: logged metrics, with traj/ aggregates recomputed from stored trajectories
     (unless the run was stored with aggregates of the current definitions: then they are read as stored)."""
-    steps = store.steps(run_id)
-    manifest = store.manifest(run_id)
-    current = (manifest.config or {}).get(VERSION_KEY) == AGGREGATES_VERSION
-    if with_trajectories and manifest.n_trajectories and not current:
-        aggs = trajectory_aggregates(store.trajectories(run_id))
-        if not aggs.empty:
-            steps = steps.drop(columns=[c for c in aggs.columns if c != "step" and c in steps.columns])
-            steps = steps.merge(aggs, on="step", how="outer")
-    return steps.sort_values("step").reset_index(drop=True)
+    return next(run_frames(store, [run_id], with_trajectories))[1]
+
+
+def run_frames(
+    store: Store, run_ids: Sequence[str], with_trajectories: bool = True, chunk: int = FRAME_CHUNK
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """`run_frame` for many runs, in order: the trajectories of a chunk of runs are aggregated in one
+    vectorised pass (per run, the pass's fixed cost is most of the work); memory holds one chunk."""
+    for start in range(0, len(run_ids), chunk):
+        ids = list(run_ids[start : start + chunk])
+        manifests = {r: store.manifest(r) for r in ids}
+        stale = [
+            r
+            for r in ids
+            if with_trajectories
+            and manifests[r].n_trajectories
+            and (manifests[r].config or {}).get(VERSION_KEY) != AGGREGATES_VERSION
+        ]
+        aggregates = _aggregate_runs(store, stale, manifests)
+        for r in ids:
+            steps = store.steps(r)
+            aggs = aggregates.get(r)
+            if aggs is not None and not aggs.empty:
+                steps = steps.drop(columns=[c for c in aggs.columns if c != "step" and c in steps.columns])
+                steps = steps.merge(aggs, on="step", how="outer")
+            yield r, steps.sort_values("step").reset_index(drop=True)
+
+
+def _aggregate_runs(
+    store: Store, run_ids: list[str], manifests: dict[str, RunManifest]
+) -> dict[str, pd.DataFrame]:
+    """traj/ aggregates per step for several runs in one pass; each run's frame holds only the
+    aggregates it has a value for, as if it had been aggregated alone."""
+    tables = []
+    for i, r in enumerate(run_ids):
+        table = store.trajectory_table(r, list(INPUT_COLUMNS), manifests[r])
+        tables.append(table.append_column("run", pa.array(np.full(table.num_rows, i, dtype=np.int32))))
+    if not tables:
+        return {}
+    aggregates = aggregate_by_step(pa.concat_tables(tables), by="run")
+    names = [c for c in aggregates.columns if c not in ("run", "step")]
+    run_of, step = aggregates["run"].to_numpy(), aggregates["step"].to_numpy()
+    values = aggregates[names].to_numpy(dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1]])  # rows are sorted by (run, step)
+    out = {}
+    for start, end in zip(starts, [*starts[1:], len(run_of)], strict=True):
+        block = values[start:end]
+        has = ~np.isnan(block).all(axis=0)
+        frame = pd.DataFrame(block[:, has], columns=[n for n, h in zip(names, has, strict=True) if h])
+        frame.insert(0, "step", step[start:end])
+        out[run_ids[int(run_of[start])]] = frame
+    return out
 
 
 # Compared on a log scale against healthy runs: a learning rate 10× too low is as wrong as one 10× too

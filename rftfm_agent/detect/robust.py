@@ -55,5 +55,8 @@ def robust_z(
     values: np.ndarray | float, center: np.ndarray | float, scale: np.ndarray | float, clip: float = Z_CLIP
 ) -> np.ndarray | float:
     """(values − center) / scale, clipped to ±`clip` (NaN stays NaN)."""
+    if isinstance(values, float) and isinstance(center, float) and isinstance(scale, float) and scale != 0:
+        z = (values - center) / scale  # one step of an online detector: no numpy call (~10× cheaper)
+        return z if z != z else max(-clip, min(clip, z))
     with np.errstate(invalid="ignore"):
         return np.clip((values - center) / scale, -clip, clip)

@@ -11,7 +11,7 @@ from rftfm_agent.detect.api import load_detector
 from rftfm_agent.detect.bench_data import load_bench
 from rftfm_agent.detect.detector import RunData
 from rftfm_agent.detect.events import RunVerdict
-from rftfm_agent.detect.features import run_frame
+from rftfm_agent.detect.features import run_frames
 from rftfm_agent.diagnose.diagnoser import Diagnoser
 from rftfm_agent.diagnose.findings import findings_for, headline
 from rftfm_agent.diagnose.fingerprint import fingerprint
@@ -54,10 +54,9 @@ def diagnose_runs(
         )
     diagnoser = Diagnoser(library)
     items = []
-    for ref in refs:
-        run_id = store.resolve(ref)
+    run_ids = [store.resolve(ref) for ref in refs]
+    for run_id, frame in run_frames(store, run_ids):
         manifest = store.manifest(run_id)
-        frame = run_frame(store, run_id)
         if frame.empty:
             raise RftfmError(f"run {run_id}: no step records to diagnose")
         verdict = detector.score_run(RunData(run_id, manifest.task, frame))
