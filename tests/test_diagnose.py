@@ -306,3 +306,24 @@ def test_diagnosing_many_runs_at_once_gives_each_runs_own_answer(setup: tuple[De
     ]
     diagnoser = Diagnoser(library)
     assert diagnoser.diagnose_many(fps) == [diagnoser.diagnose(fp) for fp in fps]
+
+
+def test_array_forest_predicts_as_scikit_learn() -> None:
+    """The diagnoser predicts from the forest's arrays (no scikit-learn import at predict time); the
+    probabilities and importances must be scikit-learn's, rows with NaN included."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    from rftfm_agent.diagnose.forest import ArrayForest
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 10))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = rng.choice(["healthy", "od_lr", "rf_noise"], 300)
+    forest = RandomForestClassifier(n_estimators=50, class_weight="balanced", random_state=0).fit(x, y)
+    arrays = ArrayForest.of(forest)
+    test = rng.normal(size=(40, 10)) * 3
+    test[rng.random(test.shape) < 0.2] = np.nan
+    assert list(arrays.classes_) == list(forest.classes_)
+    np.testing.assert_allclose(arrays.predict_proba(test), forest.predict_proba(test), atol=1e-12)
+    np.testing.assert_allclose(arrays.importances, forest.feature_importances_)

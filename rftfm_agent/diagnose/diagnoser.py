@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import pairwise_distances
 
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.diagnose.fingerprint import FEATURES, Fingerprint, feature_docs, feature_metric
+from rftfm_agent.diagnose.forest import ArrayForest
 from rftfm_agent.diagnose.hypothesis import (
     Diagnosis,
     DrivingFeature,
@@ -66,7 +65,7 @@ def squash(x: np.ndarray) -> np.ndarray:
 @dataclass
 class _Model:
     features: list[str]
-    forest: RandomForestClassifier
+    forest: ArrayForest  # predicts with numpy only: no scikit-learn import after the fit is cached
     embedded: np.ndarray  # library rows in the retrieval space
     center: np.ndarray  # healthy runs' median per feature (squashed)
     scale: np.ndarray  # robust spread per feature (squashed)
@@ -85,10 +84,10 @@ class _Model:
             if f.startswith("rule:") and v == 1 and f not in self.rules_seen
         ]
 
-    @functools.cached_property
+    @property
     def importances(self) -> np.ndarray:
-        """The forest's feature importances (computing them walks every tree: once per model)."""
-        return np.asarray(self.forest.feature_importances_)
+        """The forest's feature importances (computed once, when the forest was converted)."""
+        return self.forest.importances
 
     @functools.cached_property
     def label_arrays(self) -> dict[str, np.ndarray]:
@@ -132,8 +131,7 @@ class Diagnoser:
         fit depends on (the library's contents, mode, features, tool use, forest size, seed, sklearn)."""
         import hashlib
         import pickle
-
-        import sklearn
+        from importlib.metadata import version
 
         from rftfm_agent.resources import cache_root
         from rftfm_agent.telemetry.io import atomic_write_with
@@ -141,9 +139,8 @@ class Diagnoser:
         if self._library_digest is None:
             hashed = pd.util.hash_pandas_object(self.library.table, index=False).to_numpy()
             self._library_digest = hashlib.sha1(hashed.tobytes()).hexdigest()
-        spec = repr(
-            (self._library_digest, mode, features, tools, self.n_estimators, self.seed, sklearn.__version__)
-        )
+        fitted_by = ("array-forest-1", version("scikit-learn"))  # the cached model's format and its fitter
+        spec = repr((self._library_digest, mode, features, tools, self.n_estimators, self.seed, fitted_by))
         path = cache_root() / "diagnoser" / f"{hashlib.sha1(spec.encode()).hexdigest()[:20]}.pkl"
         try:
             with path.open("rb") as fh:
@@ -159,6 +156,9 @@ class Diagnoser:
         return model
 
     def _fit(self, mode: str, features: list[str], tools: bool) -> _Model:
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.metrics import pairwise_distances
+
         rows = self.library.rows(mode)
         if not tools:
             rows = rows[~rows["family"].isin(TOOL_FAMILIES)].reset_index(drop=True)
@@ -169,9 +169,6 @@ class Diagnoser:
         forest = RandomForestClassifier(
             n_estimators=self.n_estimators, class_weight="balanced", random_state=self.seed, n_jobs=-1
         ).fit(x, y)
-        # Predicting runs one at a time: a thread pool costs more than it saves (measured: 0.4 s of joblib
-        # waits per triage on 2 cores, against ~30 ms for 300 trees in one thread).
-        forest.set_params(n_jobs=1)
         sx = squash(x)
         healthy = sx[y == HEALTHY] if (y == HEALTHY).any() else sx
         with warnings.catch_warnings():  # all-NaN columns (a metric no library run logged) are expected
@@ -189,7 +186,7 @@ class Diagnoser:
             warnings.simplefilter("ignore", RuntimeWarning)
             class_median = {t: np.nanmedian(sx[y == t], axis=0) for t in np.unique(y)}
         return _Model(
-            features, forest, embedded, center, scale, class_median, limit, np.sort(loo),
+            features, ArrayForest.of(forest), embedded, center, scale, class_median, limit, np.sort(loo),
             {f for f in features if f.startswith("rule:") and (rows[f] == 1).any()},
             rows[["experiment_id", "type", "strength", "task"]],
         )  # fmt: skip
@@ -202,6 +199,8 @@ class Diagnoser:
     def predict_table(self, mode: str, table: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For an evaluation: (classes, probabilities per row, unknown flag per row) for fingerprint rows
         taken in `mode` that log every metric (as benchmark runs do)."""
+        from sklearn.metrics import pairwise_distances
+
         features = tuple(f for f in FEATURES if f in self.present)
         classes = np.array(sorted(set(self.library.rows(mode)["type"])))
         proba = np.zeros((len(table), len(classes)))
