@@ -77,3 +77,11 @@ def test_a_corrupt_parquet_file_is_one_clear_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "broken.parquet" in result.output and "unreadable Parquet" in result.output
     assert Store(store).run_ids() == []
+
+    pq.write_table(pa.table({"step": ["one", "two"], "reward": [0.1, 0.2]}), path)
+    result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(store)])
+    assert (
+        result.exit_code == 1
+        and "'step' is not a number" in result.output
+        and "Traceback" not in result.output
+    )

@@ -48,6 +48,13 @@ def _read(path: Path) -> pa.Table:
 
 
 def read(path: Path) -> list[ImportedRun]:
+    try:
+        return _read_runs(path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise InputError(path, f"a column of an unexpected type ({str(exc).splitlines()[0]})") from None
+
+
+def _read_runs(path: Path) -> list[ImportedRun]:
     flat = faultbench.flatten_structs(_read(path))
     if flat.num_rows == 0:
         raise InputError(path, "Parquet file without rows")
@@ -72,7 +79,11 @@ def read(path: Path) -> list[ImportedRun]:
 def _step_run(path: Path, flat: pa.Table, digest: str) -> ImportedRun:
     notes: list[str] = []
     step_key = next((k for k in STEP_KEYS if k in flat.column_names), None)
-    wall_key = next((k for k in _WALL_COLUMNS if k in flat.column_names), None)
+    if step_key is not None and not _is_number(flat.column(step_key).type):
+        raise InputError(path, f"column {step_key!r} is not a number ({flat.column(step_key).type})")
+    wall_key = next(
+        (k for k in _WALL_COLUMNS if k in flat.column_names and _is_number(flat.column(k).type)), None
+    )
     numeric = [
         c for c in flat.column_names if c not in (step_key, wall_key) and _is_number(flat.column(c).type)
     ]
