@@ -11,10 +11,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from rftfm_agent.telemetry.aggregates import AGGREGATES_VERSION, INPUT_COLUMNS, VERSION_KEY, aggregate_by_step
-from rftfm_agent.telemetry.schema import RunManifest
+from rftfm_agent.telemetry.aggregates import (
+    AGGREGATES_VERSION,
+    INPUT_COLUMNS,
+    VERSION_KEY,
+    aggregate_by_run,
+    aggregate_by_step,
+)
 from rftfm_agent.telemetry.store import Store
 
 # Step metrics and trajectory aggregates the change detectors watch. Held-out accuracy is not among them:
@@ -79,7 +83,8 @@ def run_frames(
             and manifests[r].n_trajectories
             and (manifests[r].config or {}).get(VERSION_KEY) != AGGREGATES_VERSION
         ]
-        aggregates = _aggregate_runs(store, stale, manifests)
+        tables = [store.trajectory_table(r, list(INPUT_COLUMNS), manifests[r]) for r in stale]
+        aggregates = {stale[i]: frame for i, frame in aggregate_by_run(tables).items()}
         for r in ids:
             steps = store.steps(r)
             aggs = aggregates.get(r)
@@ -87,32 +92,6 @@ def run_frames(
                 steps = steps.drop(columns=[c for c in aggs.columns if c != "step" and c in steps.columns])
                 steps = steps.merge(aggs, on="step", how="outer")
             yield r, steps.sort_values("step").reset_index(drop=True)
-
-
-def _aggregate_runs(
-    store: Store, run_ids: list[str], manifests: dict[str, RunManifest]
-) -> dict[str, pd.DataFrame]:
-    """traj/ aggregates per step for several runs in one pass; each run's frame holds only the
-    aggregates it has a value for, as if it had been aggregated alone."""
-    tables = []
-    for i, r in enumerate(run_ids):
-        table = store.trajectory_table(r, list(INPUT_COLUMNS), manifests[r])
-        tables.append(table.append_column("run", pa.array(np.full(table.num_rows, i, dtype=np.int32))))
-    if not tables:
-        return {}
-    aggregates = aggregate_by_step(pa.concat_tables(tables), by="run")
-    names = [c for c in aggregates.columns if c not in ("run", "step")]
-    run_of, step = aggregates["run"].to_numpy(), aggregates["step"].to_numpy()
-    values = aggregates[names].to_numpy(dtype=np.float64)
-    starts = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1]])  # rows are sorted by (run, step)
-    out = {}
-    for start, end in zip(starts, [*starts[1:], len(run_of)], strict=True):
-        block = values[start:end]
-        has = ~np.isnan(block).all(axis=0)
-        frame = pd.DataFrame(block[:, has], columns=[n for n, h in zip(names, has, strict=True) if h])
-        frame.insert(0, "step", step[start:end])
-        out[run_ids[int(run_of[start])]] = frame
-    return out
 
 
 # Compared on a log scale against healthy runs: a learning rate 10× too low is as wrong as one 10× too

@@ -84,11 +84,6 @@ class _Model:
             if f.startswith("rule:") and v == 1 and f not in self.rules_seen
         ]
 
-    @property
-    def importances(self) -> np.ndarray:
-        """The forest's feature importances (computed once, when the forest was converted)."""
-        return self.forest.importances
-
     @functools.cached_property
     def label_arrays(self) -> dict[str, np.ndarray]:
         """Library label columns as arrays, for reading many rows without pandas indexing."""
@@ -225,8 +220,7 @@ class Diagnoser:
         probas: dict[int, np.ndarray] = {}
         by_model: dict[tuple[str, tuple[str, ...], bool], list[int]] = {}
         for i, fp in enumerate(fps):
-            if not all(m in fp.missing for m in WATCHED):
-                key = (fp.mode, self.usable_features(fp), uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
+            if (key := self._model_key(fp)) is not None:
                 by_model.setdefault(key, []).append(i)
         for (mode, features, tools), rows in by_model.items():
             model = self.model(mode, features, tools)
@@ -235,9 +229,16 @@ class Diagnoser:
                 probas[i] = row
         return [self.diagnose(fp, top, proba=probas.get(i)) for i, fp in enumerate(fps)]
 
-    def diagnose(self, fp: Fingerprint, top: int = 3, proba: np.ndarray | None = None) -> Diagnosis:
-        features = self.usable_features(fp)
+    def _model_key(self, fp: Fingerprint) -> tuple[str, tuple[str, ...], bool] | None:
+        """The model a fingerprint is ranked by (mode, usable features, tool use); None when no watched
+        metric was logged with a finite value (nothing to rank)."""
         if all(m in fp.missing for m in WATCHED):
+            return None
+        return fp.mode, self.usable_features(fp), uses_tools(fp.values.get(TOOL_FEATURE, math.nan))
+
+    def diagnose(self, fp: Fingerprint, top: int = 3, proba: np.ndarray | None = None) -> Diagnosis:
+        key = self._model_key(fp)
+        if key is None:
             # Nothing to fingerprint (e.g. a pasted step whose metrics are all NaN): no fault type can be
             # ranked, which is an answer ("unknown"), not an error; the findings still say what is wrong.
             why = "none of the metrics a fault fingerprint needs were logged with a finite value"
@@ -252,8 +253,8 @@ class Diagnoser:
                 missing=fp.missing,
                 notes=[why],
             )
-        model = self.model(fp.mode, features, uses_tools(fp.values.get(TOOL_FEATURE, math.nan)))
-        x = fp.vector(features)[None, :]
+        model = self.model(*key)
+        x = fp.vector(key[1])[None, :]
         if proba is None:
             proba = model.forest.predict_proba(x)[0]
         classes = model.forest.classes_
@@ -338,7 +339,7 @@ class Diagnoser:
             agree = np.where(
                 np.sign(run_dev) == np.sign(kind_dev), np.minimum(np.abs(run_dev), np.abs(kind_dev)), 0.0
             )
-        weight = np.nan_to_num(model.importances * agree, nan=0.0)
+        weight = np.nan_to_num(model.forest.importances * agree, nan=0.0)
         driving: list[DrivingFeature] = []
         for j in np.argsort(-weight)[:TOP_FEATURES]:
             if weight[j] <= 0:

@@ -9,7 +9,7 @@ trajectories can call the same function so that imported and live runs expose th
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import duckdb
 import numpy as np
@@ -291,6 +291,35 @@ def aggregate_by_step(table: pa.Table | pd.DataFrame, by: str | None = None) -> 
     return out[keep].astype({c: "float64" for c in keep if c not in keys})
 
 
+def aggregate_by_run(tables: Sequence[pa.Table | None]) -> dict[int, pd.DataFrame]:
+    """`aggregate_by_step` for several runs' trajectory tables in one pass (its fixed cost is most of
+    the work for one run): {position of a table: its per-step aggregates}. Each run's frame holds only
+    the aggregates it has a value for, as if it had been aggregated alone; a table that is None or
+    empty gets no entry."""
+    parts = [
+        t.select([c for c in INPUT_COLUMNS if c in t.column_names]).append_column(
+            "run", pa.array(np.full(t.num_rows, i, dtype=np.int32))
+        )
+        for i, t in enumerate(tables)
+        if t is not None and t.num_rows
+    ]
+    if not parts:
+        return {}
+    aggregates = aggregate_by_step(pa.concat_tables(parts, promote_options="permissive"), by="run")
+    names = [c for c in aggregates.columns if c not in ("run", "step")]
+    run_of, step = aggregates["run"].to_numpy(), aggregates["step"].to_numpy()
+    values = aggregates[names].to_numpy(dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1]])  # rows are sorted by (run, step)
+    out = {}
+    for start, end in zip(starts, [*starts[1:], len(run_of)], strict=True):
+        block = values[start:end]
+        has = ~np.isnan(block).all(axis=0)
+        frame = pd.DataFrame(block[:, has], columns=[n for n, h in zip(names, has, strict=True) if h])
+        frame.insert(0, "step", step[start:end])
+        out[int(run_of[start])] = frame
+    return out
+
+
 def _group_aggregates(
     q: Callable[[str], pd.DataFrame], cols: set[str], num: Callable[[str], str]
 ) -> pd.DataFrame:
@@ -359,6 +388,7 @@ __all__ = [
     "AGGREGATE_NAMES",
     "PREFIX",
     "VERSION_KEY",
+    "aggregate_by_run",
     "aggregate_by_step",
     "aggregate_trajectories",
 ]

@@ -582,7 +582,7 @@ class Store:
         disk first, all of them with one call; the folder's entry list is flushed once at the end."""
         if any(s.staging is not None and not s.durable for s in staged):
             sync_filesystem(self.runs_dir)
-        out = [self._commit(s, sync_dir=False) for s in staged]
+        out = [self._commit(s) for s in staged]
         if any(s.staging is not None for s in staged):
             fsync_dir(self.runs_dir)
         return out
@@ -591,9 +591,10 @@ class Store:
         """Make one staged run visible (see `_commit`)."""
         return self.commit_all([staged])[0]
 
-    def _commit(self, staged: StagedRun, sync_dir: bool = True) -> RunManifest:
+    def _commit(self, staged: StagedRun) -> RunManifest:
         """Make a staged run visible: a new run by renaming its folder into place, a replacement by
-        moving its parts into the run's folder and committing the new manifest (the journal stays)."""
+        moving its parts into the run's folder and committing the new manifest (the journal stays). The
+        caller (`commit_all`) flushes the runs folder's entry list once for the batch."""
         if staged.staging is None:
             return staged.manifest
         run_id, manifest, staging = staged.run_id, staged.manifest, staged.staging
@@ -611,7 +612,7 @@ class Store:
                     for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
                         (run_dir / f"{name}.parquet").unlink(missing_ok=True)
                 else:
-                    self._rename_into_place(staging, run_id, sync_dir=sync_dir)
+                    self._rename_into_place(staging, run_id, sync_dir=False)
             finally:
                 if staging.exists():
                     shutil.rmtree(staging, ignore_errors=True)

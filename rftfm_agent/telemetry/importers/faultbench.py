@@ -32,8 +32,8 @@ import pyarrow.json as pajson
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.aggregates import (
     AGGREGATES_VERSION,
-    INPUT_COLUMNS,
     VERSION_KEY,
+    aggregate_by_run,
     aggregate_by_step,
 )
 from rftfm_agent.telemetry.importers.base import (
@@ -192,7 +192,7 @@ def read_trajectories(path: Path, bad: list[str] | None = None) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             raise InputError(path, "rows do not share one structure (mixed types in a field)") from None
     flat = flatten_structs(raw)
-    if _column(flat, *_TRAJECTORY_COLUMNS["step"]) is None:
+    if not has_rollout_step(flat):
         raise InputError(path, "trajectory rows without metadata.rollout_step")
     return store_columns(flat)
 
@@ -380,16 +380,9 @@ def attach(steps: list[RawStep], aggregates: pd.DataFrame) -> list[RawStep]:
     if aggregates.empty:
         return steps
     names = [c for c in aggregates.columns if c != "step"]
-    return _attach_rows(
-        steps, aggregates["step"].to_numpy(), aggregates[names].to_numpy(dtype=np.float64), names
-    )
-
-
-def _attach_rows(
-    steps: list[RawStep], step_of: np.ndarray, values: np.ndarray, names: list[str]
-) -> list[RawStep]:
     by_step = {s.step: s for s in steps}
-    for step, row in zip(step_of.tolist(), values.tolist(), strict=True):
+    values = aggregates[names].to_numpy(dtype=np.float64).tolist()
+    for step, row in zip(aggregates["step"].tolist(), values, strict=True):
         target = by_step.get(step)
         if target is None:
             target = by_step[step] = RawStep(step=int(step), values={})
@@ -537,25 +530,9 @@ def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list
 
 def _aggregate_together(runs: list[ImportedRun]) -> None:
     """The traj/ step aggregates of several runs in one vectorised pass (per run it costs ~0.1 s)."""
-    tables = [
-        r.trajectories.select([c for c in INPUT_COLUMNS if c in r.trajectories.column_names]).append_column(
-            "run", pa.array(np.full(r.trajectories.num_rows, i, dtype=np.int32))
-        )
-        for i, r in enumerate(runs)
-        if r.trajectories is not None and r.trajectories.num_rows
-    ]
-    if not tables:
-        return
-    aggregates = aggregate_by_step(pa.concat_tables(tables, promote_options="permissive"), by="run")
-    names = [c for c in aggregates.columns if c not in ("run", "step")]
-    run_of = aggregates["run"].to_numpy()
-    step_of = aggregates["step"].to_numpy()
-    values = aggregates[names].to_numpy(dtype=np.float64)
-    starts = np.flatnonzero(np.r_[True, run_of[1:] != run_of[:-1]])  # rows are sorted by (run, step)
-    for start, end in zip(starts, [*starts[1:], len(run_of)], strict=True):
-        run = runs[int(run_of[start])]
-        run.steps = _attach_rows(run.steps, step_of[start:end], values[start:end], names)
-        run.config[VERSION_KEY] = AGGREGATES_VERSION
+    for i, aggregates in aggregate_by_run([r.trajectories for r in runs]).items():
+        runs[i].steps = attach(runs[i].steps, aggregates)
+        runs[i].config[VERSION_KEY] = AGGREGATES_VERSION
 
 
 def read_folder(root: Path, skip_bad: bool = False) -> list[ImportedRun]:
