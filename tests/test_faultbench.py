@@ -209,6 +209,44 @@ def test_ingest_of_a_large_export_is_staged_and_all_or_nothing(tmp_path: Path) -
     assert {r["outcome"] for r in json.loads(again.stdout)["runs"]} == {"unchanged"}
 
 
+def test_chunks_read_ahead_come_out_in_folder_order_and_the_first_bad_file_is_named(tmp_path: Path) -> None:
+    """The next chunk is read while the caller stores the current one: runs still come out in folder
+    order, and with bad files in two chunks the error names the one of the earlier chunk, after that
+    chunk's good runs (the later chunk's read, done ahead, fails too but is never reported)."""
+    from rftfm_agent.errors import InputError
+    from rftfm_agent.telemetry.importers.faultbench import iter_folder
+
+    root = tmp_path / "export"
+    for r in range(7):
+        steps = [step_row(s, {"reward": 0.1 * s}) for s in (1, 2)]
+        trajs = [
+            trajectory_row(s, {"reward": 1.0}, {}, group_id=0, sample_index=i)
+            for s in (1, 2)
+            for i in range(2)
+        ]
+        write_run_folder(root / "runs" / f"exp{r}", steps, trajs)
+    assert [r.name for r in iter_folder(root, chunk=2)] == [f"exp{r}" for r in range(7)]
+    for r in (3, 5):  # chunks: exp0-1, exp2-3, exp4-5, exp6
+        path = root / "runs" / f"exp{r}" / TRAJECTORY_FILE
+        path.write_text(path.read_text().replace("}", "", 1))
+    seen = []
+    with pytest.raises(InputError, match="exp3"):
+        for run in iter_folder(root, chunk=2):
+            seen.append(run.name)
+    assert seen == ["exp0", "exp1"]
+
+
+def test_answer_benchmark_prints_its_figures() -> None:
+    """`rftfm bench answer` on two runs: every figure is there (shell calls, in-process calls, many runs)."""
+    from rftfm_agent.evals.bench_answer import run_answer_benchmark
+
+    figures = run_answer_benchmark(runs=2, repeats=1)
+    assert figures["runs stored"] == 2
+    assert figures["import rftfm CLI (s)"] > figures["python start (s)"] > 0
+    assert figures["rftfm diagnose RUN, shell (s)"] > figures["import rftfm CLI (s)"]
+    assert figures["diagnose 2 runs, one call (s)"] >= 0 and figures["diagnose in process, later (s)"] > 0
+
+
 def test_ingest_benchmark_reports_its_anchor_and_memory() -> None:
     from rftfm_agent.evals.bench_ingest import run_benchmark
 

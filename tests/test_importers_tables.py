@@ -252,6 +252,47 @@ def test_csv_row_with_values_but_no_step_names_the_line(tmp_path: Path) -> None:
         csv_table.read(path)
 
 
+def test_csv_columns_are_parsed_as_cell_by_cell() -> None:
+    """A CSV column is parsed all at once (numpy) or, when numpy refuses a cell, cell by cell: either way
+    every cell reads as `to_float` reads it, absent words are absent, and words are text."""
+    import random
+
+    import numpy as np
+
+    from rftfm_agent.telemetry.importers.base import to_float
+
+    cells = [
+        "1.5",
+        " 2 ",
+        "-3e-4",
+        "nan",
+        "NaN",
+        "-nan",
+        "inf",
+        "-Infinity",
+        "1_000",
+        "",
+        " ",
+        "None",
+        "null",
+    ]
+    cells += ["no log", "-", "np.float64(0.25)", "tensor(1.5)", "abc", "True", '{"a": 1}', "x" * 5000]
+    rng = random.Random(0)
+    for _ in range(300):
+        rows = [
+            (n + 2, [rng.choice(cells[: rng.choice([15, len(cells)])])]) for n in range(rng.randint(0, 9))
+        ]
+        column = csv_table._Table(header=["v"], rows=rows, delimiter=",").column(0)
+        for k, (_, (cell,)) in enumerate(rows):
+            absent = cell.strip().lower() in {"", "none", "null", "no log", "-"}
+            expected = None if absent else to_float(cell)
+            assert column.absent[k] == absent, cell
+            assert column.text[k] == (not absent and expected is None), cell
+            got = column.value[k]
+            assert (math.isnan(got) and (expected is None or math.isnan(expected))) or got == expected, cell
+        assert column.value.dtype == np.float64
+
+
 def test_csv_cut_mid_row_is_an_error(fixtures: Path, tmp_path: Path) -> None:
     text = (fixtures / "metrics.csv").read_text()
     path = _write(tmp_path, "cut.csv", text[: text.rindex("160.0")])

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from rftfm_agent.cli.common import JsonOpt, console, deliver_report, emit_json, err_console, friendly_errors
+from rftfm_agent.errors import RftfmError
 
 bench_app = typer.Typer(
     no_args_is_help=True, help="RFT-FaultBench: generate, export and measure; benchmarks that print figures."
@@ -29,6 +30,26 @@ def bench_ingest(
     else:
         for key, value in result.items():
             console.print(f"{key:>28}: {value}")
+
+
+@bench_app.command("answer")
+@friendly_errors
+def bench_answer(
+    runs: Annotated[int, typer.Option(help="runs to generate, ingest and diagnose in one call")] = 1000,
+    repeats: Annotated[int, typer.Option(help="timings per figure (the median is printed)")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time detect and diagnose on a stored run (from a shell and in a process) and on many runs at once."""
+    from rftfm_agent.evals.bench_answer import run_answer_benchmark
+
+    if runs < 2 or repeats < 1:
+        raise RftfmError(f"--runs must be at least 2 and --repeats at least 1, got {runs} and {repeats}")
+    result = run_answer_benchmark(runs, repeats)
+    if as_json:
+        emit_json(result)
+    else:
+        for key, value in result.items():
+            console.print(f"{key:>34}: {value}", markup=False)
 
 
 @bench_app.command("generate")

@@ -414,7 +414,10 @@ def _chunks(run_dirs: list[Path], runs: int, max_bytes: int) -> Iterator[list[Pa
 
 def iter_folder(root: Path, chunk: int = CHUNK, skip_bad: bool = False) -> Iterator[ImportedRun]:
     """The runs of an export, a chunk at a time (the traj/ step aggregates of a chunk in one pass);
-    `skip_bad` leaves malformed rows out, counted in each run's notes."""
+    `skip_bad` leaves malformed rows out, counted in each run's notes.
+
+    The next chunk is read while the caller stores this one (one chunk ahead, so memory holds two): the
+    read is DuckDB's and the hashing the C library's, which leave the interpreter to the caller."""
     registry = read_registries(root)
     run_dirs = sorted({p.parent for name in (STEP_FILE, TRAJECTORY_FILE) for p in root.rglob(name)})
     if not run_dirs:
@@ -423,18 +426,29 @@ def iter_folder(root: Path, chunk: int = CHUNK, skip_bad: bool = False) -> Itera
     # The rest of a run folder (step file, hash) is read on every core; so is a chunk DuckDB hands back to
     # the per-file reader, whose JSON parser releases the GIL. Errors surface in folder order (map yields
     # in order), so the first bad file is the one reported.
+
+    def load(batch: list[Path]) -> list[ImportedRun]:
+        tables = _read_together(con, batch)
+        if tables is None:
+            runs = list(pool.map(lambda d: read_run_folder(d, registry, False, skip_bad), batch))
+        else:
+            runs = list(pool.map(lambda d, t: _run_of_folder(d, registry, t, False, skip_bad), batch, tables))
+        _aggregate_together(runs)
+        return runs
+
     try:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        with (
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+            ThreadPoolExecutor(max_workers=1) as ahead,
+        ):
+            pending = None
             for batch in _chunks(run_dirs, chunk, CHUNK_BYTES):
-                tables = _read_together(con, batch)
-                if tables is None:
-                    runs = list(pool.map(lambda d: read_run_folder(d, registry, False, skip_bad), batch))
-                else:
-                    runs = list(
-                        pool.map(lambda d, t: _run_of_folder(d, registry, t, False, skip_bad), batch, tables)
-                    )
-                _aggregate_together(runs)
-                yield from runs
+                future = ahead.submit(load, batch)
+                if pending is not None:
+                    yield from pending.result()
+                pending = future
+            if pending is not None:
+                yield from pending.result()
     finally:
         con.close()
 
