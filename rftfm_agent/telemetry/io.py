@@ -11,12 +11,12 @@ Python's `json` module and JavaScript's `Number()` read back. `from_json_safe` t
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +34,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
+# Flushes in flight at once: the file system groups concurrent flushes into one journal commit. 1,200
+# small files here: one at a time 0.26 s, 8 at once 0.13 s, 32 at once 0.10-0.12 s.
+_FLUSHES_AT_ONCE = 16
+
+
+def fsync_tree(folders: Sequence[Path]) -> None:
+    """Flush every file and folder under these folders (themselves included) to disk.
+
+    For a batch of files written without flushing each (a staged ingest of thousands of runs): the
+    flushes run concurrently, which the file system commits together. Only these files are flushed, not
+    the whole file system (`syncfs`), which would also wait for whatever else is being written there (a
+    training job's checkpoint beside the store)."""
+    paths: list[Path] = []
+    for folder in folders:
+        for root, _dirs, files in os.walk(folder):
+            paths.append(Path(root))
+            paths.extend(Path(root) / f for f in files)
+    if not paths:
+        return
+    with ThreadPoolExecutor(max_workers=min(_FLUSHES_AT_ONCE, len(paths))) as pool:
+        list(pool.map(_fsync, paths))  # the first failure is raised
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        return ctypes.CDLL(None, use_errno=True).syncfs  # Linux (glibc, musl)
-    except (AttributeError, OSError):
-        return None
-
-
-_SYNCFS = _load_syncfs()
-
-
-def sync_filesystem(path: Path) -> None:
-    """Flush every file written to the file system that holds `path`, with one call.
-
-    For a batch of files written without flushing each (a staged ingest of thousands of runs): one
-    `syncfs` costs less than an `fsync` per file. Where `syncfs` is missing, `os.sync` (all file systems).
-    """
-    if _SYNCFS is not None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if _SYNCFS(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    os.sync()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _temporary(path: Path) -> Path:

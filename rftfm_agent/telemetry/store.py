@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from rftfm_agent.errors import StoreError
 from rftfm_agent.telemetry import io, vocabulary
-from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir, sync_filesystem
+from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir, fsync_tree
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, RunManifest, SourceInfo, TrajectoryRecord
 
 STEP_SCHEMA = pa.schema(
@@ -161,7 +161,7 @@ def _write_part(folder: Path, table: pa.Table, durable: bool = True) -> str:
     """Write a Parquet part atomically (temporary name, then rename); returns its name.
 
     `durable=False` is for a staging folder, which no reader sees: the file is written in place and not
-    flushed, because the batch commit flushes all its staged files with one call (`Store.commit_all`).
+    flushed, because the batch commit flushes all its staged files together (`Store.commit_all`).
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
@@ -580,7 +580,7 @@ class Store:
         bad input leaves the store unchanged while memory holds one run at a time. `reserved` holds the
         ids of runs staged before this one in the same batch (so that two of them never take one id).
         With `durable=False` the staged files are not flushed one by one: `commit_all` flushes a batch's
-        files with one call before the first of them becomes visible.
+        files together before the first of them becomes visible.
         """
         reserved = reserved if reserved is not None else set()
         base = slugify(run.name)
@@ -620,9 +620,9 @@ class Store:
 
     def commit_all(self, staged: Sequence[StagedRun]) -> list[RunManifest]:
         """Make staged runs visible, in order. Files staged without a flush of their own are flushed to
-        disk first, all of them with one call; the folder's entry list is flushed once at the end."""
-        if any(s.staging is not None and not s.durable for s in staged):
-            sync_filesystem(self.runs_dir)
+        disk first, all of them together (`io.fsync_tree`); the folder's entry list is flushed once at
+        the end."""
+        fsync_tree([s.staging for s in staged if s.staging is not None and not s.durable])
         out = [self._commit(s) for s in staged]
         if any(s.staging is not None for s in staged):
             fsync_dir(self.runs_dir)
@@ -648,6 +648,7 @@ class Store:
                             (run_dir / kind).mkdir(parents=True, exist_ok=True)
                             for part in (staging / kind).iterdir():
                                 os.replace(part, run_dir / kind / part.name)
+                            fsync_dir(run_dir / kind)  # the parts' new entries, before a manifest lists them
                     self._commit_manifest(run_dir, manifest)
                     self._collect_garbage(run_dir, manifest)
                     for name in ARTIFACTS:  # derived from the old content: no longer true of the new one
