@@ -49,7 +49,7 @@ def test_fsync_tree_flushes_every_file_and_folder_of_the_staged_runs(
     (tmp_path / "other" / "f").write_text("not staged")
     flushed = []
     real = io._fsync
-    monkeypatch.setattr(rio, "_fsync", lambda p: (flushed.append(p), real(p)))
+    monkeypatch.setattr(io, "_fsync", lambda p: (flushed.append(p), real(p)))
     io.fsync_tree([tmp_path / "a", tmp_path / "b"])
     expected = {p for run in ("a", "b") for p in [tmp_path / run, *(tmp_path / run).rglob("*")]}
     assert set(flushed) == expected and len(flushed) == len(expected) == 12
