@@ -9,6 +9,7 @@ same files is timed in the same run as the anchor, and the process's peak memory
 
 from __future__ import annotations
 
+import csv
 import multiprocessing
 import os
 import random
@@ -155,6 +156,63 @@ def run_benchmark(records: int = 1_000_000, seed: int = 0) -> dict[str, Any]:
             "duckdb_raw_read_s (same files)": round(duckdb_s, 2),
             "ratio_to_duckdb": round(total_s / duckdb_s, 2),
             "target": "ratio ≤ 2 at 1,000,000 records",
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# A W&B run-history export's shape: W&B's own columns, the trainer's step, then the logged metrics.
+_CSV_LEAD = ("_step", "_runtime", "_timestamp", "train/global_step")
+_CSV_METRICS = ("train/reward", "train/kl", "train/loss", "train/entropy", "train/learning_rate")
+
+
+def _write_history_csv(path: Path, rows: int, columns: int, seed: int) -> None:
+    """A W&B run-history CSV: `rows` steps × `columns` columns, 10 % of metric cells empty (metrics logged
+    at other cadences leave gaps in a history export)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    extra = max(0, columns - len(_CSV_LEAD) - len(_CSV_METRICS))
+    names = [*_CSV_LEAD, *_CSV_METRICS, *(f"train/rewards/fn{i}/mean" for i in range(extra))]
+    n_metrics = len(names) - len(_CSV_LEAD)
+    steps = np.arange(rows)
+    lead = np.column_stack([steps, steps * 1.5, 1.7e9 + steps * 1.5, steps]).astype(object)
+    values = rng.random((rows, n_metrics)).astype(object)
+    values[rng.random((rows, n_metrics)) < 0.1] = ""
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(names)
+        writer.writerows(np.hstack([lead, values]).tolist())
+
+
+def run_csv_benchmark(rows: int = 20_000, columns: int = 60, seed: int = 0) -> dict[str, Any]:
+    """Write a W&B run-history CSV, ingest it into a fresh store, and time DuckDB's `read_csv` of the
+    same file (plus an aggregate) in the same run as the anchor."""
+    work = Path(tempfile.mkdtemp(prefix="rftfm-bench-ingest-csv-"))
+    try:
+        path = work / "history.csv"
+        _write_history_csv(path, rows, columns, seed)
+        os.sync()
+        store = Store(work / "store")
+        t0 = time.perf_counter()
+        result = ingest(store, [path])
+        total_s = time.perf_counter() - t0
+        if result.errors:
+            raise RuntimeError(result.errors[0])
+        t0 = time.perf_counter()
+        duckdb.sql(
+            'SELECT count(*), avg("train/reward") FROM read_csv($path)', params={"path": str(path)}
+        ).fetchall()
+        duckdb_s = time.perf_counter() - t0
+        manifest = result.stored[0][0]
+        return {
+            "csv_rows": rows,
+            "csv_columns": columns,
+            "input_csv_MB": round(path.stat().st_size / 1e6, 1),
+            "steps_stored": manifest.n_steps,
+            "ingest_total_s": round(total_s, 2),
+            "duckdb_read_csv_s (same file)": round(duckdb_s, 2),
+            "ratio_to_duckdb": round(total_s / duckdb_s, 2),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)

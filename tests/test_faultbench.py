@@ -255,6 +255,14 @@ def test_ingest_benchmark_reports_its_anchor_and_memory() -> None:
     assert figures["ratio_to_duckdb"] > 0 and figures["peak_rss_MB after ingest (process)"] > 0
 
 
+def test_csv_ingest_benchmark_stores_every_row_and_reports_its_anchor() -> None:
+    from rftfm_agent.evals.bench_ingest import run_csv_benchmark
+
+    figures = run_csv_benchmark(rows=300, columns=12)
+    assert figures["steps_stored"] == 300 and figures["csv_columns"] == 12
+    assert figures["ratio_to_duckdb"] > 0
+
+
 def test_stored_aggregates_are_read_as_stored_when_current(tmp_path: Path) -> None:
     """An export's traj/ step aggregates are computed at ingest with the current definitions (stamped in
     the run's config); detection then reads them instead of recomputing, and they are the same numbers."""

@@ -18,13 +18,23 @@ bench_app = typer.Typer(
 @bench_app.command("ingest")
 @friendly_errors
 def bench_ingest(
-    records: Annotated[int, typer.Option(help="trajectory records to generate and ingest")] = 1_000_000,
+    records: Annotated[
+        int, typer.Option(help="trajectory records to generate and ingest (with --format csv: CSV rows)")
+    ] = 1_000_000,
+    format_: Annotated[
+        str,
+        typer.Option("--format", help="faultbench (trajectory JSONL export) or csv (a W&B history export)"),
+    ] = "faultbench",
     as_json: JsonOpt = False,
 ) -> None:
-    """Time ingesting N trajectory records (RFT-FaultBench JSONL → store) on this machine."""
-    from rftfm_agent.evals.bench_ingest import run_benchmark
+    """Time ingesting N trajectory records (RFT-FaultBench JSONL → store) or a CSV export on this machine."""
+    from rftfm_agent.evals.bench_ingest import run_benchmark, run_csv_benchmark
 
-    result = run_benchmark(records)
+    if format_ not in ("faultbench", "csv"):
+        raise RftfmError(f"--format must be faultbench or csv, got {format_!r}")
+    if records < 1:
+        raise RftfmError(f"--records must be at least 1, got {records}")
+    result = run_csv_benchmark(records) if format_ == "csv" else run_benchmark(records)
     if as_json:
         emit_json(result)
     else:
