@@ -177,6 +177,7 @@ def _write_history_csv(path: Path, rows: int, columns: int, seed: int) -> None:
     n_metrics = len(names) - len(_CSV_LEAD)
     steps = np.arange(rows)
     lead = np.column_stack([steps, steps * 1.5, 1.7e9 + steps * 1.5, steps]).astype(object)
+    lead[:, 0] = lead[:, 3] = steps.tolist()  # steps as W&B writes them: integers, not "3.0"
     values = rng.random((rows, n_metrics)).astype(object)
     values[rng.random((rows, n_metrics)) < 0.1] = ""
     with path.open("w", newline="") as fh:

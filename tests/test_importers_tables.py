@@ -252,6 +252,18 @@ def test_csv_row_with_values_but_no_step_names_the_line(tmp_path: Path) -> None:
         csv_table.read(path)
 
 
+def test_csv_step_too_large_for_the_store_names_the_line(tmp_path: Path) -> None:
+    """A step at or past 2**63 cannot be stored as a 64-bit step: one line naming it, not a wrapped step."""
+    for text in (
+        "step,reward,kl\n1,0.5,0.1\n1e20,0.6,0.1\n",
+        "Step,a - reward,b - reward\n1,0.5,0.1\n9.3e18,1,2\n",
+    ):
+        path = tmp_path / "big.csv"
+        path.write_text(text)
+        with pytest.raises(InputError, match=r"line 3: step '.*' in column '.*' is not a whole number"):
+            csv_table.read(path)
+
+
 def test_csv_columns_are_parsed_as_cell_by_cell() -> None:
     """A CSV column is parsed all at once (numpy) or, when numpy refuses a cell, cell by cell: either way
     every cell reads as `to_float` reads it, absent words are absent, and words are text."""

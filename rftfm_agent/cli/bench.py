@@ -19,8 +19,9 @@ bench_app = typer.Typer(
 @friendly_errors
 def bench_ingest(
     records: Annotated[
-        int, typer.Option(help="trajectory records to generate and ingest (with --format csv: CSV rows)")
-    ] = 1_000_000,
+        int | None,
+        typer.Option(help="trajectory records to generate and ingest (default 1,000,000; csv: rows, 20,000)"),
+    ] = None,
     format_: Annotated[
         str,
         typer.Option("--format", help="faultbench (trajectory JSONL export) or csv (a W&B history export)"),
@@ -32,9 +33,10 @@ def bench_ingest(
 
     if format_ not in ("faultbench", "csv"):
         raise RftfmError(f"--format must be faultbench or csv, got {format_!r}")
-    if records < 1:
+    if records is not None and records < 1:
         raise RftfmError(f"--records must be at least 1, got {records}")
-    result = run_csv_benchmark(records) if format_ == "csv" else run_benchmark(records)
+    csv = format_ == "csv"
+    result = run_csv_benchmark(records or 20_000) if csv else run_benchmark(records or 1_000_000)
     if as_json:
         emit_json(result)
     else:

@@ -3,7 +3,7 @@
 Every input is read and each run staged (its Parquet parts written to a hidden folder) before anything
 is committed; only then are the staged runs made visible, one atomic rename each. A bad input leaves the
 store as it was (or, with `skip_bad`, is left out whole while the readable inputs are stored). Memory
-holds one read chunk of runs at a time (see `importers.iter_load`), not the whole input.
+holds a read chunk of runs or two at a time (see `importers.iter_load`), not the whole input.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def ingest(
                     if run.source.sha256 and key in seen:
                         continue
                     seen.add(key)
-                    # Staged files are flushed to disk by the commit, all with one call (`commit_all`).
+                    # Staged files are flushed to disk by the commit, all together (`commit_all`).
                     mine.append(store.stage_run(run, replace=replace, reserved=reserved, durable=False))
             except RftfmError as exc:
                 result.errors.append(str(exc))

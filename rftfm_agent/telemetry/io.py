@@ -27,11 +27,20 @@ NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 def fsync_dir(path: Path) -> None:
     """Flush a folder's entry list, so a rename inside it survives a power loss."""
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's content, or a folder's entry list, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 # Flushes in flight at once: the file system groups concurrent flushes into one journal commit. 1,200
@@ -48,21 +57,13 @@ def fsync_tree(folders: Sequence[Path]) -> None:
     training job's checkpoint beside the store)."""
     paths: list[Path] = []
     for folder in folders:
-        for root, _dirs, files in os.walk(folder):
+        for root, _dirs, files in os.walk(folder, onerror=_raise):  # an unlistable folder: error
             paths.append(Path(root))
             paths.extend(Path(root) / f for f in files)
     if not paths:
         return
     with ThreadPoolExecutor(max_workers=min(_FLUSHES_AT_ONCE, len(paths))) as pool:
         list(pool.map(_fsync, paths))  # the first failure is raised
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _temporary(path: Path) -> Path:

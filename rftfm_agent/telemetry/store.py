@@ -227,6 +227,7 @@ def _step_table_without_clashes(
     table is the rows' values flattened in order (a sparse log, say a W&B export with gaps, has nearly
     as many key sets as rows: planning per key set cost ~70 µs a row there)."""
     column = {key: i for i, key in enumerate(union)}
+    assert len(plan) == len(union)  # without clashes every key is mapped once
     metrics, scales = np.empty(len(union), dtype=object), np.empty(len(union))
     for position, metric, _key, scale in plan:  # position: the key's place in `union`
         metrics[position], scales[position] = metric, scale
@@ -645,7 +646,9 @@ class Store:
                     run_dir = self.runs_dir / run_id
                     for kind in ("steps", "trajectories"):
                         if (staging / kind).is_dir():
-                            (run_dir / kind).mkdir(parents=True, exist_ok=True)
+                            if not (run_dir / kind).is_dir():
+                                (run_dir / kind).mkdir(parents=True)
+                                fsync_dir(run_dir)  # the new folder's entry
                             for part in (staging / kind).iterdir():
                                 os.replace(part, run_dir / kind / part.name)
                             fsync_dir(run_dir / kind)  # the parts' new entries, before a manifest lists them

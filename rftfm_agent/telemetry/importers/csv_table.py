@@ -79,6 +79,7 @@ class _Table:
             parsed = [to_float(c) for c in cells[present]]
             value[present] = [math.nan if v is None else v for v in parsed]
             text[present] = [v is None for v in parsed]
+        value[np.isnan(value)] = math.nan  # float("-nan") keeps a sign bit; to_float's NaN has none
         column = self._columns[i] = _Column(value=value, absent=absent, text=text)
         return column
 
@@ -181,9 +182,13 @@ def _table(path: Path) -> _Table:
     return _Table(header=header, rows=rows[1:], delimiter=delimiter)
 
 
+# Steps are stored as 64-bit integers: a step at or past 2**63 cannot be stored as logged.
+_STEP_LIMIT = 2.0**63
+
+
 def _whole_number(path: Path, line: int, column: str, cell: str) -> int:
     value = to_float(cell)
-    if value is None or not math.isfinite(value) or value < 0 or not value.is_integer():
+    if value is None or not 0 <= value < _STEP_LIMIT or not value.is_integer():
         problem = f"line {line}: step {cell.strip()!r} in column '{column}' is not a whole number"
         raise InputError(path, problem)
     return int(value)
@@ -236,7 +241,7 @@ def _choose_step(path: Path, table: _Table, metric_columns: list[int]) -> int:
 def _whole_numbers(path: Path, table: _Table, column: int, rows: np.ndarray) -> np.ndarray:
     """The step column on these rows as whole numbers; the first that is not one is an error."""
     value = table.column(column).value[rows]
-    whole = np.isfinite(value) & (value >= 0)
+    whole = (value >= 0) & (value < _STEP_LIMIT)  # False for NaN
     whole[whole] &= value[whole] == np.floor(value[whole])
     if not whole.all():
         line, cells = table.rows[int(rows[np.argmax(~whole)])]
