@@ -15,6 +15,15 @@ bench_app = typer.Typer(
 )
 
 
+def _emit_figures(figures: dict[str, Any], as_json: bool, width: int) -> None:
+    """A command's figures as JSON, or one `name: value` line each, names right-aligned to `width`."""
+    if as_json:
+        emit_json(figures)
+        return
+    for key, value in figures.items():
+        console.print(f"{key:>{width}}: {value}", markup=False)
+
+
 @bench_app.command("ingest")
 @friendly_errors
 def bench_ingest(
@@ -37,11 +46,7 @@ def bench_ingest(
         raise RftfmError(f"--records must be at least 1, got {records}")
     csv = format_ == "csv"
     result = run_csv_benchmark(records or 20_000) if csv else run_benchmark(records or 1_000_000)
-    if as_json:
-        emit_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key:>28}: {value}")
+    _emit_figures(result, as_json, width=28)
 
 
 @bench_app.command("answer")
@@ -57,11 +62,7 @@ def bench_answer(
     if runs < 2 or repeats < 1:
         raise RftfmError(f"--runs must be at least 2 and --repeats at least 1, got {runs} and {repeats}")
     result = run_answer_benchmark(runs, repeats)
-    if as_json:
-        emit_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key:>34}: {value}", markup=False)
+    _emit_figures(result, as_json, width=34)
 
 
 @bench_app.command("generate")
@@ -128,11 +129,7 @@ def bench_generate(
         "out": str(report.out),
         "exported": exported,
     }
-    if as_json:
-        emit_json(payload)
-    else:
-        for key, value in payload.items():
-            console.print(f"{key:>14}: {value}", markup=False)
+    _emit_figures(payload, as_json, width=14)
     if report.failed:
         raise typer.Exit(1)
 
@@ -148,11 +145,7 @@ def bench_export(
     from rftfm_agent.bench.export import export_bench
 
     result = export_bench(bench, out)
-    if as_json:
-        emit_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key:>14}: {value}", markup=False)
+    _emit_figures(result, as_json, width=14)
 
 
 @bench_app.command("effects")
@@ -180,11 +173,7 @@ def bench_speed(
     from rftfm_agent.evals.bench_generate import run_speed_benchmark
 
     result = run_speed_benchmark(runs, workers)
-    if as_json:
-        emit_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key:>32}: {value}", markup=False)
+    _emit_figures(result, as_json, width=32)
 
 
 @bench_app.command("supervisor")
@@ -198,8 +187,4 @@ def bench_supervisor(
     from rftfm_agent.evals.bench_supervisor import run_supervisor_benchmark
 
     result = run_supervisor_benchmark(repeats, steps)
-    if as_json:
-        emit_json(result)
-    else:
-        for key, value in result.items():
-            console.print(f"{key:>32}: {value}", markup=False)
+    _emit_figures(result, as_json, width=32)
