@@ -18,7 +18,6 @@ stored runs diagnosed in one call in under 60 s.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rftfm_agent.evals.bench_ingest import STEPS_PER_RUN, TRAJ_PER_STEP, _generate
+from rftfm_agent.evals.bench_ingest import STEPS_PER_RUN, TRAJ_PER_STEP, generate_export
 
 
 def _wall(argv: list[str], env: dict[str, str]) -> float:
@@ -61,13 +60,7 @@ def run_answer_benchmark(runs: int = 1000, repeats: int = 3, seed: int = 0) -> d
     work = Path(tempfile.mkdtemp(prefix="rftfm-bench-answer-"))
     try:
         export = work / "export"
-        child = multiprocessing.get_context("spawn").Process(
-            target=_generate, args=(export, runs * STEPS_PER_RUN * TRAJ_PER_STEP, seed)
-        )
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise RuntimeError(f"generating the input failed (exit code {child.exitcode})")
+        generate_export(export, runs * STEPS_PER_RUN * TRAJ_PER_STEP, seed)
         store = Store(work / "store")
         result = ingest(store, [export])
         if result.errors:

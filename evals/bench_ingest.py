@@ -104,6 +104,15 @@ def _generate(export: Path, records: int, seed: int) -> None:
     write_registry(export, "bench", registry)
 
 
+def generate_export(export: Path, records: int, seed: int) -> None:
+    """`_generate` in a spawned child process, so that the caller's peak memory stays its own."""
+    child = multiprocessing.get_context("spawn").Process(target=_generate, args=(export, records, seed))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"generating the input failed (exit code {child.exitcode})")
+
+
 def run_benchmark(records: int = 1_000_000, seed: int = 0) -> dict[str, Any]:
     """Generate `records` trajectory rows, ingest them into a fresh store, return measured figures.
 
@@ -113,11 +122,7 @@ def run_benchmark(records: int = 1_000_000, seed: int = 0) -> dict[str, Any]:
     try:
         export, store_dir = work / "export", work / "store"
         t0 = time.perf_counter()
-        child = multiprocessing.get_context("spawn").Process(target=_generate, args=(export, records, seed))
-        child.start()
-        child.join()
-        if child.exitcode != 0:
-            raise RuntimeError(f"generating the input failed (exit code {child.exitcode})")
+        generate_export(export, records, seed)
         generate_s = time.perf_counter() - t0
         os.sync()  # the input's own write-back belongs to generating it, not to the ingest timed below
         input_mb = sum(p.stat().st_size for p in export.rglob("*") if p.is_file()) / 1e6
