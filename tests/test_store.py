@@ -208,3 +208,34 @@ def test_the_journal_is_appended_durably_read_in_order_and_queryable(tmp_path: P
     result = CliRunner().invoke(app, ["journal", m.run_id, "--store", str(st.root), "--json"])
     assert result.exit_code == 0, result.output
     assert [e["decision"] for e in json.loads(result.output)] == ["incident", "refused", "escalated"]
+
+
+def test_trajectory_parts_compress_text_with_zstd_and_every_other_leaf_with_snappy(tmp_path: Path) -> None:
+    """Per-column codecs are given per Parquet leaf: a leaf left out of the mapping (the keys and values
+    of the per-function rewards map) would be written uncompressed without a word."""
+    import pyarrow.parquet as pq
+
+    from rftfm_agent.telemetry.schema import ImportedRun
+
+    traj = pa.table(
+        {
+            "step": [1, 1, 2],
+            "prompt": ["2+2=", "2+2=", "3+3="],
+            "completion": ["4", "5", "6"],
+            "reward": [1.0, 0.0, 1.0],
+            "rewards": pa.array(
+                [[("correct", 1.0)], [("correct", 0.0)], [("format", 1.0)]],
+                pa.map_(pa.string(), pa.float64()),
+            ),
+        }
+    )
+    run = ImportedRun(name="codecs", source=SourceInfo(format="test"), trajectories=traj)
+    st = Store(tmp_path / "s")
+    manifest, _ = st.write_run(run)
+    (part,) = st._parts(manifest.run_id, "trajectories")
+    meta = pq.ParquetFile(part).metadata.row_group(0)
+    codecs = {meta.column(i).path_in_schema: meta.column(i).compression for i in range(meta.num_columns)}
+    assert len(codecs) == len(store_mod.TRAJECTORY_SCHEMA) + 1  # the map has two leaves
+    assert codecs["prompt"] == codecs["completion"] == "ZSTD"
+    assert {c for p, c in codecs.items() if p not in ("prompt", "completion")} == {"SNAPPY"}
+    assert st.trajectories(manifest.run_id)["completion"].tolist() == ["4", "5", "6"]
