@@ -236,6 +236,32 @@ def test_chunks_read_ahead_come_out_in_folder_order_and_the_first_bad_file_is_na
     assert seen == ["exp0", "exp1"]
 
 
+@pytest.mark.parametrize("later", [TRAJECTORY_FILE, STEP_FILE])
+def test_step_files_read_beside_duckdb_still_fail_in_folder_order(tmp_path: Path, later: str) -> None:
+    """Step files are read on the pool while DuckDB reads the chunk's trajectories, and a chunk with a
+    corrupt trajectory file goes to the per-file reader: whichever file of a later folder is bad too,
+    the error names the earlier folder's bad step file, and within one folder the trajectory file."""
+    from rftfm_agent.telemetry.importers.faultbench import iter_folder
+
+    root = tmp_path / "export"
+    for r in range(4):
+        steps = [step_row(s, {"reward": 0.1 * s}) for s in (1, 2)]
+        trajs = [
+            trajectory_row(s, {"reward": 1.0}, {}, group_id=0, sample_index=i) for s in (1, 2) for i in (0, 1)
+        ]
+        write_run_folder(root / "runs" / f"exp{r}", steps, trajs)
+    step = root / "runs" / "exp1" / STEP_FILE
+    step.write_text(step.read_text() + "{not json\n")
+    bad = root / "runs" / "exp2" / later
+    bad.write_text(bad.read_text().replace("}", "", 1))
+    with pytest.raises(InputError, match=f"exp1/{STEP_FILE}"):
+        list(iter_folder(root))
+    traj = root / "runs" / "exp1" / TRAJECTORY_FILE
+    traj.write_text(traj.read_text().replace("}", "", 1))
+    with pytest.raises(InputError, match=f"exp1/{TRAJECTORY_FILE}"):
+        list(iter_folder(root))
+
+
 def test_answer_benchmark_prints_its_figures() -> None:
     """`rftfm bench answer` on two runs: every figure is there (shell calls, in-process calls, many runs)."""
     from rftfm_agent.evals.bench_answer import run_answer_benchmark

@@ -339,7 +339,7 @@ def _trajectory_file(
     bad: list[str] | None = [] if skip_bad else None
     try:
         return (read_trajectories(path, bad) if path.is_file() else None), bad
-    except InputError as exc:
+    except Exception as exc:  # any error: raised by the caller, in folder order
         return exc, None
 
 
