@@ -378,3 +378,94 @@ def test_real_notebook_tables(realruns: Path, folder: str, rows: int) -> None:
     assert len(run.steps) == rows and [s.step for s in run.steps] == list(range(1, rows + 1))
     assert all("reward" in s.values and "completion_length" in s.values for s in run.steps)
     assert run.config["max_steps"] == 250
+
+
+def test_csv_skip_bad_leaves_malformed_rows_out_and_counts_them(tmp_path: Path) -> None:
+    """Without --skip-bad the first malformed row is a one-line error naming its line; with it, every
+    malformed row (a field count unlike the header's, a stray word in a number column, a step that is
+    not a whole number, an empty step on a row with values) is left out and counted, the rest read."""
+    path = tmp_path / "history.csv"
+    lines = [
+        "train/global_step,train/reward,train/kl",
+        "1,0.1,0.01",
+        "2,0.2,0.02",
+        "3,0.3",  # line 4: a field short (the file was cut or edited)
+        "4,oops,0.04",  # line 5: a word where the column holds numbers
+        "5.5,0.5,0.05",  # line 6: a fractional step
+        ",0.6,0.06",  # line 7: no step although the row logs values
+        "8,0.8,0.08",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="line 4: 2 fields"):
+        csv_table.read(path)
+    (run,) = csv_table.read(path, skip_bad=True)
+    assert [s.step for s in run.steps] == [1, 2, 8]
+    assert [s.values["train/reward"] for s in run.steps] == [0.1, 0.2, 0.8]
+    (note,) = [n for n in run.source.notes if n.startswith("--skip-bad")]
+    assert "4 malformed row(s) of history.csv" in note and "line 4: 2 fields" in note
+    # The same through `importers.load`, as `rftfm ingest --skip-bad` reads a file.
+    (loaded,) = importers.load(path, skip_bad=True)
+    assert [s.step for s in loaded.steps] == [1, 2, 8]
+
+
+def test_csv_skip_bad_keeps_row_numbers_as_steps_and_refuses_a_file_without_a_good_row(
+    tmp_path: Path,
+) -> None:
+    stepless = tmp_path / "stepless.csv"
+    stepless.write_text("reward,kl\n0.1,0.01\n0.2\n0.3,0.03\n")
+    (run,) = csv_table.read(stepless, skip_bad=True)
+    assert [s.step for s in run.steps] == [1, 3]  # a left-out row keeps its place: steps are row numbers
+    hopeless = tmp_path / "hopeless.csv"
+    hopeless.write_text("step,reward,kl\n1,0.1\n2.5,0.2,0.02\n")
+    with pytest.raises(InputError, match=r"no readable row \(2 malformed, first: line 2"):
+        csv_table.read(hopeless, skip_bad=True)
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "wandb_history.csv", "wandb_panel.csv"])
+def test_csv_skip_bad_reads_a_clean_file_as_without_it(fixtures: Path, name: str) -> None:
+    plain, skipping = csv_table.read(fixtures / name), csv_table.read(fixtures / name, skip_bad=True)
+
+    def seen(runs: list) -> list:  # repr: a logged NaN equals itself
+        return [(r.name, repr(r.steps), r.source.notes, r.config) for r in runs]
+
+    assert seen(plain) == seen(skipping)
+
+
+def test_csv_skip_bad_equals_reading_the_file_without_its_bad_rows(tmp_path: Path) -> None:
+    """On random tables with a step column and a few malformed rows, --skip-bad reads what the file
+    without those rows reads, and counts exactly them (a row that logs nothing is not read, so its step
+    is not checked, as without --skip-bad)."""
+    import random
+
+    rng = random.Random(7)
+    for case in range(60):
+        metrics = [f"train/m{j}" for j in range(rng.randint(1, 4))]
+        lines = [",".join(["train/global_step", *metrics])]
+        good, spoiled = [lines[0]], 0
+        for step in range(1, rng.randint(3, 30)):
+            cells = [str(step), *[rng.choice([f"{rng.random():.4f}", "", "nan", "inf"]) for _ in metrics]]
+            kind = rng.random()
+            if kind < 0.08:
+                cells = cells[:-1]  # a field short
+            elif kind < 0.14:
+                cells[rng.randrange(1, len(cells))] = "oops"  # a stray word
+            elif kind < 0.18:
+                cells[0] = f"{step}.5"  # a fractional step: malformed where the row logs a value
+                if not any(cells[1:]):
+                    good.append(",".join(cells))
+                    kind = 1.0
+            else:
+                good.append(",".join(cells))
+            spoiled += kind < 0.18
+            lines.append(",".join(cells))
+        path, clean = tmp_path / f"case{case}.csv", tmp_path / f"clean{case}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        clean.write_text("\n".join(good) + "\n")
+        try:
+            expected = repr(csv_table.read(clean)[0].steps)
+        except InputError:
+            continue  # no value left to read: not this property's case
+        (run,) = csv_table.read(path, skip_bad=True)
+        assert repr(run.steps) == expected, path.read_text()
+        notes = [n for n in run.source.notes if n.startswith("--skip-bad")]
+        assert (notes[0].split(" malformed")[0] == f"--skip-bad: {spoiled}") if spoiled else not notes

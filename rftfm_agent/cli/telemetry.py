@@ -35,7 +35,7 @@ def ingest(
     skip_bad: Annotated[
         bool,
         typer.Option(
-            help="leave malformed rows (JSON lines, counted) and unreadable inputs out; store the rest"
+            help="leave malformed rows (JSON lines, CSV; counted) and unreadable inputs out; store the rest"
         ),
     ] = False,
     key_map: MapOpt = None,

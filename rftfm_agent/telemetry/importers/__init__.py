@@ -40,8 +40,9 @@ FILE_IMPORTERS: tuple[ModuleType, ...] = (
 )
 
 # Importers that can leave a malformed row out (`--skip-bad`, counted in the run's notes) instead of
-# refusing the file: the JSON-lines formats, one record per line. Elsewhere a bad file is left out whole.
-ROW_SKIPPERS: tuple[ModuleType, ...] = (faultbench, jsonl_metrics)
+# refusing the file: the JSON-lines formats (one record per line) and CSV/W&B exports (one row per line
+# or quoted record). Elsewhere a bad file is left out whole.
+ROW_SKIPPERS: tuple[ModuleType, ...] = (faultbench, jsonl_metrics, csv_table)
 
 # Files in a run folder that describe the run rather than log it.
 _NOTES = {"provenance.txt", "provenance.md", "readme.md", "readme.txt", "license", "license.txt"}

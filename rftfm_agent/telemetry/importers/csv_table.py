@@ -25,7 +25,14 @@ import numpy as np
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import vocabulary
-from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, looks_binary, read_text, sha256_of, to_float
+from rftfm_agent.telemetry.importers.base import (
+    SUMMARY_KEYS,
+    bad_rows_note,
+    looks_binary,
+    read_text,
+    sha256_of,
+    to_float,
+)
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "csv_export"
@@ -160,6 +167,7 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def _table(path: Path) -> _Table:
+    """The file as a table, rows as split (`_check_widths` then checks their field counts)."""
     text = read_text(path).lstrip("\ufeff")
     delimiter = _delimiter(text)
     if delimiter is None:
@@ -173,24 +181,42 @@ def _table(path: Path) -> _Table:
     duplicates = sorted({h for h in named if named.count(h) > 1})
     if duplicates:
         raise InputError(path, f"duplicate column name(s) in the header: {', '.join(duplicates)}")
-    for line, cells in rows[1:]:
-        if len(cells) != len(header):
-            raise InputError(
-                path,
-                f"line {line}: {len(cells)} fields but the header has {len(header)} (file cut or malformed)",
-            )
     return _Table(header=header, rows=rows[1:], delimiter=delimiter)
+
+
+def _check_widths(path: Path, table: _Table, bad: list[tuple[int, str]] | None) -> _Table:
+    """A row with more or fewer fields than the header is an error; with `bad` (`--skip-bad`) it is
+    left out and described there."""
+    width = len(table.header)
+    kept: list[tuple[int, list[str]]] = []
+    for line, cells in table.rows:
+        if len(cells) != width:
+            problem = f"line {line}: {len(cells)} fields but the header has {width} (file cut or malformed)"
+            if bad is None:
+                raise InputError(path, problem)
+            bad.append((line, problem))
+            continue
+        kept.append((line, cells))
+    return table if len(kept) == len(table.rows) else _Table(table.header, kept, table.delimiter)
 
 
 # Steps are stored as 64-bit integers: a step at or past 2**63 cannot be stored as logged.
 _STEP_LIMIT = 2.0**63
 
 
+def _not_whole(line: int, column: str, cell: str) -> str:
+    return f"line {line}: step {cell.strip()!r} in column '{column}' is not a whole number"
+
+
+def _not_a_number(table: _Table, row: int, column: int) -> str:
+    line, cells = table.rows[row]
+    return f"line {line}: {cells[column].strip()[:40]!r} is not a number (column '{table.header[column]}')"
+
+
 def _whole_number(path: Path, line: int, column: str, cell: str) -> int:
     value = to_float(cell)
     if value is None or not 0 <= value < _STEP_LIMIT or not value.is_integer():
-        problem = f"line {line}: step {cell.strip()!r} in column '{column}' is not a whole number"
-        raise InputError(path, problem)
+        raise InputError(path, _not_whole(line, column, cell))
     return int(value)
 
 
@@ -203,16 +229,60 @@ def _numeric_columns(path: Path, table: _Table, columns: list[int], notes: list[
         col = table.column(i)
         if not col.text.any():
             keep.append(i)
-        elif int((~col.absent & ~col.text).sum()) > int((~col.absent).sum()) // 2:
-            row = int(np.argmax(col.text))
-            line, cells = table.rows[row]
-            problem = f"line {line}: {cells[i].strip()[:40]!r} is not a number (column '{table.header[i]}')"
-            raise InputError(path, problem)
+        elif _mostly_numbers(col):
+            raise InputError(path, _not_a_number(table, int(np.argmax(col.text)), i))
         else:
             text_columns.append(table.header[i])
     if text_columns:
         notes.append(f"non-numeric column(s) skipped: {', '.join(text_columns)}")
     return keep
+
+
+def _mostly_numbers(col: _Column) -> bool:
+    """A column whose cells are mostly numbers: a word there is a stray, not a column of names."""
+    return int((~col.absent & ~col.text).sum()) > int((~col.absent).sum()) // 2
+
+
+def _wall_column(header: list[str]) -> int | None:
+    lowered = [h.lower() for h in header]
+    return next((lowered.index(w) for w in _WALL_COLUMNS if w in lowered), None)
+
+
+def _without_bad_rows(table: _Table, bad: list[tuple[int, str]]) -> _Table:
+    """`--skip-bad`: the table without the rows `read` would refuse, each described in `bad`: a stray
+    word in a number column, or a step that is empty or not a whole number on a row that logs values.
+    The step column is chosen as `read` chooses it, from the rows that are left."""
+    reasons: dict[int, str] = {}  # row → the first thing wrong with it
+    wall_col, step_candidates = _wall_column(table.header), _step_index(table.header)
+    metric_cols = []
+    for i, name in enumerate(table.header):
+        if not name or i == wall_col or i in step_candidates:
+            continue
+        col = table.column(i)
+        if not col.text.any() or _mostly_numbers(col):
+            metric_cols.append(i)
+            for r in np.flatnonzero(col.text).tolist():
+                reasons.setdefault(r, _not_a_number(table, r, i))
+    if step_candidates:
+        ok = np.ones(len(table.rows), dtype=bool)
+        ok[list(reasons)] = False
+        logged = _logged(table, metric_cols) & ok
+        step = next(
+            (i for i in step_candidates if not (table.column(i).absent & logged).any()), step_candidates[0]
+        )
+        col, name = table.column(step), table.header[step]
+        for r in np.flatnonzero(col.absent & logged).tolist():
+            reasons[r] = f"line {table.rows[r][0]}: the step column '{name}' is empty"
+        whole = (col.value >= 0) & (col.value < _STEP_LIMIT)  # False for NaN
+        whole[whole] &= col.value[whole] == np.floor(col.value[whole])
+        for r in np.flatnonzero(~whole & ~col.absent & logged).tolist():
+            line, cells = table.rows[r]
+            reasons[r] = _not_whole(line, name, cells[step])
+    bad.extend((table.rows[r][0], problem) for r, problem in reasons.items())
+    if not reasons:
+        return table
+    rows = [row for r, row in enumerate(table.rows) if r not in reasons]
+    return _Table(header=table.header, rows=rows, delimiter=table.delimiter)
 
 
 def _logged(table: _Table, columns: list[int]) -> np.ndarray:
@@ -343,8 +413,11 @@ def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] |
     return runs
 
 
-def read(path: Path) -> list[ImportedRun]:
-    """The runs in a CSV/TSV export: one for a table or history export, one per run for a panel export."""
+def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
+    """The runs in a CSV/TSV export: one for a table or history export, one per run for a panel export.
+
+    With `skip_bad`, a malformed row (a field count unlike the header's, a stray word in a number
+    column, a step that is empty or not a whole number) is left out and counted in the runs' notes."""
     table = _table(path)
     stepless = not _step_index(table.header)
     if stepless:
@@ -352,11 +425,25 @@ def read(path: Path) -> list[ImportedRun]:
             raise InputError(
                 path, "CSV without a step column (step, global_step, train/global_step or _step)"
             )
-        table = _Table(
+        table = _Table(  # numbered before bad rows are left out: a row's step is its place in the file
             header=["step", *table.header],
             rows=[(line, [str(n), *cells]) for n, (line, cells) in enumerate(table.rows, 1)],
             delimiter=table.delimiter,
         )
+    bad: list[tuple[int, str]] | None = [] if skip_bad else None
+    table = _check_widths(path, table, bad)
+    if bad is not None:
+        table = _without_bad_rows(table, bad)
+        bad.sort()
+        if bad and not table.rows:
+            raise InputError(path, f"no readable row ({len(bad)} malformed, first: {bad[0][1]})")
+    runs = _read_table(path, table, stepless)
+    for run in runs if bad else []:
+        run.source.notes.append(bad_rows_note(path, [problem for _, problem in bad or []]))
+    return runs
+
+
+def _read_table(path: Path, table: _Table, stepless: bool) -> list[ImportedRun]:
     if not table.rows:
         raise InputError(path, "CSV has a header but no data rows")
     lowered = [h.lower() for h in table.header]
@@ -377,7 +464,7 @@ def read(path: Path) -> list[ImportedRun]:
         notes.append("steps are row numbers: no step column")
     if table.delimiter != ",":
         notes.append(f"delimiter {table.delimiter!r}")
-    wall_col = next((lowered.index(w) for w in _WALL_COLUMNS if w in lowered), None)
+    wall_col = _wall_column(table.header)
     others = [i for i, h in enumerate(table.header) if h and i != wall_col]
     if "" in table.header:
         notes.append("unnamed index column skipped")
