@@ -438,8 +438,10 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         if bad and not table.rows:
             raise InputError(path, f"no readable row ({len(bad)} malformed, first: {bad[0][1]})")
     runs = _read_table(path, table, stepless)
-    for run in runs if bad else []:
-        run.source.notes.append(bad_rows_note(path, [problem for _, problem in bad or []]))
+    if bad:
+        note = bad_rows_note(path, [problem for _, problem in bad])
+        for run in runs:
+            run.source.notes.append(note)
     return runs
 
 
