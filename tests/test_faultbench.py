@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from rftfm_agent.errors import InputError
@@ -417,6 +419,12 @@ def test_one_read_of_many_files_equals_one_read_per_file(tmp_path: Path) -> None
         {"metadata": {"rollout_step": 1}, "metrics": {"reward": "oops"}},  # another type
         {"metadata": {"rollout_step": 1, "group_id": 0.5}, "metrics": {"reward": 1.0}},  # a fractional id
         {"metrics": {"reward": 1.0}},  # no step
+        {
+            "metadata": {"rollout_step": 1.5},
+            "metrics": {"reward": 1.0},
+        },  # DuckDB would round it into a BIGINT
+        {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0, "rewards": {"a": "x"}}},  # not a number
+        {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0, "rewards": 3}},  # not an object
     ],
 )
 def test_a_chunk_duckdb_cannot_read_alike_goes_to_the_per_file_reader(tmp_path: Path, bad_row: dict) -> None:
@@ -498,3 +506,104 @@ def test_every_spelling_the_mapping_knows_is_read_alike_by_both_readers(tmp_path
     for d, table in zip(dirs, together, strict=True):
         alone = conform_trajectories(d.name, read_trajectories(d / TRAJECTORY_FILE))
         _same_table(conform_trajectories(d.name, table), alone)
+
+
+# A row that parses as JSON but is not a trajectory row the store can keep, and the error naming it.
+# (pyarrow's reader took a `null` row for a row of nulls, which failed later with a traceback, and a file
+# whose first row is `null` crashed the process.)
+_MALFORMED_ROWS = [
+    ("null", "corrupt JSONL at line {n}: a record must be a JSON object"),
+    ("[1, 2]", "corrupt JSONL at line {n}: a record must be a JSON object"),
+    ('{"metrics": {"reward": 1.0}}', "line {n}: no rollout_step"),
+    ('{"metadata": {"rollout_step": 1.5}, "metrics": {"reward": 1.0}}', "line {n}: rollout_step 1.5 is not"),
+    ('{"metadata": {"rollout_step": 2, "group_id": 0.5}, "metrics": {}}', "line {n}: group_id 0.5 is not"),
+    (
+        '{"metadata": {"rollout_step": 2}, "metrics": {"reward": "high"}}',
+        "line {n}: metrics.reward is text where other rows have a number",
+    ),
+    (
+        '{"metadata": {"rollout_step": 2, "sample_index": [1]}}',
+        "line {n}: metadata.sample_index is a list where",
+    ),
+]
+
+
+@pytest.mark.parametrize(("row", "message"), _MALFORMED_ROWS)
+@pytest.mark.parametrize("line", [1, 3])
+def test_a_malformed_trajectory_row_is_named_or_left_out(
+    tmp_path: Path, row: str, message: str, line: int
+) -> None:
+    """In an export folder (DuckDB's one read, then the per-file reader) and as a single file: one error
+    naming the file and line; with --skip-bad the row is left out, counted, and the rest is kept."""
+    _write_export(tmp_path)
+    path = tmp_path / "RF" / "easy" / "exp_control" / TRAJECTORY_FILE
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([*lines[: line - 1], row, *lines[line - 1 :]]) + "\n")
+    expected = message.format(n=line)
+    with pytest.raises(InputError, match=re.escape(expected)) as refused:
+        importers.load(tmp_path)
+    assert str(path) in str(refused.value) and "\n" not in str(refused.value)
+    runs = {r.name: r for r in importers.load(tmp_path, skip_bad=True)}
+    kept = runs["exp_control"]
+    assert kept.trajectories is not None and kept.trajectories.num_rows == len(lines)
+    assert kept.trajectories.column("step").type == pa.int64()
+    assert any("1 malformed row(s)" in n and f"line {line}" in n for n in kept.source.notes)
+    if line > 1:  # a single file is recognised by its first row
+        with pytest.raises(InputError, match=re.escape(expected)):
+            importers.load(path)
+
+
+def test_a_fractional_or_boolean_step_in_a_step_file_is_named(tmp_path: Path) -> None:
+    """`int()` truncated 1.5 to step 1 without a word."""
+    (tmp_path / "x").mkdir()
+    path = tmp_path / "x" / STEP_FILE
+    first = '{"metadata": {"rollout_step": 1}, "metrics": {"reward": 0.5, "kl": 0.1}}\n'
+    for step in ("1.5", "true", "1e400", '"two"'):
+        path.write_text(first + f'{{"metadata": {{"rollout_step": {step}}}, "metrics": {{"reward": 0.5}}}}\n')
+        with pytest.raises(InputError, match="line 2: no valid step number"):
+            importers.load(tmp_path)
+    path.write_text(first + '{"metadata": {"rollout_step": 2.0}, "metrics": {"reward": 0.5}}\n')
+    assert [s.step for s in importers.load(tmp_path)[0].steps] == [1, 2]
+
+
+def test_a_word_in_every_row_of_a_number_column_is_one_line_and_nothing_is_stored(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rftfm_agent.cli import app
+    from rftfm_agent.telemetry.store import Store
+
+    _write_export(tmp_path / "export")
+    path = tmp_path / "export" / "RF" / "easy" / "exp_control" / TRAJECTORY_FILE
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text(
+        "".join(json.dumps({**r, "metrics": {**r["metrics"], "reward": "high"}}) + "\n" for r in rows)
+    )
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path / "export"), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 1, result.output
+    assert f"{path}: metrics.reward holds string values, not numbers" in result.output
+    assert Store(tmp_path / "store").run_ids() == []
+
+
+def test_a_list_of_mixed_kinds_is_named_by_the_per_file_reader(tmp_path: Path) -> None:
+    """pyarrow's reader refuses a list whose items differ in kind, in any field (DuckDB's one read of
+    a folder reads only the fields the store keeps)."""
+    path = tmp_path / "traj.jsonl"
+    row = {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0}}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [row, row, {**row, "tags": [1, "a"]}]))
+    with pytest.raises(InputError, match=re.escape("line 3: tags[] holds items of mixed kinds")):
+        importers.load(path)
+    (run,) = importers.load(path, skip_bad=True)
+    assert run.trajectories is not None and run.trajectories.num_rows == 2
+
+
+def test_the_importers_typed_columns_are_the_stores() -> None:
+    """faultbench types number, flag and whole-number columns before aggregating (a run whose column is
+    text cannot be aggregated beside the others); its lists must say what the store's schema says."""
+    from rftfm_agent.telemetry.importers import faultbench
+    from rftfm_agent.telemetry.store import TRAJECTORY_SCHEMA
+
+    kinds = {f.name: f.type for f in TRAJECTORY_SCHEMA}
+    assert {n for n, t in kinds.items() if t == pa.float64()} == set(faultbench._NUMBER_COLUMNS)
+    assert {n for n, t in kinds.items() if t == pa.bool_()} == set(faultbench._FLAG_COLUMNS)
+    whole = {n for n, t in kinds.items() if t == pa.int64()}
+    assert whole == {"step", "response_length", *faultbench._INTEGER_COLUMNS}

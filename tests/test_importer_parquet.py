@@ -85,3 +85,21 @@ def test_a_corrupt_parquet_file_is_one_clear_line(tmp_path: Path) -> None:
         and "'step' is not a number" in result.output
         and "Traceback" not in result.output
     )
+
+
+def test_trajectory_rows_with_a_fractional_step_or_a_word_for_a_reward_are_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "traj.parquet"
+    one = trajectory_row(1, {"reward": 1.0, "rewards": {"a": 1.0}}, {"truncated": False})
+    fraction = {**one, "metadata": {**one["metadata"], "rollout_step": 1.5}}
+    word = {**one, "metrics": {"reward": 1.0, "rewards": {"a": "x"}}}
+    one_as_double = {**one, "metadata": {**one["metadata"], "rollout_step": 1.0}}
+    for rows, message in (
+        ([one_as_double, fraction], "row 2: rollout_step 1.5 is not a whole number"),
+        ([word, word], "per-function reward metrics.rewards.a holds values that are not numbers"),
+    ):
+        pq.write_table(pa.Table.from_pylist(rows), path)
+        result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(tmp_path / "store")])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert Store(tmp_path / "store").run_ids() == []

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rftfm_agent.errors import StoreError
+from rftfm_agent.errors import InputError, StoreError
 from rftfm_agent.telemetry import io, vocabulary
 from rftfm_agent.telemetry.io import atomic_write_bytes, atomic_write_with, fsync_dir, fsync_tree
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, RunManifest, SourceInfo, TrajectoryRecord
@@ -319,14 +319,21 @@ def trajectory_table(run_id: str, records: Sequence[TrajectoryRecord]) -> pa.Tab
 
 
 def conform_trajectories(run_id: str, table: pa.Table) -> pa.Table:
-    """Give an importer's trajectory table the store's exact schema (missing columns become nulls)."""
+    """Give an importer's trajectory table the store's exact schema (missing columns become nulls); a
+    column that cannot take its type (a word where the store keeps a number) is a ValueError naming it."""
     n = table.num_rows
     arrays = []
     for fld in TRAJECTORY_SCHEMA:
         if fld.name == "run_id":
             arrays.append(pa.repeat(pa.scalar(run_id, pa.string()), n))
         elif fld.name in table.column_names:
-            arrays.append(table.column(fld.name).cast(fld.type))
+            try:
+                arrays.append(table.column(fld.name).cast(fld.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                got = table.column(fld.name).type
+                raise ValueError(
+                    f"trajectory column {fld.name!r} holds {got} values, not {fld.type}"
+                ) from None
         else:
             arrays.append(pa.nulls(n, fld.type))
     return pa.Table.from_arrays(arrays, schema=TRAJECTORY_SCHEMA)
@@ -631,7 +638,11 @@ class Store:
                     break
             run_id = f"{base}-{n}"
         steps = step_table(run_id, run.steps)
-        traj = conform_trajectories(run_id, run.trajectories) if run.trajectories is not None else None
+        try:
+            traj = conform_trajectories(run_id, run.trajectories) if run.trajectories is not None else None
+        except ValueError as exc:  # the input's fault: one line naming it, and nothing is stored
+            where = os.path.commonpath(run.source.paths) if run.source.paths else run.name  # a run's folder
+            raise InputError(where, str(exc)) from None
         manifest = RunManifest(
             run_id=run_id,
             name=run.name,

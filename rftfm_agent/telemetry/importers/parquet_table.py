@@ -50,7 +50,7 @@ def _read(path: Path) -> pa.Table:
 def read(path: Path) -> list[ImportedRun]:
     try:
         return _read_runs(path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+    except (ValueError, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:  # ArrowInvalid: a ValueError
         raise InputError(path, f"a column of an unexpected type ({str(exc).splitlines()[0]})") from None
 
 
@@ -60,9 +60,7 @@ def _read_runs(path: Path) -> list[ImportedRun]:
         raise InputError(path, "Parquet file without rows")
     digest = sha256_of([path])
     if any(c in flat.column_names for c in _TRAJECTORY_MARKERS) and faultbench.has_rollout_step(flat):
-        traj = faultbench.store_columns(flat)
-        if traj.column("step").null_count:
-            raise InputError(path, "trajectory rows without a step in some rows")
+        traj = faultbench.whole_numbers(path, faultbench.store_columns(flat))
         steps = faultbench.attach([], aggregate_by_step(traj))
         return [
             ImportedRun(
