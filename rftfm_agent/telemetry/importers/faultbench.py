@@ -744,6 +744,11 @@ _DUCKDB_COLUMNS = {
 _FILE_COLUMN = "__rftfm_file"
 
 
+def duckdb_columns() -> str:
+    """The `columns` argument of DuckDB's `read_json` that reads trajectory rows as ingest does."""
+    return "{" + ", ".join(f"'{k}': '{v}'" for k, v in _DUCKDB_COLUMNS.items()) + "}"
+
+
 def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list[pa.Table | None] | None:
     """The trajectory tables of several run folders from one typed DuckDB read (both cores, one pass over
     the bytes), or None when the per-file reader must read them: anything DuckDB refuses (a corrupt or
@@ -757,11 +762,10 @@ def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list
     files = [str(paths[i]) for i in present]
     if any(os.path.getsize(f) == 0 for f in files):
         return None
-    spec = "{" + ", ".join(f"'{k}': '{v}'" for k, v in _DUCKDB_COLUMNS.items()) + "}"
     try:
         raw = con.sql(
             "SELECT * FROM read_json($files, format = 'newline_delimited', records = true, "
-            f"filename = '{_FILE_COLUMN}', columns = {spec})",
+            f"filename = '{_FILE_COLUMN}', columns = {duckdb_columns()})",
             params={"files": files},
         ).to_arrow_table()
     except duckdb.Error:
