@@ -215,16 +215,28 @@ def map_keys(keys: tuple[str, ...]) -> tuple[tuple[int, str, str, float], ...]:
     to all the rows' values at once (see `store.step_table`).
     """
     chosen: dict[str, tuple[int, int, str, float]] = {}  # canonical → (priority, position, key, scale)
-    out: list[tuple[int, str, str, float]] = []
+    losers: list[tuple[int, str, float]] = []  # (position, key, scale) of keys that lost a clash
     for position, key in enumerate(keys):
         metric, scale, priority = resolve(key)
         held = chosen.get(metric)
         if held is None or priority < held[0]:
             if held is not None:
-                out.append((held[1], normalise_key(held[2]), held[2], held[3]))
+                losers.append((held[1], held[2], held[3]))
             chosen[metric] = (priority, position, key, scale)
         else:
-            out.append((position, normalise_key(key), key, scale))
+            losers.append((position, key, scale))
+    # A loser keeps its normalised key as its name, or where that is taken too (`train/loss` beside
+    # `loss`: both normalise to `loss`), its key as logged, else that key with a number: never a taken name.
+    taken = set(chosen)
+    out: list[tuple[int, str, str, float]] = []
+    for position, key, scale in losers:
+        name, n = normalise_key(key), 2
+        if name in taken:
+            name = key
+        while name in taken:
+            name, n = f"{key}~{n}", n + 1
+        taken.add(name)
+        out.append((position, name, key, scale))
     out.extend((position, metric, key, scale) for metric, (_p, position, key, scale) in chosen.items())
     return tuple(out)
 

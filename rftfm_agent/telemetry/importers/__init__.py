@@ -7,9 +7,12 @@ folder (READMEs, configs) are skipped, but a file named explicitly must be recog
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
+
+import pyarrow as pa
 
 from rftfm_agent.errors import InputError, RftfmError
 from rftfm_agent.telemetry.importers import (
@@ -23,7 +26,7 @@ from rftfm_agent.telemetry.importers import (
     trainer_state,
     verl_console,
 )
-from rftfm_agent.telemetry.importers.base import looks_binary, provenance_beside, read_head
+from rftfm_agent.telemetry.importers.base import STEP_RANGE, looks_binary, provenance_beside, read_head
 from rftfm_agent.telemetry.schema import ImportedRun
 
 # Order matters only where two formats could both claim a file: the more specific one goes first.
@@ -48,18 +51,62 @@ ROW_SKIPPERS: tuple[ModuleType, ...] = (faultbench, jsonl_metrics, csv_table)
 _NOTES = {"provenance.txt", "provenance.md", "readme.md", "readme.txt", "license", "license.txt"}
 
 
+# What reading odd content can raise inside an importer: each is the file's fault, and becomes one line
+# naming the file (`load_file`) instead of a traceback. (InputError, the importers' own, is not among
+# them.) Seen here: a step of 1e19 (OverflowError), 100,000 nested brackets (RecursionError), a 5,000-digit
+# integer (ValueError), a key with a lone surrogate (UnicodeEncodeError), a column twice (KeyError).
+_DATA_ERRORS = (ValueError, ArithmeticError, RecursionError, LookupError, TypeError, pa.ArrowException)
+
+
 def sniff(path: Path) -> ModuleType | None:
-    """The importer that recognises this file's content, or None."""
+    """The importer that recognises this file's content, or None (a sniffer that fails on the content
+    does not recognise it)."""
     head = read_head(path)
     for importer in FILE_IMPORTERS:
-        if importer.sniff(path, head):
-            return importer
+        try:
+            if importer.sniff(path, head):
+                return importer
+        except _DATA_ERRORS:
+            continue
     return None
+
+
+def _printable(path: Path) -> str:
+    """A path as text that can be printed and written to JSON (a name with bytes that are not UTF-8
+    keeps them as U+FFFD)."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
+
+
+def _unreadable(importer: ModuleType, exc: BaseException) -> str:
+    what = str(exc).splitlines()[0] if str(exc) else ""
+    return f"cannot be read as {importer.NAME} ({type(exc).__name__}{': ' if what else ''}{what[:200]})"
+
+
+def _check(path: Path, runs: list[ImportedRun]) -> None:
+    """What the store cannot keep, named here as the file's fault: a step outside its 64-bit range, a
+    metric name that is not text (a lone surrogate from a `\\udc80` escape)."""
+    for run in runs:
+        for raw in run.steps:
+            if not STEP_RANGE[0] <= raw.step < STEP_RANGE[1]:
+                digits = str(raw.step)
+                shown = digits if len(digits) < 24 else f"{digits[:4]}… ({len(digits)} digits)"
+                raise InputError(path, f"step {shown} is outside the 64-bit range the store keeps")
+            for key in raw.values:
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InputError(
+                        path, f"metric name {key!r} is not valid text (a lone surrogate)"
+                    ) from None
 
 
 def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = False) -> list[ImportedRun]:
     """Read one file that must be a recognised log (`importer`: one already chosen by `sniff`);
     `skip_bad`: malformed rows are left out where the format allows (see `ROW_SKIPPERS`)."""
+    if not path.is_file():  # reading a pipe would wait for a writer forever
+        raise InputError(_printable(path), "not a regular file (a pipe, socket or device)")
+    if _printable(path) != str(path):  # the store's manifest names its files in JSON
+        raise InputError(_printable(path), "the name is not valid UTF-8 text: rename it")
     head = read_head(path)
     if not head.strip():
         raise InputError(path, "file is empty")
@@ -72,11 +119,19 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
             "unknown format: not a trainer_state.json, HF/TRL or verl console log, JSONL of metric dicts, "
             "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export, Parquet or TensorBoard event file",
         )
-    runs = (
-        importer.read(path, skip_bad=True) if skip_bad and importer in ROW_SKIPPERS else importer.read(path)
-    )
+    try:
+        runs = (
+            importer.read(path, skip_bad=True)
+            if skip_bad and importer in ROW_SKIPPERS
+            else importer.read(path)
+        )
+    except _DATA_ERRORS as exc:
+        raise InputError(path, _unreadable(importer, exc)) from None
+    _check(path, runs)
     if not runs or not any(r.steps or r.trajectories is not None for r in runs):
         raise InputError(path, f"recognised as {importer.NAME} but holds no step records")
+    if not any(r.trajectories is not None or any(s.values for s in r.steps) for r in runs):
+        raise InputError(path, f"recognised as {importer.NAME} but holds no metric values, only steps")
     note = provenance_beside(path)
     for run in runs:
         run.provenance = run.provenance or note
@@ -131,7 +186,9 @@ def load(
     """
     p = Path(path)
     if not p.exists():
-        raise InputError(p, "no such file or folder")
+        raise InputError(_printable(p), "no such file or folder")
+    if _printable(p) != str(p):
+        raise InputError(_printable(p), "the name is not valid UTF-8 text: rename it")
     runs = load_folder(p, skip_bad) if p.is_dir() else load_file(p, skip_bad=skip_bad)
     if key_map:
         apply_key_map(p, runs, key_map)
@@ -148,11 +205,15 @@ def iter_load(
         yield from load(p, key_map, skip_bad)
         return
     seen: set[str] = set()
-    for run in faultbench.iter_folder(p, skip_bad=skip_bad):
-        if key_map:
-            seen |= {k for s in run.steps for k in s.values}
-            apply_key_map(p, [run], key_map, check=False)
-        yield run
+    try:
+        for run in faultbench.iter_folder(p, skip_bad=skip_bad):
+            _check(Path(_printable(Path(run.source.paths[0]).parent)) if run.source.paths else p, [run])
+            if key_map:
+                seen |= {k for s in run.steps for k in s.values}
+                apply_key_map(p, [run], key_map, check=False)
+            yield run
+    except _DATA_ERRORS as exc:
+        raise InputError(p, _unreadable(faultbench, exc)) from None
     unknown = sorted(set(key_map or {}) - seen)
     if unknown:
         raise InputError(p, f"--map names key(s) the log does not have: {', '.join(unknown)}")

@@ -51,11 +51,14 @@ class Importer(Protocol):
     def read(self, path: Path) -> list[ImportedRun]: ...
 
 
+_BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows tools write at the start of a text file
+
+
 def read_head(path: Path) -> bytes:
-    """The first bytes of a file, for sniffing."""
+    """The first bytes of a file, for sniffing (a UTF-8 byte-order mark left out)."""
     try:
         with path.open("rb") as fh:
-            return fh.read(HEAD_BYTES)
+            return fh.read(HEAD_BYTES).removeprefix(_BOM)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
 
@@ -94,7 +97,7 @@ def read_text(path: Path) -> str:
         raise InputError(path, "file is empty")
     if looks_binary(data[:HEAD_BYTES]):
         raise InputError(path, "binary file, not a training log")
-    return data.decode("utf-8", errors="replace")
+    return data.removeprefix(_BOM).decode("utf-8", errors="replace")
 
 
 def strip_terminal(text: str) -> str:
@@ -145,6 +148,29 @@ def to_float(value: Any) -> float | None:
         except ValueError:
             return None
     return None
+
+
+# The store keeps steps as 64-bit integers (Parquet int64).
+STEP_RANGE = (-(2**63), 2**63)
+
+
+def whole_step(value: Any) -> int | None:
+    """A logged step as an int: a whole number (`3`, `3.0`) or the digits of one (`"3"`) in the store's
+    64-bit range; None for anything else: a fraction (which `int()` would truncate without a word), NaN,
+    ±Inf, true/false, a word."""
+    whole: int | None = None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        whole = value
+    elif isinstance(value, float) and value.is_integer():
+        whole = int(value)
+    elif isinstance(value, str):
+        try:
+            whole = int(value.strip())
+        except ValueError:
+            return None
+    return whole if whole is not None and STEP_RANGE[0] <= whole < STEP_RANGE[1] else None
 
 
 def numeric_items(row: dict[str, Any], skip: Callable[[str], bool] | None = None) -> dict[str, float]:

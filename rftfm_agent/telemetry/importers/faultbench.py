@@ -14,7 +14,6 @@ library so the error names it.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -46,6 +45,8 @@ from rftfm_agent.telemetry.importers.base import (
     looks_binary,
     numeric_items,
     sha256_of,
+    to_float,
+    whole_step,
 )
 from rftfm_agent.telemetry.schema import FAULT_TYPES, FaultSpec, ImportedRun, RawStep, SourceInfo
 
@@ -97,22 +98,6 @@ def _step_of(obj: dict) -> Any:
     return None
 
 
-def _whole_step(step: Any) -> int | None:
-    """A logged step as an int: a whole number or the digits of one, in the store's 64-bit range; None
-    for anything else (a fraction, which `int()` would truncate without a word, a word, true/false)."""
-    whole: int | None = None
-    if isinstance(step, bool):
-        return None
-    if isinstance(step, int):
-        whole = step
-    elif isinstance(step, float) and step.is_integer():
-        whole = int(step)
-    elif isinstance(step, str):
-        with contextlib.suppress(ValueError):
-            whole = int(step)
-    return whole if whole is not None and -(2**63) <= whole < 2**63 else None
-
-
 def _is_step_row(obj: dict) -> bool:
     if _step_of(obj) is None:
         return False
@@ -139,7 +124,7 @@ def read_steps(path: Path, bad: list[str] | None = None) -> list[RawStep]:
     """Step rows; with `bad` (`--skip-bad`), malformed lines are left out and described there."""
     rows: dict[int, dict[str, float]] = {}
     for line_no, obj in json_lines(path, bad=bad):
-        step_i = _whole_step(_step_of(obj))
+        step_i = whole_step(_step_of(obj))
         if step_i is None:
             if bad is not None:
                 bad.append(f"line {line_no}: no valid step number")
@@ -492,27 +477,39 @@ def _fault_from_registry(row: dict[str, str]) -> tuple[str, FaultSpec | None, st
         or _FAMILY_WORDS.get(family_raw.lower().split("_")[0])
     )
     strength = (row.get("strength") or row.get("fault_strength") or "").strip().lower()
-    onset = row.get("onset_step") or row.get("onset") or "1"
+    onset_text = row.get("onset_step") or row.get("onset") or "1"
+    onset = whole_step(to_float(onset_text))
+    if onset is None or onset < 0:
+        raise ValueError(f"experiment {row.get('experiment_id')!r}: onset_step {onset_text!r} is not a step")
     if family is None or strength not in {"easy", "hard"}:
         return label, None, f"fault {ftype or '?'} / {family_raw or '?'} ({strength or 'strength unknown'})"
     variant = (row.get("variant") or "").strip() or None
-    spec = FaultSpec(
-        family=family, type=ftype, strength=strength, onset_step=int(float(onset)), variant=variant
-    )
+    spec = FaultSpec(family=family, type=ftype, strength=strength, onset_step=onset, variant=variant)
     return label, spec, None
+
+
+# The registry fields that make a run's label: two rows of one experiment must not disagree on them.
+_LABEL_FIELDS = ("control_or_fault", "fault_type", "fault_family", "strength", "fault_strength", "onset_step")
 
 
 def read_registries(root: Path) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, str]] = {}
     reg_dir = root / "metadata" / "registries"
     for csv_path in sorted(reg_dir.glob("*.csv")) if reg_dir.is_dir() else []:
-        with csv_path.open(newline="", errors="replace") as fh:
+        with csv_path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or "experiment_id" not in reader.fieldnames:
                 raise InputError(csv_path, "registry CSV without an 'experiment_id' column")
-            for row in reader:
+            for line, row in enumerate(reader, 2):
                 row = {k: (v or "") for k, v in row.items() if k}
                 row.setdefault("registry", csv_path.stem)
+                earlier = rows.get(row["experiment_id"]) or {}
+                clash = [f for f in _LABEL_FIELDS if earlier.get(f) and row.get(f) and earlier[f] != row[f]]
+                if clash:  # which label is true cannot be told
+                    exp = row["experiment_id"]
+                    raise InputError(
+                        csv_path, f"line {line}: {exp!r} is listed again with another {clash[0]}"
+                    )
                 rows[row["experiment_id"]] = row
     return rows
 

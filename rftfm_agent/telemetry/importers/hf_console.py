@@ -30,6 +30,7 @@ from rftfm_agent.telemetry.importers.base import (
     split_restarts,
     strip_terminal,
     unwrap_reprs,
+    whole_step,
 )
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
@@ -58,8 +59,12 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 def _literal(text: str) -> dict:
-    """A printed Python dict, with bare nan/inf quoted so that literal_eval accepts them."""
-    value = ast.literal_eval(_BARE.sub(lambda m: f"'{m.group(1)}{m.group(2)}'", text))
+    """A printed Python dict, with bare nan/inf quoted so that literal_eval accepts them. Python's parser
+    gives up on a very deeply nested text with MemoryError or RecursionError: not a dict either."""
+    try:
+        value = ast.literal_eval(_BARE.sub(lambda m: f"'{m.group(1)}{m.group(2)}'", text))
+    except (MemoryError, RecursionError):
+        raise ValueError("nested too deeply") from None
     if not isinstance(value, dict):
         raise ValueError("not a dict")
     return value
@@ -214,6 +219,10 @@ def read(path: Path) -> list[ImportedRun]:
     config.update({f"summary/{k}": v for k, v in summary.items()})
     pieces: list[tuple[str, str, list[tuple[int, int, dict[str, float]]]]] = []  # (name, how, rows)
     lo = 0
+    for offset, values in train:  # a logged step must be a whole number (int() would truncate 1.5)
+        if "step" in values and whole_step(values["step"]) is None:
+            line = text.count("\n", 0, offset) + 1
+            raise InputError(path, f"line {line}: 'step' {values['step']!r} is not a whole number")
     for phase, rows in _phases(train):
         last_epoch = summary.get("epoch", rows[-1][1].get("epoch"))
         steps, how = _steps(text, rows, lo, header, last_epoch)

@@ -29,6 +29,7 @@ from rftfm_agent.telemetry.importers.base import (
     sha256_of,
     split_restarts,
     to_float,
+    whole_step,
 )
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
@@ -70,11 +71,9 @@ def sniff(path: Path, head: bytes) -> bool:
     return False
 
 
-def _objects(path: Path, notes: list[str], skip_bad: bool) -> list[tuple[int, dict]]:
-    bad: list[str] | None = [] if skip_bad else None
+def _objects(path: Path, notes: list[str], bad: list[str] | None) -> list[tuple[int, dict]]:
+    """The file's objects; with `bad` (`--skip-bad`) malformed lines are left out and described there."""
     out = list(json_lines(path, skipped=notes, bad=bad))
-    if bad:
-        notes.append(bad_rows_note(path, bad))
     if not out:
         raise InputError(path, "truncated: the only record is incomplete" if not bad else "no readable row")
     return out
@@ -83,8 +82,14 @@ def _objects(path: Path, notes: list[str], skip_bad: bool) -> list[tuple[int, di
 def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Flat metric dicts, one per line; `skip_bad` leaves malformed lines out (counted in the notes)."""
     notes: list[str] = []
-    objects = _objects(path, notes, skip_bad)
-    step_key = next((k for k in STEP_KEYS if all(k in obj for _, obj in objects)), None)
+    bad: list[str] | None = [] if skip_bad else None
+    objects = _objects(path, notes, bad)
+    rows = [(line, obj) for line, obj in objects if not SUMMARY_KEYS & numeric_items(obj).keys()]
+    # The step key: the first that every row logs, else one that some rows log (a row without it is then
+    # malformed: numbering lines instead would shift every step and store the real ones as a metric).
+    step_key = next((k for k in STEP_KEYS if all(k in obj for _, obj in rows)), None) or next(
+        (k for k in STEP_KEYS if any(k in obj for _, obj in rows)), None
+    )
     logged: list[tuple[int, dict[str, float]]] = []
     summary: dict[str, float] = {}
     for n, (line, obj) in enumerate(objects, 1):
@@ -95,12 +100,24 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         if step_key is None:
             step = n
         else:
-            step_value = to_float(obj[step_key])
-            if step_value is None or step_value != int(step_value):
-                raise InputError(path, f"line {line}: {step_key} is not a whole number ({obj[step_key]!r})")
-            step = int(step_value)
+            whole = whole_step(to_float(obj.get(step_key)))
+            if whole is None:
+                why = f"line {line}: " + (
+                    f"{step_key} is not a whole number ({obj[step_key]!r})"
+                    if step_key in obj
+                    else f"no {step_key}"
+                )
+                if bad is None:
+                    raise InputError(path, why)
+                bad.append(why)
+                continue
+            step = whole
         if values:
             logged.append((step, values))
+    if bad:
+        notes.append(
+            bad_rows_note(path, sorted(bad, key=lambda b: int(b.split(":")[0].removeprefix("line "))))
+        )
     if not logged:
         raise InputError(path, "JSONL without any metrics row")
     notes.append(f"steps from the '{step_key}' key" if step_key else "steps are line numbers: no step key")

@@ -97,6 +97,10 @@ def _step_run(path: Path, flat: pa.Table, digest: str) -> ImportedRun:
         column = pc.cast(flat.column(step_key), pa.float64()).to_numpy(zero_copy_only=False)
         if np.isnan(column).any() or (column != np.round(column)).any():
             raise InputError(path, f"column {step_key!r} holds a missing or fractional step")
+        if not (np.abs(column) < 2.0**63).all():  # ±Inf or past int64: the cast would store garbage
+            raise InputError(
+                path, f"column {step_key!r} holds a step outside the 64-bit range the store keeps"
+            )
         step = column.astype(np.int64)
     wall = pc.cast(flat.column(wall_key), pa.float64()).to_numpy(zero_copy_only=False) if wall_key else None
     values = np.column_stack(

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, numeric_items, read_text, sha256_of
+from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, numeric_items, read_text, sha256_of, whole_step
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "trl_trainer_state"
@@ -61,10 +61,10 @@ def read(path: Path) -> list[ImportedRun]:
         if SUMMARY_KEYS & values.keys():
             summary.update(values)
             continue
-        step = values.pop("step", None)
-        if step is None or not math.isfinite(step) or step < 0:
-            raise InputError(path, f"log_history[{i}] has no valid 'step'")
-        rows.setdefault(int(step), {}).update(values)
+        step = whole_step(values.pop("step", None))
+        if step is None or step < 0:
+            raise InputError(path, f"log_history[{i}] has no valid 'step' (a whole number from 0)")
+        rows.setdefault(step, {}).update(values)
     if not rows:
         raise InputError(path, "log_history holds no training rows")
     keys = {k for row in rows.values() for k in row}

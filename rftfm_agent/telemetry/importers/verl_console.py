@@ -22,13 +22,14 @@ from rftfm_agent.telemetry.importers.base import (
     strip_terminal,
     to_float,
     unwrap_reprs,
+    whole_step,
 )
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "verl_console"
 
 _SNIFF = re.compile(rb"step:\d+ - [\w/@().\-]+:[-+0-9.naifNAIF]")
-_LINE = re.compile(r"(?:^|[\s)])step:(\d+) - (.*)$")
+_LINE = re.compile(r"(?:^|[\s)])step:(\S+) - (.*)$")  # the step is checked to be a whole number
 _PAIR = re.compile(r"^([^\s:][^:]*):\s*(\S+)$")
 
 
@@ -48,7 +49,12 @@ def read(path: Path) -> list[ImportedRun]:
     notes: list[str] = []
     logged: list[tuple[int, dict[str, float]]] = []
     for i, m in matches:
-        step = int(m.group(1))
+        whole = whole_step(m.group(1))
+        if whole is None:
+            raise InputError(
+                path, f"line {i + 1}: step {m.group(1)[:40]!r} is not a whole number in the 64-bit range"
+            )
+        step = whole
         values: dict[str, float] = {}
         pairs = re.sub(r"\s+-\s*$", "", m.group(2).rstrip()).split(" - ")
         for j, pair in enumerate(pairs):

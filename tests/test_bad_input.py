@@ -1,0 +1,153 @@
+"""Odd input that parses, found by fuzzing `rftfm ingest` by hand: each is one line naming the file (and
+the line or row where there is one), exit 1, nothing stored; none is a traceback, a crash or a hang,
+and none is stored changed (a fraction truncated, a step wrapped, a value merged into another)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from rftfm_agent.cli import app
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.store import Store
+
+_HF = "{'loss': 0.5, 'grad_norm': 1.0, 'learning_rate': 1e-06, 'step': 1}\n"
+_STATE = {"global_step": 2, "log_history": [{"step": 1, "loss": 0.5}]}
+
+# (file name, content, what the one-line error says)
+_ODD_FILES: list[tuple[str, bytes, str]] = [
+    (
+        "nan.jsonl",
+        b'{"step": 1, "loss": 0.5}\n{"step": NaN, "loss": 0.4}\n',
+        "line 2: step is not a whole number",
+    ),
+    ("big.jsonl", b'{"step": 1, "loss": 0.5}\n{"step": 1e19, "loss": 0.4}\n', "line 2: step is not a whole"),
+    (
+        "gap.jsonl",
+        b'{"step": 10, "loss": 0.5}\n{"loss": 0.4}\n{"step": 20, "loss": 0.3}\n',
+        "line 2: no step",
+    ),
+    (
+        "digits.jsonl",
+        b'{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 1' + b"0" * 400 + b"}\n",
+        "OverflowError",
+    ),
+    (
+        "deep.jsonl",
+        b'{"step": 1, "loss": 0.5}\n{"step": 2, "x": ' + b"[" * 99_999 + b"]" * 99_999 + b"}\n",
+        "Recursion",
+    ),
+    ("surrogate.jsonl", b'{"step": 1, "\\udc80": 0.5}\n', "is not valid text"),
+    (
+        "state.json",
+        json.dumps({**_STATE, "log_history": [{"step": 1.5, "loss": 0.5}]}).encode(),
+        "log_history[0]",
+    ),
+    ("hf.log", (_HF + _HF.replace("'step': 1", "'step': 1.5")).encode(), "line 2: 'step' 1.5 is not a whole"),
+    ("hf_inf.log", (_HF + _HF.replace("'step': 1", "'step': inf")).encode(), "line 2: 'step' inf"),
+    (
+        "verl.log",
+        b"step:1 - actor/loss:0.5 - critic/score/mean:0.1\nstep:1.5 - actor/loss:0.4\n",
+        "line 2: step",
+    ),
+    (
+        "verl_big.log",
+        b"step:1 - actor/loss:0.5\nstep:99999999999999999999 - actor/loss:0.4\n",
+        "line 2: step",
+    ),
+    ("keys_only.json", json.dumps({**_STATE, "log_history": [{"step": 1}]}).encode(), "no metric values"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "said"), _ODD_FILES, ids=[f[0] for f in _ODD_FILES])
+def test_odd_input_is_one_line_naming_the_file(tmp_path: Path, name: str, content: bytes, said: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(tmp_path / "store")])
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and said in lines[0], result.output
+    assert Store(tmp_path / "store").run_ids() == []
+
+
+def test_a_parquet_step_past_the_64_bit_range_is_refused_not_wrapped(tmp_path: Path) -> None:
+    for step in (1e19, float("inf")):
+        path = tmp_path / "steps.parquet"
+        pq.write_table(pa.table({"step": [1.0, step], "loss": [0.5, 0.4]}), path)
+        with pytest.raises(importers.InputError, match="outside the 64-bit range"):
+            importers.load(path)
+
+
+def test_a_pipe_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "log.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(importers.InputError, match="not a regular file"):
+        importers.load(fifo)
+
+
+def test_a_file_name_that_is_not_utf8_is_named_readably(tmp_path: Path) -> None:
+    path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/bad\xffname.jsonl"))
+    path.write_text('{"step": 1, "loss": 0.5}\n')
+    with pytest.raises(importers.InputError, match="not valid UTF-8") as refused:
+        importers.load(path)
+    assert "bad\ufffdname.jsonl" in str(refused.value)
+
+
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    for name, text in (
+        ("m.jsonl", '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n'),
+        ("trainer_state.json", json.dumps(_STATE)),
+        ("verl.log", "step:1 - actor/loss:0.5\nstep:2 - actor/loss:0.4\n"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        (run,) = importers.load(path)
+        assert run.steps[0].step == 1 and run.steps[0].values, name
+
+
+def test_two_keys_of_one_name_both_survive(tmp_path: Path) -> None:
+    """`train/loss` and `loss` both normalise to `loss`: the second is kept under its logged key (it was
+    merged into `loss`, and the wide table kept one of the two)."""
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        '{"step": 1, "train/loss": 0.5, "loss": 0.6}\n{"step": 2, "train/loss": 0.4, "loss": 0.7}\n'
+    )
+    store = Store(tmp_path / "store")
+    CliRunner().invoke(app, ["ingest", str(path), "--store", str(store.root)], catch_exceptions=False)
+    wide = store.steps(store.run_ids()[0])
+    assert wide["loss"].tolist() == [0.5, 0.4] and wide["loss~2"].tolist() == [0.6, 0.7]
+
+
+def test_skip_bad_leaves_a_row_with_a_bad_step_out_of_a_metrics_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text(
+        '{"step": 1, "loss": 0.5}\n{not json\n{"step": 2.5, "loss": 0.4}\n{"step": 3, "loss": 0.3}\n'
+    )
+    (run,) = importers.load(path, skip_bad=True)
+    assert [s.step for s in run.steps] == [1, 3]
+    (note,) = [n for n in run.source.notes if n.startswith("--skip-bad")]
+    assert "2 malformed row(s)" in note and "first: line 2" in note
+
+
+def test_a_registry_that_labels_one_experiment_twice_is_refused(tmp_path: Path) -> None:
+    from rftfm_agent.telemetry.faultbench_export import write_registry
+    from rftfm_agent.telemetry.importers.faultbench import read_registries
+
+    write_registry(
+        tmp_path,
+        "reg",
+        [
+            {"experiment_id": "e1", "control_or_fault": "control"},
+            {"experiment_id": "e1", "control_or_fault": "fault", "fault_type": "rf_sign_flip"},
+        ],
+    )
+    with pytest.raises(
+        importers.InputError, match="line 3: 'e1' is listed again with another control_or_fault"
+    ):
+        read_registries(tmp_path)
