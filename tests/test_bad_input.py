@@ -151,3 +151,22 @@ def test_a_registry_that_labels_one_experiment_twice_is_refused(tmp_path: Path) 
         importers.InputError, match="line 3: 'e1' is listed again with another control_or_fault"
     ):
         read_registries(tmp_path)
+
+
+def test_a_notebook_table_with_a_column_twice_is_refused_and_an_unnamed_one_left_out(tmp_path: Path) -> None:
+    """A second `Training Loss` overwrote the first without a word, and an unnamed column (an index) was
+    stored as a metric named ''."""
+    row = "<tr><td>{}</td><td>0.5</td><td>0.1</td></tr>"
+    for header, refused in (("Training Loss", True), ("", False)):
+        path = tmp_path / "table.html"
+        path.write_text(
+            f"<table><thead><tr><th>Step</th><th>Training Loss</th><th>{header}</th></tr></thead>"
+            f"<tbody>{row.format(1)}{row.format(2)}</tbody></table>"
+        )
+        if refused:
+            with pytest.raises(importers.InputError, match="duplicate column name"):
+                importers.load(path)
+            continue
+        (run,) = importers.load(path)
+        assert [set(s.values) for s in run.steps] == [{"Training Loss"}] * 2
+        assert any("without a name" in n for n in run.source.notes)

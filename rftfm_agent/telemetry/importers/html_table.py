@@ -270,6 +270,13 @@ def read(path: Path) -> list[ImportedRun]:
         if found is None:
             continue
         col, is_epoch = found
+        named = [h.strip() for h in header if h.strip()]  # unnamed columns (an index) are left out below
+        if len(named) < len(header):
+            notes.append(f"the table from line {table.line} has column(s) without a name: left out")
+        if duplicates := sorted({h for h in named if named.count(h) > 1}):  # one would overwrite the other
+            raise InputError(
+                path, f"line {table.line}: duplicate column name(s) in the header: {', '.join(duplicates)}"
+            )
         step_is_epoch = step_is_epoch or is_epoch
         headers_seen.extend(h for h in header if h not in headers_seen)
         if not table.closed:
@@ -292,7 +299,7 @@ def read(path: Path) -> list[ImportedRun]:
                 order = float(_whole_number(path, key_text, "step", row.line))
             values: dict[str, float] = {}
             for i, (name, cell) in enumerate(zip(header, row.cells, strict=True)):
-                if i == col and not is_epoch:
+                if (i == col and not is_epoch) or not name.strip():
                     continue
                 s = cell.strip()
                 if s.lower() in _ABSENT:
