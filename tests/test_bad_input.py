@@ -170,3 +170,24 @@ def test_a_notebook_table_with_a_column_twice_is_refused_and_an_unnamed_one_left
         (run,) = importers.load(path)
         assert [set(s.values) for s in run.steps] == [{"Training Loss"}] * 2
         assert any("without a name" in n for n in run.source.notes)
+
+
+def test_a_per_step_train_loss_is_a_metric_and_the_end_summary_goes_to_config(tmp_path: Path) -> None:
+    """`train_loss` alone made a row the end-of-training summary: a trainer logging it per step lost
+    those steps (or the whole file: "without any metrics row"). The summary is marked by run-time figures."""
+    path = tmp_path / "m.jsonl"
+    rows = [{"step": s, "train_loss": 0.5 / s, "reward": 0.1 * s} for s in (1, 2, 3)]
+    rows.append({"train_runtime": 12.0, "train_loss": 0.3, "train_samples_per_second": 4.0})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run,) = importers.load(path)
+    assert [s.step for s in run.steps] == [1, 2, 3] and run.steps[1].values["train_loss"] == 0.25
+    assert run.config["summary/train_loss"] == 0.3 and run.config["summary/train_runtime"] == 12.0
+
+
+def test_a_word_where_other_rows_log_a_number_is_noted(tmp_path: Path) -> None:
+    """It was left out without a word (a text field that is never a number, a mode name, is not noted)."""
+    path = tmp_path / "m.jsonl"
+    rows = [{"step": 1, "loss": 0.5, "mode": "train"}, {"step": 2, "loss": "oops", "mode": "train"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {"step": 3, "loss": {"a": 1}}]))
+    (run,) = importers.load(path)
+    assert "values that are not numbers left out: 'loss' ×2 (first: line 2)" in run.source.notes

@@ -32,6 +32,16 @@ SUMMARY_KEYS = frozenset(
         "train_loss",
     }
 )
+# What marks that row: its run-time figures. `train_loss` alone does not (a custom trainer may log a
+# per-step `train_loss`; such rows were taken for the summary and their steps lost).
+_SUMMARY_MARKERS = SUMMARY_KEYS - {"train_loss"}
+
+
+def is_summary(keys: Iterable[str]) -> bool:
+    """Whether a logged row with these keys is the end-of-training summary (kept in config)."""
+    return not _SUMMARY_MARKERS.isdisjoint(keys)
+
+
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # Reprs of numpy scalars and torch tensors that loggers print instead of plain numbers: `np.float64(0.5)`
 # (numpy ≥ 2 repr), `numpy.int64(3)`, `tensor(0.5)`, `tensor(0.5, device='cuda:0')`, `tensor([0.5])`.

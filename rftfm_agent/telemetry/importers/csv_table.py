@@ -26,8 +26,8 @@ import numpy as np
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import vocabulary
 from rftfm_agent.telemetry.importers.base import (
-    SUMMARY_KEYS,
     bad_rows_note,
+    is_summary,
     looks_binary,
     read_text,
     sha256_of,
@@ -488,7 +488,7 @@ def _read_table(path: Path, table: _Table, stepless: bool) -> list[ImportedRun]:
     # Rows with a value and a step; the end-of-training summary rows (TRL's train_runtime …) go to the
     # config, the others are steps.
     logged = _logged(table, value_cols) & ~table.column(step_col).absent
-    summary_cols = [i for i in value_cols if table.header[i].removeprefix("train/") in SUMMARY_KEYS]
+    summary_cols = [i for i in value_cols if is_summary([table.header[i].removeprefix("train/")])]
     summary = logged & _logged(table, summary_cols)
     config: dict[str, float] = {}
     for r in np.flatnonzero(summary).tolist():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
-    SUMMARY_KEYS,
     infer_steps_from_epochs,
+    is_summary,
     looks_binary,
     merge_steps,
     numeric_items,
@@ -206,7 +206,7 @@ def read(path: Path) -> list[ImportedRun]:
     summary: dict[str, float] = {}
     for offset, _line, d in found:
         values = numeric_items(d)
-        if SUMMARY_KEYS & values.keys():
+        if is_summary(values):
             summary.update(values)
         elif any(k.startswith("eval_") for k in values):
             evals.append((offset, values))

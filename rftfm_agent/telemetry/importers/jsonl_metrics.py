@@ -19,8 +19,8 @@ from typing import Any
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
-    SUMMARY_KEYS,
     bad_rows_note,
+    is_summary,
     json_lines,
     looks_binary,
     merge_steps,
@@ -79,12 +79,26 @@ def _objects(path: Path, notes: list[str], bad: list[str] | None) -> list[tuple[
     return out
 
 
+def _not_numbers(objects: list[tuple[int, dict]], numeric: set[str]) -> str | None:
+    """A note on values left out because they are not numbers, under keys that hold numbers in other
+    rows (`"loss": "oops"`): a stray word, not a text field such as a mode name."""
+    odd: dict[str, list[int]] = {}  # key → [count, first line]
+    for line, obj in objects:
+        for key, value in obj.items():
+            if key in numeric and value is not None and to_float(value) is None:
+                odd.setdefault(key, [0, line])[0] += 1
+    if not odd:
+        return None
+    said = ", ".join(f"{key!r} ×{count} (first: line {first})" for key, (count, first) in odd.items())
+    return f"values that are not numbers left out: {said}"
+
+
 def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Flat metric dicts, one per line; `skip_bad` leaves malformed lines out (counted in the notes)."""
     notes: list[str] = []
     bad: list[str] | None = [] if skip_bad else None
     objects = _objects(path, notes, bad)
-    rows = [(line, obj) for line, obj in objects if not SUMMARY_KEYS & numeric_items(obj).keys()]
+    rows = [(line, obj) for line, obj in objects if not is_summary(numeric_items(obj))]
     # The step key: the first that every row logs, else one that some rows log (a row without it is then
     # malformed: numbering lines instead would shift every step and store the real ones as a metric).
     step_key = next((k for k in STEP_KEYS if all(k in obj for _, obj in rows)), None) or next(
@@ -94,7 +108,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     summary: dict[str, float] = {}
     for n, (line, obj) in enumerate(objects, 1):
         values = numeric_items(obj, skip=lambda k: k == step_key or k in _WALL_KEYS)
-        if SUMMARY_KEYS & values.keys():
+        if is_summary(values):
             summary.update(values)
             continue
         if step_key is None:
@@ -120,6 +134,8 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         )
     if not logged:
         raise InputError(path, "JSONL without any metrics row")
+    if odd := _not_numbers(objects, {k for _, values in logged for k in values}):
+        notes.append(odd)
     notes.append(f"steps from the '{step_key}' key" if step_key else "steps are line numbers: no step key")
     segments = split_restarts(logged)
     digest = sha256_of([path])

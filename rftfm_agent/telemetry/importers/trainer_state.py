@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import SUMMARY_KEYS, numeric_items, read_text, sha256_of, whole_step
+from rftfm_agent.telemetry.importers.base import is_summary, numeric_items, read_text, sha256_of, whole_step
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "trl_trainer_state"
@@ -58,7 +58,7 @@ def read(path: Path) -> list[ImportedRun]:
         if not isinstance(entry, dict):
             raise InputError(path, f"log_history[{i}] is not an object")
         values = numeric_items(entry)
-        if SUMMARY_KEYS & values.keys():
+        if is_summary(values):
             summary.update(values)
             continue
         step = whole_step(values.pop("step", None))
