@@ -191,3 +191,12 @@ def test_a_word_where_other_rows_log_a_number_is_noted(tmp_path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in [*rows, {"step": 3, "loss": {"a": 1}}]))
     (run,) = importers.load(path)
     assert "values that are not numbers left out: 'loss' ×2 (first: line 2)" in run.source.notes
+
+
+def test_a_quote_never_closed_says_how_many_lines_it_swallows(tmp_path: Path) -> None:
+    """With --skip-bad the rest of the file went as "1 malformed row" without saying it was 198 lines."""
+    path = tmp_path / "h.csv"
+    rest = "".join(f"{s},0.{s % 10},0.1\n" for s in range(3, 200))
+    path.write_text('step,loss,reward\n1,0.5,0.1\n2,"0.4,0.2\n' + rest)
+    (run,) = importers.load(path, skip_bad=True)
+    assert any("runs over 199 lines" in n for n in run.source.notes), run.source.notes

@@ -192,6 +192,8 @@ def _check_widths(path: Path, table: _Table, bad: list[tuple[int, str]] | None) 
     for line, cells in table.rows:
         if len(cells) != width:
             problem = f"line {line}: {len(cells)} fields but the header has {width} (file cut or malformed)"
+            if (spans := 1 + sum(cell.count("\n") for cell in cells)) > 1:  # what --skip-bad would leave out
+                problem += f"; a quoted field runs over {spans} lines (a quote never closed?)"
             if bad is None:
                 raise InputError(path, problem)
             bad.append((line, problem))
