@@ -200,3 +200,12 @@ def test_a_quote_never_closed_says_how_many_lines_it_swallows(tmp_path: Path) ->
     path.write_text('step,loss,reward\n1,0.5,0.1\n2,"0.4,0.2\n' + rest)
     (run,) = importers.load(path, skip_bad=True)
     assert any("runs over 199 lines" in n for n in run.source.notes), run.source.notes
+
+
+def test_a_file_of_a_folder_that_no_importer_recognises_is_named_in_the_notes(tmp_path: Path) -> None:
+    """A log cut at its first line was left out of its folder without a word."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "a.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n')
+    (tmp_path / "run" / "b.jsonl").write_text('{"step": 1, "loss": 0.5,,\n{"step": 2, "loss": 0.4}\n')
+    (run,) = importers.load(tmp_path / "run")
+    assert "file(s) in the folder that no importer recognised, left out: b.jsonl" in run.source.notes

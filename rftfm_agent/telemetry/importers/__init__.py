@@ -145,11 +145,13 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     candidates = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     runs: list[ImportedRun] = []
     tb_files: list[Path] = []
+    unrecognised: list[str] = []  # named in the runs' notes: a log cut at its first line lands here too
     for path in candidates:
         if path.name.lower() in _NOTES or path.stat().st_size == 0:
             continue
         importer = sniff(path)
         if importer is None:
+            unrecognised.append(str(path.relative_to(folder)))
             continue
         if importer is tensorboard_events:
             tb_files.append(path)
@@ -170,8 +172,15 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     if len(runs) == 1:
         runs[0].name = folder.name  # a run folder names its run
     note = provenance_beside(folder)
+    left_out = ", ".join(unrecognised[:5]) + (
+        f" and {len(unrecognised) - 5} more" if len(unrecognised) > 5 else ""
+    )
     for run in runs:
         run.provenance = run.provenance or note
+        if unrecognised:
+            run.source.notes.append(
+                f"file(s) in the folder that no importer recognised, left out: {left_out}"
+            )
     return runs
 
 
