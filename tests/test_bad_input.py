@@ -203,9 +203,19 @@ def test_a_quote_never_closed_says_how_many_lines_it_swallows(tmp_path: Path) ->
 
 
 def test_a_file_of_a_folder_that_no_importer_recognises_is_named_in_the_notes(tmp_path: Path) -> None:
-    """A log cut at its first line was left out of its folder without a word."""
+    """A log cut at its first line was left out of its folder without a word. (A log whose later lines
+    parse is recognised, and its corrupt first line named: the test above.)"""
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "a.jsonl").write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n')
-    (tmp_path / "run" / "b.jsonl").write_text('{"step": 1, "loss": 0.5,,\n{"step": 2, "loss": 0.4}\n')
+    (tmp_path / "run" / "b.jsonl").write_text('{"step": 1, "loss": 0.5,,\n')  # cut at its first line
     (run,) = importers.load(tmp_path / "run")
     assert "file(s) in the folder that no importer recognised, left out: b.jsonl" in run.source.notes
+
+
+def test_a_corrupt_first_line_is_named_or_skipped_not_an_unknown_format(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5,,\n{"step": 2, "loss": 0.4}\n{"step": 3, "loss": 0.3}\n')
+    with pytest.raises(importers.InputError, match="corrupt JSONL at line 1"):
+        importers.load(path)
+    (run,) = importers.load(path, skip_bad=True)
+    assert [s.step for s in run.steps] == [2, 3]

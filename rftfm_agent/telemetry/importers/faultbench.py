@@ -73,12 +73,16 @@ _FAMILY_WORDS = {
 
 # ---------------------------------------------------------------------------------------------- sniffing
 def _first_json(head: bytes) -> dict | None:
-    line = head.lstrip().split(b"\n", 1)[0]
-    try:
-        obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
+    """The first of the first five lines that parses as JSON, if it is an object (a corrupt first line
+    is then the reader's to name, or to leave out with --skip-bad)."""
+    for line in head.split(b"\n")[:5]:
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            return obj if isinstance(obj, dict) else None
+    return None
 
 
 def _is_trajectory_row(obj: dict) -> bool:

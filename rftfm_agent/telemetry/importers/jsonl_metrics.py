@@ -62,12 +62,12 @@ def _flat_metrics(obj: Any) -> bool:
 def sniff(path: Path, head: bytes) -> bool:
     if looks_binary(head):
         return False
-    for line in head.split(b"\n")[:5]:
-        if line.strip():
+    for line in head.split(b"\n")[:5]:  # the first line that parses decides (a corrupt first line is
+        if line.strip():  # then the reader's to name, or to leave out with --skip-bad)
             try:
                 return _flat_metrics(json.loads(line))
             except (ValueError, UnicodeDecodeError):
-                return False
+                continue
     return False
 
 
