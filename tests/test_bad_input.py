@@ -99,16 +99,17 @@ def test_a_file_name_that_is_not_utf8_is_named_readably(tmp_path: Path) -> None:
     assert "bad\ufffdname.jsonl" in str(refused.value)
 
 
-def test_a_utf8_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+def test_a_byte_order_mark_is_read_past_and_utf16_read(tmp_path: Path) -> None:
     for name, text in (
         ("m.jsonl", '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n'),
         ("trainer_state.json", json.dumps(_STATE)),
         ("verl.log", "step:1 - actor/loss:0.5\nstep:2 - actor/loss:0.4\n"),
     ):
-        path = tmp_path / name
-        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
-        (run,) = importers.load(path)
-        assert run.steps[0].step == 1 and run.steps[0].values, name
+        for encoded in (b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16")):  # UTF-16: PowerShell's `>`
+            path = tmp_path / name
+            path.write_bytes(encoded)
+            (run,) = importers.load(path)
+            assert run.steps[0].step == 1 and run.steps[0].values, name
 
 
 def test_two_keys_of_one_name_both_survive(tmp_path: Path) -> None:

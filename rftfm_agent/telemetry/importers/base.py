@@ -62,13 +62,22 @@ class Importer(Protocol):
 
 
 _BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark some Windows tools write at the start of a text file
+# UTF-16 with its byte-order mark: what Windows PowerShell 5's `>` writes when a console log is captured.
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def as_utf8(data: bytes) -> bytes:
+    """Text bytes as UTF-8 without a byte-order mark (UTF-16 with its mark is transcoded)."""
+    if data[:2] in _UTF16_BOMS:
+        return data.decode("utf-16", errors="replace").encode("utf-8")
+    return data.removeprefix(_BOM)
 
 
 def read_head(path: Path) -> bytes:
-    """The first bytes of a file, for sniffing (a UTF-8 byte-order mark left out)."""
+    """The first bytes of a file, for sniffing (as UTF-8: see `as_utf8`)."""
     try:
         with path.open("rb") as fh:
-            return fh.read(HEAD_BYTES).removeprefix(_BOM)
+            return as_utf8(fh.read(HEAD_BYTES))
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
 
@@ -100,14 +109,14 @@ def looks_binary(head: bytes) -> bool:
 def read_text(path: Path) -> str:
     """Whole file as text, with checks that turn bad input into one clear error."""
     try:
-        data = path.read_bytes()
+        data = as_utf8(path.read_bytes())
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data.strip():
         raise InputError(path, "file is empty")
     if looks_binary(data[:HEAD_BYTES]):
         raise InputError(path, "binary file, not a training log")
-    return data.removeprefix(_BOM).decode("utf-8", errors="replace")
+    return data.decode("utf-8", errors="replace")
 
 
 def strip_terminal(text: str) -> str:
