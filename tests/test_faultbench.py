@@ -370,14 +370,16 @@ def _messy_export(root: Path) -> None:
 
 
 def _same_table(a, b) -> None:  # type: ignore[no-untyped-def]
-    """Two store-schema tables hold the same rows (maps compared as dicts, NaN equal to NaN)."""
+    """Two store-schema tables hold the same rows (maps in the same key order, NaN equal to NaN): the
+    bytes stored for a file must not depend on the other files read beside it."""
     left, right = a.to_pandas(), b.to_pandas()
     for frame in (left, right):
-        frame["rewards"] = [None if m is None else dict(m) for m in frame["rewards"]]
+        frame["rewards"] = [None if m is None else list(m) for m in frame["rewards"]]
     assert left.drop(columns="rewards").equals(right.drop(columns="rewards"))
     for x, y in zip(left["rewards"], right["rewards"], strict=True):
         assert (x is None and y is None) or (
-            x.keys() == y.keys() and all(x[k] == y[k] or (math.isnan(x[k]) and math.isnan(y[k])) for k in x)
+            [k for k, _ in x] == [k for k, _ in y]
+            and all(u == v or (math.isnan(u) and math.isnan(v)) for (_, u), (_, v) in zip(x, y, strict=True))
         ), (x, y)
 
 
@@ -608,3 +610,81 @@ def test_the_importers_typed_columns_are_the_stores() -> None:
     assert {n for n, t in kinds.items() if t == pa.bool_()} == set(faultbench._FLAG_COLUMNS)
     whole = {n for n, t in kinds.items() if t == pa.int64()}
     assert whole == {"step", "response_length", *faultbench._INTEGER_COLUMNS}
+
+
+def test_a_files_rewards_map_keeps_its_own_key_order_beside_other_files(tmp_path: Path) -> None:
+    """DuckDB reads a chunk of files at once; the map of each file's rows is built as the per-file reader
+    builds it (keys in the order the file gives them), not in an order the chunk's other files set."""
+    import duckdb
+
+    from rftfm_agent.telemetry.importers.faultbench import _read_together, read_trajectories
+
+    dirs = []
+    for name, rewards in (("r0", {"b": 1.0, "a": 2.0}), ("r1", {"a": 1.0, "b": 2.0})):
+        (tmp_path / name).mkdir()
+        row = {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0, "rewards": rewards}}
+        (tmp_path / name / TRAJECTORY_FILE).write_text(json.dumps(row) + "\n")
+        dirs.append(tmp_path / name)
+    together = _read_together(duckdb.connect(), dirs)
+    assert together is not None
+    for d, table in zip(dirs, together, strict=True):
+        _same_table(table, read_trajectories(d / TRAJECTORY_FILE))
+    assert [k for k, _ in together[1].column("rewards")[0].as_py()] == ["a", "b"]
+
+
+def test_an_id_past_2_to_the_53_is_read_exactly_from_a_folder(tmp_path: Path) -> None:
+    """DuckDB reads ids and steps as doubles (to see fractions); past 2**53 a double is not the number,
+    so such a chunk goes to the per-file reader, which reads the digits."""
+    (tmp_path / "runs" / "big").mkdir(parents=True)
+    row = {"metadata": {"rollout_step": 1, "group_id": 1152921504606846983}, "metrics": {"reward": 1.0}}
+    (tmp_path / "runs" / "big" / TRAJECTORY_FILE).write_text(json.dumps(row) + "\n")
+    (run,) = importers.load(tmp_path)
+    assert (
+        run.trajectories is not None and run.trajectories.column("group_id")[0].as_py() == 1152921504606846983
+    )
+
+
+def test_skip_bad_names_the_right_lines_after_a_row_of_another_kind(tmp_path: Path) -> None:
+    path = tmp_path / "traj.jsonl"
+    rows = [
+        {"metadata": {"rollout_step": s}, "metrics": {"reward": "text" if s == 2 else 1.0}}
+        for s in (1, 2, 3, 4.5, 5)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run,) = importers.load(path, skip_bad=True)
+    assert run.trajectories is not None and run.trajectories.column("step").to_pylist() == [1, 3, 5]
+    (note,) = [n for n in run.source.notes if n.startswith("--skip-bad")]
+    assert "2 malformed row(s)" in note and "first: line 2: metrics.reward is text" in note
+    from rftfm_agent.telemetry.importers.faultbench import read_trajectories
+
+    bad: list[str] = []
+    read_trajectories(path, bad)
+    assert bad[1] == "line 4: rollout_step 4.5 is not a whole number"
+
+
+@pytest.mark.parametrize("tags", [[1, {"a": 1}], [[1], ["a"]]])
+def test_a_list_mixing_kinds_at_any_depth_is_named(tmp_path: Path, tags: list) -> None:
+    path = tmp_path / "traj.jsonl"
+    row = {"metadata": {"rollout_step": 1}, "metrics": {"reward": 1.0}}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [row, row, {**row, "tags": tags}]))
+    with pytest.raises(InputError, match=r"line 3: tags\[\]"):
+        importers.load(path)
+
+
+def test_a_step_written_as_text_is_read_alike_by_both_readers(tmp_path: Path) -> None:
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    path = tmp_path / "runs" / "r" / TRAJECTORY_FILE
+    path.write_text(json.dumps({"metadata": {"rollout_step": "3.0"}, "metrics": {"reward": 1.0}}) + "\n")
+    from rftfm_agent.telemetry.importers.faultbench import read_trajectories
+
+    assert read_trajectories(path).column("step").to_pylist() == [3]
+    (run,) = importers.load(tmp_path)
+    assert run.trajectories is not None and run.trajectories.column("step").to_pylist() == [3]
+
+
+def test_a_registry_onset_that_is_not_a_step_names_its_line(tmp_path: Path) -> None:
+    _write_export(tmp_path)
+    reg = tmp_path / "metadata" / "registries" / "rf_easy.csv"
+    reg.write_text(reg.read_text().replace(",1,easy,", ",abc,easy,"))
+    with pytest.raises(InputError, match=r"rf_easy.csv: line 2: onset_step 'abc' is not a step"):
+        importers.load(tmp_path)

@@ -198,7 +198,15 @@ def load(
         raise InputError(_printable(p), "no such file or folder")
     if _printable(p) != str(p):
         raise InputError(_printable(p), "the name is not valid UTF-8 text: rename it")
-    runs = load_folder(p, skip_bad) if p.is_dir() else load_file(p, skip_bad=skip_bad)
+    if p.is_dir():
+        try:
+            runs = load_folder(p, skip_bad)
+        except _DATA_ERRORS as exc:  # what a file's importer raised is named by `load_file` already
+            raise InputError(
+                _printable(p), f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
+            ) from None
+    else:
+        runs = load_file(p, skip_bad=skip_bad)
     if key_map:
         apply_key_map(p, runs, key_map)
     return runs

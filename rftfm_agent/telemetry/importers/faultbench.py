@@ -20,7 +20,7 @@ import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -217,9 +217,11 @@ def read_trajectories(path: Path, bad: list[str] | None = None) -> pa.Table:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data.strip():
         raise InputError(path, "file is empty")
+    lines: list[int] | None = None  # each row's line, where the line-by-line reader left rows out
     raw = None if _a_row_is_not_an_object(data) else _read_json(data)
     if raw is None:  # the line-by-line reader names the bad line (or, with `bad`, leaves bad lines out)
-        raw = _read_json(_rows_alike(path, bad))
+        data, lines = _rows_alike(path, bad)
+        raw = _read_json(data)
     if raw is None:
         raise InputError(path, "rows do not share one structure (mixed types in a field)")
     flat = flatten_structs(raw)
@@ -229,7 +231,7 @@ def read_trajectories(path: Path, bad: list[str] | None = None) -> pa.Table:
         table = store_columns(flat)
     except ValueError as exc:  # a per-function reward that is not a number (pa.ArrowInvalid is one too)
         raise InputError(path, str(exc).splitlines()[0]) from None
-    return whole_numbers(path, table, bad, json_rows=True)
+    return whole_numbers(path, table, bad, lambda: lines or [n for n, _ in json_lines(path, bad=[])])
 
 
 def _read_json(data: bytes) -> pa.Table | None:
@@ -257,21 +259,27 @@ def _kind(value: Any) -> str | None:
 
 
 def _fields(obj: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """Every field of a row, nested ones by their dotted name (list items as `name[]`)."""
+    """Every field of a row, nested ones by their dotted name (list items as `name[]`, at any depth)."""
     for key, value in obj.items():
         name = f"{prefix}{key}"
         yield name, value
-        for item in value if isinstance(value, list) else [value] if isinstance(value, dict) else []:
-            if isinstance(item, dict):
-                yield from _fields(item, f"{name}[]." if isinstance(value, list) else f"{name}.")
-            else:
-                yield f"{name}[]", item
+        yield from _inside(name, value)
 
 
-def _rows_alike(path: Path, bad: list[str] | None) -> bytes:
-    """The file's rows read line by line and written back as JSON lines, each field of one kind: the
-    first malformed line (not JSON, not an object, a field of another kind than most rows give it) is an
-    error naming it, or with `bad` (`--skip-bad`) every one is left out and described there."""
+def _inside(name: str, value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        yield from _fields(value, f"{name}.")
+    elif isinstance(value, list):
+        for item in value:
+            yield f"{name}[]", item
+            yield from _inside(f"{name}[]", item)
+
+
+def _rows_alike(path: Path, bad: list[str] | None) -> tuple[bytes, list[int]]:
+    """The file's rows read line by line and written back as JSON lines, each field of one kind, with
+    the line number of each row kept: the first malformed line (not JSON, not an object, a field of
+    another kind than most rows give it) is an error naming it, or with `bad` (`--skip-bad`) every one
+    is left out and described there."""
     rows = [(n, obj, _kinds(obj)) for n, obj in json_lines(path, bad=bad)]
     counts: dict[str, Counter[str]] = {}
     for _, _, kinds in rows:
@@ -279,10 +287,12 @@ def _rows_alike(path: Path, bad: list[str] | None) -> bytes:
             counts.setdefault(name, Counter())[kind] += 1
     usual = {name: c.most_common(1)[0][0] for name, c in counts.items()}  # a tie: the kind seen first
     good: list[str] = []
+    kept: list[int] = []
     for line_no, obj, kinds in rows:
         odd = next((name for name, kind in kinds.items() if kind == _MIXED or kind != usual[name]), None)
         if odd is None:
             good.append(json.dumps(obj))
+            kept.append(line_no)
             continue
         said = (
             f"line {line_no}: {odd} holds items of mixed kinds"
@@ -295,7 +305,7 @@ def _rows_alike(path: Path, bad: list[str] | None) -> bytes:
     if not good:
         first = f" (first: {bad[0]})" if bad else ""
         raise InputError(path, f"no readable row ({len(bad or [])} malformed{first})")
-    return "\n".join(good).encode()
+    return "\n".join(good).encode(), kept
 
 
 _MIXED = "mixed"  # the kind of a list field whose items differ in kind
@@ -311,11 +321,14 @@ def _kinds(obj: dict) -> dict[str, str]:
 
 
 def whole_numbers(
-    path: Path, table: pa.Table, bad: list[str] | None = None, json_rows: bool = False
+    path: Path,
+    table: pa.Table,
+    bad: list[str] | None = None,
+    line_numbers: Callable[[], list[int]] | None = None,
 ) -> pa.Table:
     """The rows whose step and ids and counts (`_INTEGER_COLUMNS`) are whole numbers, typed int64 as the
     store keeps them: a row without a step, or with a fraction in one of them, is an error naming its
-    line (`json_rows`: the table's rows are the JSON-lines file's readable rows, in order) or row, or
+    line (`line_numbers`: the line of each of the table's rows, asked for only then) or row, or
     with `bad` (`--skip-bad`) it is left out and described there. Number and true/false columns are
     typed as the store keeps them too (`_typed`)."""
     checks = [
@@ -330,8 +343,9 @@ def whole_numbers(
         return _typed(path, table)
     reasons: dict[int, str] = {}  # first reason per row
     for name in checks:
-        try:
-            number = pc.cast(table.column(name), pa.float64())
+        column = table.column(name)
+        try:  # an integer column only for the nulls and the message: past 2**53 a double is near enough
+            number = pc.cast(column, pa.float64(), safe=not pa.types.is_integer(column.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise InputError(path, f"{_SOURCE_NAME[name]} holds values that are not numbers") from None
         whole = pc.and_(pc.is_finite(number), pc.equal(pc.floor(number), number))
@@ -347,7 +361,7 @@ def whole_numbers(
                 else f"{_SOURCE_NAME[name]} {float(values[i])!r} is not a whole number",
             )
     if reasons:
-        lines = [n for n, _ in json_lines(path, bad=[])] if json_rows else []  # malformed ones left out
+        lines = line_numbers() if line_numbers is not None else []
         rows = sorted(reasons)
         said = [f"{f'line {lines[i]}' if i < len(lines) else f'row {i + 1}'}: {reasons[i]}" for i in rows]
         if bad is None:
@@ -359,8 +373,11 @@ def whole_numbers(
         keep[rows] = False
         table = table.filter(pa.array(keep))
     for name in checks:
-        try:
-            whole = pc.cast(table.column(name), pa.int64())
+        column = table.column(name)
+        try:  # integers as they are; anything else from the numbers checked above ("3.0" as text is 3)
+            whole = pc.cast(
+                column if pa.types.is_integer(column.type) else pc.cast(column, pa.float64()), pa.int64()
+            )
         except pa.ArrowInvalid:
             raise InputError(path, f"{_SOURCE_NAME[name]} out of the range of a 64-bit integer") from None
         table = table.set_column(table.schema.get_field_index(name), name, whole)
@@ -469,8 +486,7 @@ def _valid_entries(maps: pa.MapArray) -> pa.MapArray:
 
 
 def _fault_from_registry(row: dict[str, str]) -> tuple[str, FaultSpec | None, str | None]:
-    kind = (row.get("control_or_fault") or "").strip().lower()
-    label = "control" if kind.startswith("control") or kind in {"healthy", "normal", "baseline"} else "fault"
+    label = "control" if _is_control(row) else "fault"
     if label == "control":
         return label, None, None
     ftype = (row.get("fault_type") or "").strip()
@@ -481,15 +497,25 @@ def _fault_from_registry(row: dict[str, str]) -> tuple[str, FaultSpec | None, st
         or _FAMILY_WORDS.get(family_raw.lower().split("_")[0])
     )
     strength = (row.get("strength") or row.get("fault_strength") or "").strip().lower()
-    onset_text = row.get("onset_step") or row.get("onset") or "1"
-    onset = whole_step(to_float(onset_text))
-    if onset is None or onset < 0:
-        raise ValueError(f"experiment {row.get('experiment_id')!r}: onset_step {onset_text!r} is not a step")
+    onset = _onset(row)
+    if onset is None:  # `read_registries` names the line first
+        raise ValueError(f"experiment {row.get('experiment_id')!r}: onset_step is not a step")
     if family is None or strength not in {"easy", "hard"}:
         return label, None, f"fault {ftype or '?'} / {family_raw or '?'} ({strength or 'strength unknown'})"
     variant = (row.get("variant") or "").strip() or None
     spec = FaultSpec(family=family, type=ftype, strength=strength, onset_step=onset, variant=variant)
     return label, spec, None
+
+
+def _is_control(row: dict[str, str]) -> bool:
+    kind = (row.get("control_or_fault") or "").strip().lower()
+    return kind.startswith("control") or kind in {"healthy", "normal", "baseline"}
+
+
+def _onset(row: dict[str, str]) -> int | None:
+    """A registry row's fault onset step (1 when not given); None when it is not a step."""
+    onset = whole_step(to_float(row.get("onset_step") or row.get("onset") or "1"))
+    return onset if onset is not None and onset >= 0 else None
 
 
 # The registry fields that make a run's label: two rows of one experiment must not disagree on them.
@@ -507,6 +533,11 @@ def read_registries(root: Path) -> dict[str, dict[str, str]]:
             for line, row in enumerate(reader, 2):
                 row = {k: (v or "") for k, v in row.items() if k}
                 row.setdefault("registry", csv_path.stem)
+                if not _is_control(row) and _onset(row) is None:  # a control's onset is not read
+                    onset = row.get("onset_step") or row.get("onset")
+                    raise InputError(
+                        csv_path, f"line {line}: onset_step {onset!r} is not a step (a whole number)"
+                    )
                 earlier = rows.get(row["experiment_id"]) or {}
                 clash = [f for f in _LABEL_FIELDS if earlier.get(f) and row.get(f) and earlier[f] != row[f]]
                 if clash:  # which label is true cannot be told
@@ -777,18 +808,23 @@ def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list
         return None
     flat = flatten_structs(raw.drop_columns([_FILE_COLUMN]))
     flat = flat.drop_columns([c for c in flat.column_names if flat.column(c).null_count == flat.num_rows])
-    flat = _rewards_from_json(flat)
-    if flat is None:
-        return None
+    text = flat.column("metrics.rewards") if "metrics.rewards" in flat.column_names else None
     try:
-        table = store_columns(flat)
-    except ValueError:  # a per-function reward that is not a number: the per-file reader names the file
+        table = store_columns(flat.drop_columns(["metrics.rewards"]) if text is not None else flat)
+    except ValueError:  # a column of another type: the per-file reader names the file
         return None
+    if text is not None:
+        rewards = _rewards_by_file(text, counts)
+        if rewards is None:
+            return None
+        table = table.append_column("rewards", rewards)
     if "step" not in table.column_names or table.column("step").null_count:
         return None
     for name in ("step", *_INTEGER_COLUMNS):  # typed as the per-file reader types whole numbers
         if name in table.column_names:
             column = table.column(name)
+            if pc.any(pc.greater_equal(pc.abs(column), 2.0**53)).as_py():  # a double is not exact there:
+                return None  # the per-file reader reads the digits
             whole = pc.cast(column, pa.int64(), safe=False)
             if pc.any(pc.not_equal(pc.cast(whole, pa.float64()), column)).as_py():
                 return None
@@ -799,32 +835,34 @@ def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list
     return tables
 
 
-def _rewards_from_json(flat: pa.Table) -> pa.Table | None:
-    """`metrics.rewards`, read by DuckDB as JSON text, as the `metrics.rewards.<fn>` columns that the
-    per-file reader's flattening gives (pyarrow's inference on the same objects, nested ones flattened
-    alike); None where pyarrow refuses them (a value that is not an object, types that clash), so that
-    the per-file reader reads the files and says what is wrong."""
-    name = "metrics.rewards"
-    if name not in flat.column_names:
-        return flat
-    text = pc.fill_null(flat.column(name), "{}").combine_chunks()  # absent: a row with no reward
-    one = pa.LargeListArray.from_arrays(pa.array([0, len(text)], pa.int64()), text.cast(pa.large_string()))
-    lines = pc.binary_join(one, pa.scalar("\n", pa.large_string()))  # an object a line, as DuckDB writes it
-    bounds = np.frombuffer(lines.buffers()[1], dtype=np.int64)[:2]
-    data = lines.buffers()[2][int(bounds[0]) : int(bounds[1])] if len(text) else pa.py_buffer(b"")
-    try:
-        parsed = pajson.read_json(
-            pa.BufferReader(data), parse_options=pajson.ParseOptions(newlines_in_values=False)
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None
-    if parsed.num_rows != flat.num_rows:
-        return None
-    rewards = flatten_structs(parsed)
-    out = flat.drop_columns([name])
-    for column in rewards.column_names:
-        out = out.append_column(f"{name}.{column}", rewards.column(column))
-    return out
+_REWARDS_TYPE = pa.map_(pa.string(), pa.float64())
+
+
+def _rewards_by_file(text: pa.ChunkedArray, counts: np.ndarray) -> pa.ChunkedArray | None:
+    """The per-function rewards map of each file's rows, from `metrics.rewards` as DuckDB reads it (JSON
+    text), parsed file by file with pyarrow's reader: the inference, and so the map's key order, of the
+    per-file reader, whatever the other files of the chunk hold. None where pyarrow refuses them (a value
+    that is not an object, kinds that clash, a reward that is not a number): the per-file reader then
+    reads the files and says what is wrong."""
+    rows = pc.fill_null(text, "{}").combine_chunks().cast(pa.large_string())  # absent: no reward
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int64())
+    files = pc.binary_join(pa.LargeListArray.from_arrays(offsets, rows), pa.scalar("\n", pa.large_string()))
+    parse = pajson.ParseOptions(newlines_in_values=False)  # DuckDB writes each object on one line
+    read = pajson.ReadOptions(use_threads=False)  # small inputs: threads cost more than they give
+    maps = []
+    for data, n in zip(files, counts.tolist(), strict=True):
+        try:
+            parsed = flatten_structs(pajson.read_json(pa.BufferReader(data.as_buffer()), read, parse))
+            if not parsed.num_columns:  # no row logs a reward (pyarrow then counts no rows either)
+                maps.append(pa.nulls(n, _REWARDS_TYPE))
+                continue
+            if parsed.num_rows != n:
+                return None
+            columns = [f"metrics.rewards.{c}" for c in parsed.column_names]
+            maps.append(_rewards_map(parsed.rename_columns(columns), columns))
+        except (ValueError, pa.ArrowTypeError):  # pa.ArrowInvalid is a ValueError
+            return None
+    return pa.chunked_array(maps, type=_REWARDS_TYPE)
 
 
 def _aggregate_together(runs: list[ImportedRun]) -> None:
