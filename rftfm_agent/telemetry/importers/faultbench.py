@@ -421,11 +421,15 @@ def has_rollout_step(flat: pa.Table) -> bool:
 def store_columns(flat: pa.Table) -> pa.Table:
     """A flattened trajectory table's columns under the store's names (per-function rewards as a map).
 
-    Where a file holds several spellings of one column (`response` and `completion`), a row takes the
-    first one it has a value for."""
+    Where a file holds several spellings of one column (`response` and `completion`; nested and flat
+    rows), a row takes the first one it has a value for; numbers of different types (`3` in flat rows,
+    `0.5` in nested ones) are coalesced as doubles, as DuckDB's typed read gives them."""
     out: dict[str, pa.Array | pa.ChunkedArray] = {}
     for target, names in _TRAJECTORY_COLUMNS.items():
         present = [flat.column(n) for n in names if n in flat.column_names]
+        mixed = len({c.type for c in present}) > 1
+        if mixed and all(_is_number(c.type) for c in present):
+            present = [pc.cast(c, pa.float64()) for c in present]
         if len(present) > 1 and all(c.type == present[0].type for c in present):
             out[target] = pc.coalesce(*present)
         elif present:
@@ -444,10 +448,14 @@ def store_columns(flat: pa.Table) -> pa.Table:
     return pa.table(out)
 
 
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_null(kind)
+
+
 def _rewards_map(flat: pa.Table, columns: list[str]) -> pa.MapArray:
     """The per-function rewards (`metrics.rewards.<fn>` columns) as one map column, built with arrays
-    (not row by row): a function missing on a row (null) is left out of that row's map, and a row with
-    none is null."""
+    (not row by row): a function missing on a row (null) is left out of that row's map, a row with none
+    is null, and the functions are in name order."""
     keys = np.array([c.removeprefix("metrics.rewards.") for c in columns], dtype=object)
     cast = []
     for c in columns:
@@ -457,6 +465,10 @@ def _rewards_map(flat: pa.Table, columns: list[str]) -> pa.MapArray:
             raise ValueError(f"per-function reward {c} holds values that are not numbers") from None
     valid = np.column_stack([pc.is_valid(a).to_numpy(zero_copy_only=False) for a in cast])
     values = np.column_stack([pc.fill_null(a, 0.0).to_numpy(zero_copy_only=False) for a in cast])
+    # Keys in name order: pyarrow's order of columns depends on how it splits a file into blocks, which
+    # differs between a whole file and its rewards read alone (DuckDB's read of a chunk).
+    order = np.argsort(keys, kind="stable")
+    keys, valid, values = keys[order], valid[:, order], values[:, order]
     offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int32)
     flat_valid = valid.ravel()
     return pa.MapArray.from_arrays(
