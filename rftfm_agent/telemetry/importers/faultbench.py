@@ -745,7 +745,7 @@ def iter_folder(root: Path, chunk: int = CHUNK, skip_bad: bool = False) -> Itera
 # Numbers are read as DOUBLE and given the store's types as the per-file reader's are; every spelling
 # that `_TRAJECTORY_COLUMNS` knows is here, and keys the store does not keep are not read.
 # Steps are read as DOUBLE so that a fraction is seen (DuckDB rounds 1.5 into a BIGINT without a word).
-# The per-function rewards are read as JSON text and given to pyarrow's reader (`_rewards_from_json`),
+# The per-function rewards are read as JSON text and given to pyarrow's reader (`_rewards_of_rows`),
 # which infers them as the per-file reader does: a MAP built by DuckDB's reader cost a quarter of the
 # read (0.47 s against 0.36 s for 128 files of the 1M-record benchmark, measured here).
 _DUCKDB_COLUMNS = {
@@ -826,7 +826,7 @@ def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list
     except ValueError:  # a column of another type: the per-file reader names the file
         return None
     if text is not None:
-        rewards = _rewards_by_file(text, counts)
+        rewards = _rewards_of_rows(text)
         if rewards is None:
             return None
         table = table.append_column("rewards", rewards)
@@ -850,31 +850,30 @@ def _read_together(con: duckdb.DuckDBPyConnection, run_dirs: list[Path]) -> list
 _REWARDS_TYPE = pa.map_(pa.string(), pa.float64())
 
 
-def _rewards_by_file(text: pa.ChunkedArray, counts: np.ndarray) -> pa.ChunkedArray | None:
-    """The per-function rewards map of each file's rows, from `metrics.rewards` as DuckDB reads it (JSON
-    text), parsed file by file with pyarrow's reader: the inference, and so the map's key order, of the
-    per-file reader, whatever the other files of the chunk hold. None where pyarrow refuses them (a value
-    that is not an object, kinds that clash, a reward that is not a number): the per-file reader then
-    reads the files and says what is wrong."""
+def _rewards_of_rows(text: pa.ChunkedArray) -> pa.MapArray | None:
+    """The per-function rewards map of a chunk's rows, from `metrics.rewards` as DuckDB reads it (JSON
+    text), parsed in one pass by pyarrow's reader, the per-file reader's inference. The map lists its
+    functions in name order, so each file's rows get the map the per-file reader gives them whatever the
+    chunk's other files hold. None where pyarrow refuses them (a value that is not an object, kinds that
+    clash, here or between files; a reward that is not a number): the per-file reader then reads the
+    files and says what is wrong."""
     rows = pc.fill_null(text, "{}").combine_chunks().cast(pa.large_string())  # absent: no reward
-    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]), pa.int64())
-    files = pc.binary_join(pa.LargeListArray.from_arrays(offsets, rows), pa.scalar("\n", pa.large_string()))
-    parse = pajson.ParseOptions(newlines_in_values=False)  # DuckDB writes each object on one line
-    read = pajson.ReadOptions(use_threads=False)  # small inputs: threads cost more than they give
-    maps = []
-    for data, n in zip(files, counts.tolist(), strict=True):
-        try:
-            parsed = flatten_structs(pajson.read_json(pa.BufferReader(data.as_buffer()), read, parse))
-            if not parsed.num_columns:  # no row logs a reward (pyarrow then counts no rows either)
-                maps.append(pa.nulls(n, _REWARDS_TYPE))
-                continue
-            if parsed.num_rows != n:
-                return None
-            columns = [f"metrics.rewards.{c}" for c in parsed.column_names]
-            maps.append(_rewards_map(parsed.rename_columns(columns), columns))
-        except (ValueError, pa.ArrowTypeError):  # pa.ArrowInvalid is a ValueError
+    one = pa.LargeListArray.from_arrays(pa.array([0, len(rows)], pa.int64()), rows)
+    data = pc.binary_join(one, pa.scalar("\n", pa.large_string()))[0].as_buffer()  # DuckDB: one line each
+    try:
+        parsed = flatten_structs(
+            pajson.read_json(
+                pa.BufferReader(data), parse_options=pajson.ParseOptions(newlines_in_values=False)
+            )
+        )
+        if not parsed.num_columns:  # no row logs a reward (pyarrow then counts no rows either)
+            return pa.nulls(len(rows), _REWARDS_TYPE)
+        if parsed.num_rows != len(rows):
             return None
-    return pa.chunked_array(maps, type=_REWARDS_TYPE)
+        columns = [f"metrics.rewards.{c}" for c in parsed.column_names]
+        return _rewards_map(parsed.rename_columns(columns), columns)
+    except (ValueError, pa.ArrowTypeError):  # pa.ArrowInvalid is a ValueError
+        return None
 
 
 def _aggregate_together(runs: list[ImportedRun]) -> None:
