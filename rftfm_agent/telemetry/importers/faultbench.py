@@ -860,19 +860,18 @@ def _rewards_of_rows(text: pa.ChunkedArray) -> pa.MapArray | None:
     rows = pc.fill_null(text, "{}").combine_chunks().cast(pa.large_string())  # absent: no reward
     one = pa.LargeListArray.from_arrays(pa.array([0, len(rows)], pa.int64()), rows)
     data = pc.binary_join(one, pa.scalar("\n", pa.large_string()))[0].as_buffer()  # DuckDB: one line each
+    raw = _read_json(data)
+    if raw is None:
+        return None
     try:
-        parsed = flatten_structs(
-            pajson.read_json(
-                pa.BufferReader(data), parse_options=pajson.ParseOptions(newlines_in_values=False)
-            )
-        )
+        parsed = flatten_structs(raw)
         if not parsed.num_columns:  # no row logs a reward (pyarrow then counts no rows either)
             return pa.nulls(len(rows), _REWARDS_TYPE)
         if parsed.num_rows != len(rows):
             return None
         columns = [f"metrics.rewards.{c}" for c in parsed.column_names]
         return _rewards_map(parsed.rename_columns(columns), columns)
-    except (ValueError, pa.ArrowTypeError):  # pa.ArrowInvalid is a ValueError
+    except ValueError:  # a reward that is not a number
         return None
 
 
