@@ -5,9 +5,11 @@ and none is stored changed (a fraction truncated, a step wrapped, a value merged
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -220,3 +222,66 @@ def test_a_corrupt_first_line_is_named_or_skipped_not_an_unknown_format(tmp_path
         importers.load(path)
     (run,) = importers.load(path, skip_bad=True)
     assert [s.step for s in run.steps] == [2, 3]
+
+
+def _rows(fmt: str, steps: range) -> str:
+    """Complete log lines, one per step, as each trainer writes them."""
+    if fmt == "jsonl":
+        return "".join(json.dumps({"step": s, "loss": 0.5, "reward": 0.25}) + "\n" for s in steps)
+    if fmt == "hf":
+        return "".join(f"{{'loss': 0.5, 'reward': 0.25, 'step': {s}}}\n" for s in steps)
+    if fmt == "verl":
+        return "".join(f"step:{s} - actor/pg_loss:0.5 - critic/score/mean:0.25\n" for s in steps)
+    return "step,loss,reward\n" + "".join(f"{s},0.5,0.25\n" for s in steps)
+
+
+# A step cut short where the writer was killed: mid-number, as a number still (verl stored 0.0).
+_CUT = {
+    "jsonl": '{"step": 4, "loss": 0.',
+    "hf": "{'loss': 0.5, 'reward': 0.",
+    "verl": "step:4 - actor/pg_loss:0.5 - critic/score/mean:0.",
+    "csv": "4,0.",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_CUT))
+def test_a_log_cut_mid_line_by_a_killed_job_is_read_without_the_cut_part_and_says_so(
+    tmp_path: Path, fmt: str
+) -> None:
+    """Every line-based importer treats a last line cut short (no newline after it) alike: the complete
+    steps are stored, nothing of the cut part is stored as a value, and the run's notes say so. (CSV
+    refused the whole file; verl stored the cut `0.` as 0.0 without a word.)"""
+    name = {"jsonl": "log.jsonl", "hf": "train.log", "verl": "verl.log", "csv": "history.csv"}[fmt]
+    path = tmp_path / name
+    path.write_text(_rows(fmt, range(1, 4)) + _CUT[fmt])
+    store = Store(tmp_path / "store")
+    result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(store.root)])
+    assert result.exit_code == 0, result.output
+    (manifest,) = store.manifests()
+    assert any(n.startswith("truncated:") for n in manifest.source.notes), manifest.source.notes
+    steps = store.steps(manifest.run_id)
+    values = steps.drop(columns=["step", "wall_time"]).to_numpy()
+    assert (values[~pd.isna(values)] != 0.0).all()  # no cut value stored as zero
+    if fmt == "verl":  # the complete entries of the cut line are kept, its last one is not
+        last = steps.iloc[-1]
+        assert steps["step"].tolist() == [1, 2, 3, 4] and last["pg_loss"] == 0.5 and pd.isna(last["reward"])
+    else:
+        assert steps["step"].tolist() == [1, 2, 3]
+
+
+def test_a_log_that_merely_lacks_its_final_newline_loses_nothing(tmp_path: Path) -> None:
+    """Logs copied or downloaded whole often end without a newline (a verl log in ../shared/realruns
+    does): a last value written like the key's earlier ones is kept, and nothing is said."""
+    path = tmp_path / "verl.log"
+    path.write_text(_rows("verl", range(1, 4)) + "step:4 - actor/pg_loss:0.5 - critic/score/mean:0.75")
+    (run,) = importers.load(path)
+    assert run.steps[-1].values == {"actor/pg_loss": 0.5, "critic/score/mean": 0.75} and not run.source.notes
+    path.write_text(_rows("verl", range(1, 4)) + "step:4 - actor/pg_loss:0.5 - critic/score/mean:nan")
+    (run,) = importers.load(path)
+    assert math.isnan(run.steps[-1].values["critic/score/mean"]) and not run.source.notes
+    for name, fmt in (("log.jsonl", "jsonl"), ("history.csv", "csv")):
+        (tmp_path / name).write_text(_rows(fmt, range(1, 4)).rstrip("\n"))
+        (run,) = importers.load(tmp_path / name)
+        assert [s.step for s in run.steps] == [1, 2, 3] and not any(
+            "truncated" in n for n in run.source.notes
+        )

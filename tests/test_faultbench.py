@@ -122,13 +122,42 @@ def test_nan_in_step_file_is_kept(tmp_path: Path) -> None:
     assert math.isnan(values[1]["reward"]) and math.isinf(values[2]["kl"])
 
 
-def test_truncated_trajectory_file(tmp_path: Path) -> None:
+def test_a_trajectory_file_cut_mid_line_loses_that_line_with_a_note(tmp_path: Path) -> None:
+    """A trainer killed while writing leaves its trajectory file's last line cut short: the run is read
+    without it, and says so (it was refused whole, as a corrupt file; the metrics JSONL reader already
+    skipped such a line). A malformed line before the last is still an error naming it."""
     _write_export(tmp_path)
     path = tmp_path / "RF" / "easy" / "exp_fault" / TRAJECTORY_FILE
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 30])
-    with pytest.raises(InputError, match="truncated: last line 8"):
+    runs = {r.name: r for r in importers.load(tmp_path)}
+    fault = runs["exp_fault"]
+    assert fault.trajectories is not None and fault.trajectories.num_rows == 7
+    assert "truncated: the last line (8) is an incomplete JSON record and was skipped" in fault.source.notes
+    assert runs["exp_control"].trajectories.num_rows == 8
+    assert not any(n.startswith("truncated") for n in runs["exp_control"].source.notes)
+    lines = data.decode().splitlines(keepends=True)
+    path.write_text("".join(lines[:3]) + lines[3][:20] + "\n" + "".join(lines[4:]))
+    with pytest.raises(InputError, match="line 4"):
         importers.load(tmp_path)
+
+
+def test_a_cut_step_file_or_single_trajectory_file_is_read_without_its_last_line(tmp_path: Path) -> None:
+    _write_export(tmp_path)
+    steps = tmp_path / "RF" / "easy" / "exp_control" / STEP_FILE
+    steps.write_bytes(steps.read_bytes()[:-10])
+    (control,) = (r for r in importers.load(tmp_path) if r.name == "exp_control")
+    assert "truncated: the last line (2) is an incomplete JSON record and was skipped" in control.source.notes
+    assert "reward" in control.steps[0].values and "reward" not in control.steps[1].values  # traj/ only
+    single = tmp_path / "traj.jsonl"
+    data = (tmp_path / "RF" / "easy" / "exp_fault" / TRAJECTORY_FILE).read_bytes()
+    single.write_bytes(data + data[:25])
+    (run,) = importers.load(single)
+    assert run.trajectories is not None and run.trajectories.num_rows == 8
+    assert run.source.notes == ["truncated: the last line (9) is an incomplete JSON record and was skipped"]
+    single.write_bytes(data + data[:25] + b"\n")  # a newline after it: not cut short, but corrupt
+    with pytest.raises(InputError, match="line 9"):
+        importers.load(single)
 
 
 def test_corrupt_step_line(tmp_path: Path) -> None:

@@ -303,8 +303,9 @@ def json_lines(
     path: Path, skipped: list[str] | None = None, bad: list[str] | None = None
 ) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-empty line of a JSONL file; one clear error for the first bad
-    one. With `skipped`, a bad last line (a job killed mid-write) is left out and noted there instead;
-    with `bad` (`--skip-bad`), every bad line is left out and described there ("line 7: …")."""
+    one. With `skipped`, a bad last line with no newline after it (a job killed mid-write) is left out
+    and noted there instead (a bad line that ends with a newline was not cut: it is an error); with
+    `bad` (`--skip-bad`), every bad line is left out and described there ("line 7: …")."""
     text = read_text(path)
     lines = text.split("\n")
     last = max(i for i, line in enumerate(lines) if line.strip())
@@ -317,7 +318,7 @@ def json_lines(
             if bad is not None:
                 bad.append(f"line {i + 1}: {exc.msg}")
                 continue
-            if i == last and skipped is not None:
+            if i == last and skipped is not None and not text.endswith("\n"):
                 skipped.append(
                     f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
                 )

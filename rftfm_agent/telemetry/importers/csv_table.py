@@ -63,6 +63,7 @@ class _Table:
     header: list[str]
     rows: list[tuple[int, list[str]]]  # (line number, cells)
     delimiter: str
+    unterminated: bool = False  # the file ends without a newline: its last row may have been cut
     _columns: dict[int, _Column] = field(default_factory=dict)
     _cells: list[tuple[str, ...]] | None = None  # the cells by column (transposed once, when first asked)
 
@@ -181,7 +182,24 @@ def _table(path: Path) -> _Table:
     duplicates = sorted({h for h in named if named.count(h) > 1})
     if duplicates:
         raise InputError(path, f"duplicate column name(s) in the header: {', '.join(duplicates)}")
-    return _Table(header=header, rows=rows[1:], delimiter=delimiter)
+    return _Table(
+        header=header, rows=rows[1:], delimiter=delimiter, unterminated=not text.endswith(("\n", "\r"))
+    )
+
+
+def _without_cut_row(table: _Table) -> tuple[_Table, str | None]:
+    """A job killed while writing its log leaves the last row short of fields and without a newline:
+    that row is left out, with a note, as the JSON-lines importers leave out a cut last line. (A short
+    row that ends with a newline, or a quoted field running over lines, is a malformed row instead.)"""
+    if not table.unterminated or not table.rows:
+        return table, None
+    line, cells = table.rows[-1]
+    if len(cells) >= len(table.header) or any("\n" in cell or "\r" in cell for cell in cells):
+        return table, None
+    if len(table.rows) == 1:
+        return table, None  # the only data row: the field-count check names it
+    note = f"truncated: the last line ({line}) has {len(cells)} of {len(table.header)} fields and was skipped"
+    return _Table(table.header, table.rows[:-1], table.delimiter), note
 
 
 def _check_widths(path: Path, table: _Table, bad: list[tuple[int, str]] | None) -> _Table:
@@ -420,7 +438,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
 
     With `skip_bad`, a malformed row (a field count unlike the header's, a stray word in a number
     column, a step that is empty or not a whole number) is left out and counted in the runs' notes."""
-    table = _table(path)
+    table, cut = _without_cut_row(_table(path))
     stepless = not _step_index(table.header)
     if stepless:
         if not _metric_header(table.header):
@@ -440,10 +458,9 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         if bad and not table.rows:
             raise InputError(path, f"no readable row ({len(bad)} malformed, first: {bad[0][1]})")
     runs = _read_table(path, table, stepless)
-    if bad:
-        note = bad_rows_note(path, [problem for _, problem in bad])
-        for run in runs:
-            run.source.notes.append(note)
+    notes = ([cut] if cut else []) + ([bad_rows_note(path, [problem for _, problem in bad])] if bad else [])
+    for run in runs:
+        run.source.notes.extend(notes)
     return runs
 
 

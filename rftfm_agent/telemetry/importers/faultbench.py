@@ -124,10 +124,11 @@ def is_export_folder(folder: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def read_steps(path: Path, bad: list[str] | None = None) -> list[RawStep]:
-    """Step rows; with `bad` (`--skip-bad`), malformed lines are left out and described there."""
+def read_steps(path: Path, bad: list[str] | None = None, notes: list[str] | None = None) -> list[RawStep]:
+    """Step rows; with `bad` (`--skip-bad`), malformed lines are left out and described there. With
+    `notes`, a last line cut short (a job killed mid-write) is left out and noted there."""
     rows: dict[int, dict[str, float]] = {}
-    for line_no, obj in json_lines(path, bad=bad):
+    for line_no, obj in json_lines(path, skipped=notes, bad=bad):
         step_i = whole_step(_step_of(obj))
         if step_i is None:
             if bad is not None:
@@ -207,20 +208,24 @@ _FLAG_COLUMNS = ("truncated", "empty_response", "short_response", "long_response
 _SOURCE_NAME = {"step": "rollout_step", **{n: n for n in _INTEGER_COLUMNS}}
 
 
-def read_trajectories(path: Path, bad: list[str] | None = None) -> pa.Table:
+def read_trajectories(path: Path, bad: list[str] | None = None, notes: list[str] | None = None) -> pa.Table:
     """Trajectory rows as a table with the store's column names (run_id is filled by the store).
 
-    With `bad` (`--skip-bad`), malformed lines are left out and described there; the rest is read."""
+    With `bad` (`--skip-bad`), malformed lines are left out and described there; the rest is read. With
+    `notes`, a last line cut short (a job killed mid-write: no newline, not a whole JSON record) is left
+    out and noted there, as the other JSON-lines importers do."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data.strip():
         raise InputError(path, "file is empty")
+    if notes is not None and bad is None:
+        data = _without_cut_line(data, notes)
     lines: list[int] | None = None  # each row's line, where the line-by-line reader left rows out
     raw = None if _a_row_is_not_an_object(data) else _read_json(data)
     if raw is None:  # the line-by-line reader names the bad line (or, with `bad`, leaves bad lines out)
-        data, lines = _rows_alike(path, bad)
+        data, lines = _rows_alike(path, bad, notes)
         raw = _read_json(data)
     if raw is None:
         raise InputError(path, "rows do not share one structure (mixed types in a field)")
@@ -232,6 +237,23 @@ def read_trajectories(path: Path, bad: list[str] | None = None) -> pa.Table:
     except ValueError as exc:  # a per-function reward that is not a number (pa.ArrowInvalid is one too)
         raise InputError(path, str(exc).splitlines()[0]) from None
     return whole_numbers(path, table, bad, lambda: lines or [n for n, _ in json_lines(path, bad=[])])
+
+
+def _without_cut_line(data: bytes, notes: list[str]) -> bytes:
+    """The file's bytes without a last line cut short: one after the last newline that does not parse
+    as JSON (noted in `notes`, in the words `json_lines` uses). A file of that one line is left whole:
+    the reader then says it is truncated."""
+    end = data.rstrip(b" \t\r").rfind(b"\n") + 1
+    tail = data[end:]
+    if not end or not tail.strip() or not data[:end].strip():
+        return data
+    try:
+        json.loads(tail)
+    except ValueError:  # json's error (JSONDecodeError) or bytes that are not UTF-8
+        line = data.count(b"\n", 0, end) + 1
+        notes.append(f"truncated: the last line ({line}) is an incomplete JSON record and was skipped")
+        return data[:end]
+    return data
 
 
 def _read_json(data: bytes) -> pa.Table | None:
@@ -275,12 +297,16 @@ def _inside(name: str, value: Any) -> Iterator[tuple[str, Any]]:
             yield from _inside(f"{name}[]", item)
 
 
-def _rows_alike(path: Path, bad: list[str] | None) -> tuple[bytes, list[int]]:
+def _rows_alike(path: Path, bad: list[str] | None, notes: list[str] | None = None) -> tuple[bytes, list[int]]:
     """The file's rows read line by line and written back as JSON lines, each field of one kind, with
     the line number of each row kept: the first malformed line (not JSON, not an object, a field of
     another kind than most rows give it) is an error naming it, or with `bad` (`--skip-bad`) every one
-    is left out and described there."""
-    rows = [(n, obj, _kinds(obj)) for n, obj in json_lines(path, bad=bad)]
+    is left out and described there. With `notes`, a bad last line is left out and noted there (once:
+    `_without_cut_line` may have noted it already)."""
+    skipped: list[str] | None = [] if notes is not None else None
+    rows = [(n, obj, _kinds(obj)) for n, obj in json_lines(path, skipped=skipped, bad=bad)]
+    if notes is not None and skipped:
+        notes.extend(n for n in skipped if n not in notes)
     counts: dict[str, Counter[str]] = {}
     for _, _, kinds in rows:
         for name, kind in kinds.items():
@@ -573,8 +599,10 @@ def read_run_folder(
     computes them for a whole export in one pass); `skip_bad` leaves malformed rows out (noted)."""
     traj_path = run_dir / TRAJECTORY_FILE
     bad: list[str] | None = [] if skip_bad else None
-    traj = read_trajectories(traj_path, bad) if traj_path.is_file() else None
+    notes: list[str] = []
+    traj = read_trajectories(traj_path, bad, notes) if traj_path.is_file() else None
     run = _run_of_folder(run_dir, registry, traj, aggregate, skip_bad)
+    run.source.notes.extend(notes)
     if bad:
         run.source.notes.append(bad_rows_note(traj_path, bad))
     return run
@@ -582,15 +610,17 @@ def read_run_folder(
 
 def _trajectory_file(
     run_dir: Path, skip_bad: bool
-) -> tuple[pa.Table | BaseException | None, list[str] | None]:
-    """A run folder's trajectory table (None without a file) and its malformed rows with `skip_bad`;
-    an error is handed back, not raised, so that the caller raises the first in folder order."""
+) -> tuple[pa.Table | BaseException | None, list[str] | None, list[str]]:
+    """A run folder's trajectory table (None without a file), its malformed rows with `skip_bad` and its
+    notes (a cut last line); an error is handed back, not raised, so that the caller raises the first
+    in folder order."""
     path = run_dir / TRAJECTORY_FILE
     bad: list[str] | None = [] if skip_bad else None
+    notes: list[str] = []
     try:
-        return (read_trajectories(path, bad) if path.is_file() else None), bad
+        return (read_trajectories(path, bad, notes) if path.is_file() else None), bad, notes
     except Exception as exc:  # any error: raised by the caller, in folder order
-        return exc, None
+        return exc, None, []
 
 
 def _run_of_folder(
@@ -603,11 +633,13 @@ def _run_of_folder(
     """A run folder's run around its trajectory table (already read): step rows, registry label, hash."""
     step_path, traj_path = run_dir / STEP_FILE, run_dir / TRAJECTORY_FILE
     bad: list[str] | None = [] if skip_bad else None
-    steps = read_steps(step_path, bad) if step_path.is_file() else []
+    notes: list[str] = []
+    steps = read_steps(step_path, bad, notes) if step_path.is_file() else []
     paths = [p for p in (step_path, traj_path) if p.is_file()]
     exp_id = run_dir.name
     row = registry.get(exp_id, {})
-    notes: list[str] = [bad_rows_note(step_path, bad)] if bad else []
+    if bad:
+        notes.append(bad_rows_note(step_path, bad))
     if row and not row.get("strength") and (s := _strength_from_path(run_dir)):
         row = {**row, "strength": s}
     label, fault, unparsed = _fault_from_registry(row) if row else ("unknown", None, None)
@@ -704,13 +736,14 @@ def iter_folder(root: Path, chunk: int = CHUNK, skip_bad: bool = False) -> Itera
         if tables is None:  # each file read on its own (pyarrow's parser leaves the GIL), a bad one named
             read = list(pool.map(lambda d: _trajectory_file(d, skip_bad), batch))
         else:
-            read = [(t, None) for t in tables]
+            read = [(t, None, []) for t in tables]
         runs = []
-        for d, folder, (traj, bad) in zip(batch, folders, read, strict=True):
+        for d, folder, (traj, bad, notes) in zip(batch, folders, read, strict=True):
             if isinstance(traj, BaseException):
                 raise traj
             run = folder.result()
             run.trajectories = traj
+            run.source.notes.extend(notes)
             if bad:
                 run.source.notes.append(bad_rows_note(d / TRAJECTORY_FILE, bad))
             runs.append(run)
@@ -891,12 +924,13 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     with path.open("rb") as fh:
         first = _first_json(fh.read(65536))
     bad: list[str] | None = [] if skip_bad else None
+    notes: list[str] = []
     if first is not None and _is_trajectory_row(first):
-        traj = read_trajectories(path, bad)
+        traj = read_trajectories(path, bad, notes)
         steps = attach([], aggregate_by_step(traj))
         paths = [path]
     else:
-        steps, traj, paths = read_steps(path, bad), None, [path]
+        steps, traj, paths = read_steps(path, bad, notes), None, [path]
     return [
         ImportedRun(
             name=path.stem,
@@ -905,7 +939,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
                 framework="openrlhf",
                 paths=[str(p) for p in paths],
                 sha256=sha256_of(paths),
-                notes=[bad_rows_note(path, bad)] if bad else [],
+                notes=notes + ([bad_rows_note(path, bad)] if bad else []),
             ),
             steps=steps,
             trajectories=traj,
