@@ -239,3 +239,11 @@ def test_trajectory_parts_compress_text_with_zstd_and_every_other_leaf_with_snap
     assert codecs["prompt"] == codecs["completion"] == "ZSTD"
     assert {c for p, c in codecs.items() if p not in ("prompt", "completion")} == {"SNAPPY"}
     assert st.trajectories(manifest.run_id)["completion"].tolist() == ["4", "5", "6"]
+    # Dictionaries for text leaves only, min/max statistics for the columns parts are filtered on only.
+    columns = [meta.column(i) for i in range(meta.num_columns)]
+    dictionary = {c.path_in_schema for c in columns if c.dictionary_page_offset is not None}
+    assert dictionary == {"run_id", "prompt_id", "prompt", "completion", "fault_injection_type"} | {
+        "fault_injection_strength",
+        "rewards.key_value.key",
+    }
+    assert {c.path_in_schema for c in columns if c.is_stats_set} == {"run_id", "step"}

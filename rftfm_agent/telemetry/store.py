@@ -170,8 +170,29 @@ def _compression(kind: str, table: pa.Table) -> str | dict[str, str]:
 def _leaf_paths(schema: pa.Schema) -> list[str]:
     """Parquet's names of a schema's leaf columns (`rewards.key_value.value`): a per-column codec is
     given per leaf, and a leaf left out is written uncompressed."""
+    return [path for path, _ in _leaf_types(schema)]
 
-    def leaves(name: str, typ: pa.DataType) -> list[str]:
+
+# Parquet encodings of a part. Dictionaries only for text columns (run ids, metric names, prompt ids,
+# fault types: few distinct values), and min/max statistics only for run_id and step, the columns
+# queries filter parts on: on the 1M-record ingest benchmark's trajectory parts (64 of 2,560 rows,
+# written here) this took 1.25 ms a part against 1.85 ms with both for every column, for 14 % more bytes.
+_STATISTICS = ["run_id", "step"]
+
+
+def _write_options(kind: str, table: pa.Table) -> dict[str, Any]:
+    text = [path for path, typ in _leaf_types(table.schema) if pa.types.is_string(typ)]
+    return {
+        "compression": _compression(kind, table),
+        "use_dictionary": text,
+        "write_statistics": [c for c in _STATISTICS if c in table.column_names],
+    }
+
+
+def _leaf_types(schema: pa.Schema) -> list[tuple[str, pa.DataType]]:
+    """Each leaf column's Parquet name (`rewards.key_value.key`) and type."""
+
+    def leaves(name: str, typ: pa.DataType) -> list[tuple[str, pa.DataType]]:
         if pa.types.is_map(typ):
             return leaves(f"{name}.key_value.key", typ.key_type) + leaves(
                 f"{name}.key_value.value", typ.item_type
@@ -184,7 +205,7 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
             ]
         if pa.types.is_list(typ) or pa.types.is_large_list(typ):
             return leaves(f"{name}.list.element", typ.value_type)
-        return [name]
+        return [(name, typ)]
 
     return [p for f in schema for p in leaves(f.name, f.type)]
 
@@ -197,11 +218,11 @@ def _write_part(folder: Path, table: pa.Table, durable: bool = True) -> str:
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = f"part-{uuid.uuid4().hex[:16]}.parquet"
-    compression = _compression(folder.name, table)
+    options = _write_options(folder.name, table)
     if durable:
-        atomic_write_with(folder / name, lambda tmp: pq.write_table(table, tmp, compression=compression))
+        atomic_write_with(folder / name, lambda tmp: pq.write_table(table, tmp, **options))
     else:
-        pq.write_table(table, folder / name, compression=compression)
+        pq.write_table(table, folder / name, **options)
     return name
 
 
