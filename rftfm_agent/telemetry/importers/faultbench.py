@@ -36,7 +36,7 @@ from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.aggregates import (
     AGGREGATES_VERSION,
     VERSION_KEY,
-    aggregate_by_run,
+    aggregate_blocks,
     aggregate_by_step,
 )
 from rftfm_agent.telemetry.importers.base import (
@@ -497,9 +497,10 @@ def _rewards_map(flat: pa.Table, columns: list[str]) -> pa.MapArray:
     keys, valid, values = keys[order], valid[:, order], values[:, order]
     offsets = np.concatenate([[0], np.cumsum(valid.sum(axis=1))]).astype(np.int32)
     flat_valid = valid.ravel()
+    which = np.tile(np.arange(len(keys)), len(valid))[flat_valid]  # each entry's function, by position
     return pa.MapArray.from_arrays(
         pa.array(offsets),
-        pa.array(np.tile(keys, len(valid))[flat_valid], pa.string()),
+        pa.array(keys, pa.string()).take(pa.array(which)),  # not one Python string per entry
         pa.array(values.ravel()[flat_valid], pa.float64()),
         mask=pa.array(~valid.any(axis=1)),
     )
@@ -676,9 +677,15 @@ def attach(steps: list[RawStep], aggregates: pd.DataFrame) -> list[RawStep]:
     if aggregates.empty:
         return steps
     names = [c for c in aggregates.columns if c != "step"]
+    return attach_values(steps, aggregates["step"].to_numpy(), names, aggregates[names].to_numpy(np.float64))
+
+
+def attach_values(
+    steps: list[RawStep], step_numbers: np.ndarray, names: list[str], values: np.ndarray
+) -> list[RawStep]:
+    """`attach` for aggregates given as arrays: `values` is steps × names, NaN where a step has none."""
     by_step = {s.step: s for s in steps}
-    values = aggregates[names].to_numpy(dtype=np.float64).tolist()
-    for step, row in zip(aggregates["step"].tolist(), values, strict=True):
+    for step, row in zip(step_numbers.tolist(), values.tolist(), strict=True):
         target = by_step.get(step)
         if target is None:
             target = by_step[step] = RawStep(step=int(step), values={})
@@ -910,8 +917,9 @@ def _rewards_of_rows(text: pa.ChunkedArray) -> pa.MapArray | None:
 
 def _aggregate_together(runs: list[ImportedRun]) -> None:
     """The traj/ step aggregates of several runs in one vectorised pass (per run it costs ~0.1 s)."""
-    for i, aggregates in aggregate_by_run([r.trajectories for r in runs]).items():
-        runs[i].steps = attach(runs[i].steps, aggregates)
+    names, blocks = aggregate_blocks([r.trajectories for r in runs])
+    for i, (step, values) in blocks.items():
+        runs[i].steps = attach_values(runs[i].steps, step, names, values)
         runs[i].config[VERSION_KEY] = AGGREGATES_VERSION
 
 
