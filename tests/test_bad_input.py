@@ -285,3 +285,24 @@ def test_a_log_that_merely_lacks_its_final_newline_loses_nothing(tmp_path: Path)
         assert [s.step for s in run.steps] == [1, 2, 3] and not any(
             "truncated" in n for n in run.source.notes
         )
+
+
+def test_a_first_line_longer_than_the_sniffed_head_is_still_recognised(tmp_path: Path) -> None:
+    """A JSON-lines log whose first record holds a long reasoning trace (a 32k-token completion is
+    ~100-150 KB) was "unknown format", or a trajectory file taken for console text or for step rows:
+    sniffing saw only the first 64 KB, not one whole line."""
+    long = "y" * 200_000
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps({"step": s, "reward": 0.5, "sample": long}) + "\n" for s in (1, 2)))
+    (run,) = importers.load(metrics)
+    assert [s.step for s in run.steps] == [1, 2] and run.steps[0].values["reward"] == 0.5
+    rows = [
+        {"metadata": {"rollout_step": 1, "group_id": 0, "sample_index": i}, "metrics": {"reward": 1.0}}
+        | {"data": {"prompt": "q", "response": long}}
+        for i in range(3)
+    ]
+    trajectories = tmp_path / "trajectories.jsonl"
+    trajectories.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run,) = importers.load(trajectories)
+    assert run.source.format == "rft_faultbench" and run.trajectories is not None
+    assert run.trajectories.num_rows == 3 and run.trajectories.column("completion")[0].as_py() == long

@@ -73,11 +73,23 @@ def as_utf8(data: bytes) -> bytes:
     return data.removeprefix(_BOM)
 
 
+# How far the head reaches for the end of a first line longer than HEAD_BYTES: a JSON-lines record of a
+# long reasoning trace (a 32k-token completion is ~100-150 KB) is recognised by its first line whole.
+FIRST_LINE_LIMIT = 64 << 20
+
+
 def read_head(path: Path) -> bytes:
-    """The first bytes of a file, for sniffing (as UTF-8: see `as_utf8`)."""
+    """The first bytes of a file, for sniffing (as UTF-8: see `as_utf8`): HEAD_BYTES, or up to the end
+    of the first line when that line is longer (up to FIRST_LINE_LIMIT)."""
     try:
         with path.open("rb") as fh:
-            return as_utf8(fh.read(HEAD_BYTES))
+            head = fh.read(HEAD_BYTES)
+            if len(head) == HEAD_BYTES and b"\n" not in head:
+                while len(head) < FIRST_LINE_LIMIT and (more := fh.read(1 << 20)):
+                    head += more
+                    if b"\n" in more:
+                        break
+            return as_utf8(head)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
 

@@ -44,6 +44,7 @@ from rftfm_agent.telemetry.importers.base import (
     json_lines,
     looks_binary,
     numeric_items,
+    read_head,
     sha256_of,
     to_float,
     whole_step,
@@ -929,8 +930,7 @@ def read_folder(root: Path, skip_bad: bool = False) -> list[ImportedRun]:
 
 def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """A single JSONL file: a step file or a trajectory file, told apart by its first row."""
-    with path.open("rb") as fh:
-        first = _first_json(fh.read(65536))
+    first = _first_json(read_head(path))  # the whole first line, however long its completion
     bad: list[str] | None = [] if skip_bad else None
     notes: list[str] = []
     if first is not None and _is_trajectory_row(first):
