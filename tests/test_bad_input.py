@@ -306,3 +306,24 @@ def test_a_first_line_longer_than_the_sniffed_head_is_still_recognised(tmp_path:
     (run,) = importers.load(trajectories)
     assert run.source.format == "rft_faultbench" and run.trajectories is not None
     assert run.trajectories.num_rows == 3 and run.trajectories.column("completion")[0].as_py() == long
+
+
+def test_a_trajectory_row_longer_than_the_json_readers_block_is_read(tmp_path: Path) -> None:
+    """pyarrow's JSON reader, with its 1 MB blocks, refuses a row of a few MB ("straddling object": 3 MB
+    here, 1.5 MB passes), which was reported as rows of mixed types: a file of long multi-turn
+    trajectories could not be read, alone or in an export folder."""
+    long = "z" * 3_000_000
+    rows = [
+        {"metadata": {"rollout_step": 1, "group_id": 0, "sample_index": i}, "metrics": {"reward": 0.5 * i}}
+        | {"data": {"prompt": "q", "response": long if i == 1 else "short"}}
+        for i in range(3)
+    ]
+    single = tmp_path / "trajectories.jsonl"
+    single.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    folder = tmp_path / "export" / "runs" / "e1"
+    folder.mkdir(parents=True)
+    (folder / "openrlhf_train_trajectory.jsonl").write_text(single.read_text())
+    for path in (single, tmp_path / "export"):
+        (run,) = importers.load(path)
+        assert run.trajectories is not None and run.trajectories.num_rows == 3
+        assert run.trajectories.column("completion").to_pylist() == ["short", long, "short"]

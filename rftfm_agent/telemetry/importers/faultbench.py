@@ -259,10 +259,22 @@ def _without_cut_line(data: bytes, notes: list[str]) -> bytes:
 
 def _read_json(data: bytes) -> pa.Table | None:
     """JSON lines as a table by pyarrow's reader; None where it refuses them (a malformed line, a field
-    whose type changes between rows)."""
+    whose type changes between rows). A file that pyarrow's 1 MB blocks cannot split (a row of a few
+    MB, a long multi-turn trajectory: "straddling object") is read again with blocks that hold its
+    longest row; it was reported as rows of mixed types."""
+    options = pajson.ParseOptions(newlines_in_values=False)
+    try:
+        return pajson.read_json(pa.BufferReader(data), parse_options=options)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        if "straddling" not in str(exc):
+            return None
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    longest = int(np.diff(ends, prepend=-1, append=len(data)).max())
     try:
         return pajson.read_json(
-            pa.BufferReader(data), parse_options=pajson.ParseOptions(newlines_in_values=False)
+            pa.BufferReader(data),
+            read_options=pajson.ReadOptions(block_size=max(longest + 1, 1 << 20)),
+            parse_options=options,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
