@@ -138,3 +138,35 @@ def test_folder_without_logs(tmp_path: Path) -> None:
 
 def test_missing_path(tmp_path: Path) -> None:
     assert "no such file" in _error(tmp_path / "nope.log")
+
+
+def test_wandb_history_jsonl_with_media_is_read_and_its_own_counter_is_not_a_metric(tmp_path: Path) -> None:
+    """W&B's `wandb-history.jsonl` (and `scan_history()` dumps) carry media entries in their rows (a
+    histogram, a table of completions): such a file was "unknown format". Its `_step` is W&B's log-call
+    counter; the trainer's `train/global_step` is the step, as in the CSV importer."""
+    import json
+
+    rows = [
+        {
+            "_step": s - 1,
+            "_runtime": 10.0 * s,
+            "_timestamp": 1.7e9 + s,
+            "train/global_step": 2 * s,
+            "train/reward": 0.1 * s,
+            "train/kl": 0.01 * s,
+            "rewards_hist": {"_type": "histogram", "values": [1, 2], "bins": [0, 0.5, 1]},
+            "completions": {"_type": "table-file", "path": "media/table/x.json", "ncols": 3, "nrows": 8},
+        }
+        for s in range(1, 6)
+    ]
+    path = tmp_path / "wandb-history.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run,) = importers.load(path)
+    assert [s.step for s in run.steps] == [2, 4, 6, 8, 10]
+    assert run.steps[0].values == {"_runtime": 10.0, "train/reward": 0.1, "train/kl": 0.01}
+    assert "W&B media left out (histograms, tables, images): completions, rewards_hist" in run.source.notes
+    assert "step counter key(s) not kept as metrics: _step" in run.source.notes
+    rows[2]["train/kl"] = {"nested": 1.0}  # a nested object that is not W&B media: not this format
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[2:]))
+    with pytest.raises(InputError, match="unknown format"):
+        importers.load(path)

@@ -5,8 +5,12 @@
 
 The step comes from the first step-like key (`step`, `global_step`, `iteration`, `iter`, `update`,
 `train/global_step`, `_step`, `epoch_step`), else from the line's position (noted). Several runs appended to
-one file (the step counter starts over) become separate runs. A job killed mid-write leaves an incomplete
-last line: it is skipped with a note; a bad line with good ones after it is an error that names it.
+one file (the step counter starts over) become separate runs. W&B history rows (`wandb-history.jsonl`,
+`scan_history()` dumps) are such rows too: their media entries (`{"_type": "histogram", …}`) are left
+out, with a note; W&B's own `_step` counter beside the trainer's step (and any other step-like key
+beside the one chosen) is not kept as a metric, as in the CSV importer. A job killed mid-write leaves
+an incomplete last line: it is skipped with a note; a bad line with good ones after it is an error that
+names it.
 Nested rows (`{"metadata": …, "metrics": …}`) and trajectory rows are RFT-FaultBench's (see
 `faultbench`); so are flat rows keyed by `rollout_step` or `train_step`.
 """
@@ -50,11 +54,17 @@ _FAULTBENCH_KEYS = {"rollout_step", "train_step", "metadata", "metrics", "flags"
 _WALL_KEYS = ("wall_time", "_timestamp", "timestamp", "time")
 
 
+def _is_media(value: Any) -> bool:
+    """A W&B media entry in a history row (`{"_type": "histogram", …}`, a table, an image): not a number
+    to keep, and no reason to refuse the row (W&B's `wandb-history.jsonl` and `scan_history()` dumps)."""
+    return isinstance(value, dict) and isinstance(value.get("_type"), str)
+
+
 def _flat_metrics(obj: Any) -> bool:
-    """A flat dict with at least two numeric values and no nested objects: a metrics row."""
+    """A flat dict with at least two numeric values and no nested objects but W&B media: a metrics row."""
     if not isinstance(obj, dict) or _FAULTBENCH_KEYS & obj.keys():
         return False
-    if any(isinstance(v, dict | list) for v in obj.values()):
+    if any(isinstance(v, dict | list) and not _is_media(v) for v in obj.values()):
         return False
     return len(numeric_items(obj)) >= 2
 
@@ -106,8 +116,9 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     )
     logged: list[tuple[int, dict[str, float]]] = []
     summary: dict[str, float] = {}
+    counters = sorted({k for _, obj in rows for k in obj if k in STEP_KEYS and k != step_key})
     for n, (line, obj) in enumerate(objects, 1):
-        values = numeric_items(obj, skip=lambda k: k == step_key or k in _WALL_KEYS)
+        values = numeric_items(obj, skip=lambda k: k == step_key or k in _WALL_KEYS or k in counters)
         if is_summary(values):
             summary.update(values)
             continue
@@ -136,7 +147,11 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         raise InputError(path, "JSONL without any metrics row")
     if odd := _not_numbers(objects, {k for _, values in logged for k in values}):
         notes.append(odd)
+    if media := sorted({k for _, obj in objects for k, v in obj.items() if _is_media(v)}):
+        notes.append(f"W&B media left out (histograms, tables, images): {', '.join(media[:10])}")
     notes.append(f"steps from the '{step_key}' key" if step_key else "steps are line numbers: no step key")
+    if counters:
+        notes.append(f"step counter key(s) not kept as metrics: {', '.join(counters)}")
     segments = split_restarts(logged)
     digest = sha256_of([path])
     runs = []
