@@ -170,3 +170,25 @@ def test_wandb_history_jsonl_with_media_is_read_and_its_own_counter_is_not_a_met
     path.write_text("".join(json.dumps(r) + "\n" for r in rows[2:]))
     with pytest.raises(InputError, match="unknown format"):
         importers.load(path)
+
+
+def test_verl_file_logger_jsonl_is_read_from_each_rows_data(tmp_path: Path) -> None:
+    """verl's file logger (`trainer.logger=[console,file]`, VERL_FILE_LOGGER_PATH) writes
+    `{"step": N, "data": {...}}` per step: it was "unknown format"; its metrics map as verl's console
+    lines do."""
+    import json
+
+    from rftfm_agent.telemetry.store import Store
+
+    rows = [
+        {"step": s, "data": {"actor/entropy": 1.0 / s, "critic/score/mean": 0.25 * s, "actor/pg_loss": 0.5}}
+        for s in range(1, 5)
+    ]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run,) = importers.load(path)
+    assert run.source.framework == "verl" and [s.step for s in run.steps] == [1, 2, 3, 4]
+    assert run.steps[1].values == {"actor/entropy": 0.5, "critic/score/mean": 0.5, "actor/pg_loss": 0.5}
+    store = Store(tmp_path / "store")
+    manifest, _ = store.write_run(run)
+    assert {"entropy", "reward", "pg_loss"} <= set(manifest.metrics)

@@ -11,6 +11,7 @@ out, with a note; W&B's own `_step` counter beside the trainer's step (and any o
 beside the one chosen) is not kept as a metric, as in the CSV importer. A job killed mid-write leaves
 an incomplete last line: it is skipped with a note; a bad line with good ones after it is an error that
 names it.
+verl's file logger (`{"step": 3, "data": {…}}`) is read from each row's `data`.
 Nested rows (`{"metadata": …, "metrics": …}`) and trajectory rows are RFT-FaultBench's (see
 `faultbench`); so are flat rows keyed by `rollout_step` or `train_step`.
 """
@@ -60,6 +61,14 @@ def _is_media(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("_type"), str)
 
 
+def _lifted(obj: Any) -> Any:
+    """verl's file logger (`trainer.logger=[..., 'file']`, VERL_FILE_LOGGER_PATH) writes each step as
+    `{"step": 3, "data": {"actor/pg_loss": …}}`: its metrics, lifted beside the step."""
+    if isinstance(obj, dict) and isinstance(data := obj.get("data"), dict):
+        return {**{k: v for k, v in obj.items() if k != "data"}, **data}
+    return obj
+
+
 def _flat_metrics(obj: Any) -> bool:
     """A flat dict with at least two numeric values and no nested objects but W&B media: a metrics row."""
     if not isinstance(obj, dict) or _FAULTBENCH_KEYS & obj.keys():
@@ -75,7 +84,7 @@ def sniff(path: Path, head: bytes) -> bool:
     for line in head.split(b"\n")[:5]:  # the first line that parses decides (a corrupt first line is
         if line.strip():  # then the reader's to name, or to leave out with --skip-bad)
             try:
-                return _flat_metrics(json.loads(line))
+                return _flat_metrics(_lifted(json.loads(line)))
             except (ValueError, UnicodeDecodeError):
                 continue
     return False
@@ -84,6 +93,9 @@ def sniff(path: Path, head: bytes) -> bool:
 def _objects(path: Path, notes: list[str], bad: list[str] | None) -> list[tuple[int, dict]]:
     """The file's objects; with `bad` (`--skip-bad`) malformed lines are left out and described there."""
     out = list(json_lines(path, skipped=notes, bad=bad))
+    if any(isinstance(obj.get("data"), dict) for _, obj in out):
+        notes.append("verl file-logger rows: the metrics under each row's 'data'")
+        out = [(line, _lifted(obj)) for line, obj in out]
     if not out:
         raise InputError(path, "truncated: the only record is incomplete" if not bad else "no readable row")
     return out
@@ -164,7 +176,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
                 name=name,
                 source=SourceInfo(
                     format=NAME,
-                    framework=None,
+                    framework="verl" if any(n.startswith("verl file-logger") for n in notes) else None,
                     paths=[str(path)],
                     sha256=digest + ("" if name == path.stem else f":{name}"),
                     notes=seg_notes,
