@@ -7,7 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from rftfm_agent.cli import app
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import importers
 
@@ -192,3 +194,39 @@ def test_verl_file_logger_jsonl_is_read_from_each_rows_data(tmp_path: Path) -> N
     store = Store(tmp_path / "store")
     manifest, _ = store.write_run(run)
     assert {"entropy", "reward", "pg_loss"} <= set(manifest.metrics)
+
+
+@pytest.mark.parametrize("where", ["mlflow.db", "mlruns"])
+def test_mlflow_stores_are_read_run_by_run(fixtures: Path, tmp_path: Path, where: str) -> None:
+    """MLflow's SQLite database (its default store; verl's mlflow logger writes one) and its file store,
+    as MLflow 3.17 wrote them (tests/fixtures/mlflow/make_fixtures.py): one run per MLflow run, NaN and
+    ±Inf as logged (MLflow keeps them as a flag and as ±float max), a value logged again at a step kept
+    last, a run that logged no step read in logging order, a failed run said so, a deleted run left out."""
+    from rftfm_agent.telemetry.store import Store
+
+    source = shutil.copytree(fixtures / "mlflow", tmp_path / "mlflow")
+    runs = {r.name: r for r in importers.load(source / where)}
+    assert set(runs) == {"healthy", "crashed", "stepless"}  # "gone" was deleted
+    healthy = {s.step: s.values for s in runs["healthy"].steps}
+    assert sorted(healthy) == [1, 2, 3, 4, 5, 6]
+    assert healthy[2] == {"critic/score/mean": 0.2, "actor/entropy": 0.5, "actor/pg_loss": 0.5}
+    assert math.isnan(healthy[3]["actor/kl_loss"]) and healthy[4]["actor/grad_norm"] == math.inf
+    assert healthy[6]["critic/score/mean"] == 0.9  # logged again at step 6: the later value
+    assert runs["healthy"].config["actor_rollout_ref.actor.optim.lr"] == "1e-06"
+    assert runs["healthy"].config["mlflow_experiment"] == "grpo-gsm8k"
+    assert "MLflow status FAILED: the run did not finish" in runs["crashed"].source.notes
+    stepless = [(s.step, s.values["reward"]) for s in runs["stepless"].steps]
+    assert stepless == [(1, 0.3), (2, 0.4), (3, 0.5)]
+    assert not any("no importer recognised" in n for r in runs.values() for n in r.source.notes)
+    store = Store(tmp_path / "store")
+    for _ in range(2):  # the second time: the same bytes, nothing new
+        result = CliRunner().invoke(app, ["ingest", str(source / where), "--store", str(store.root)])
+        assert result.exit_code == 0, result.output
+    assert len(store.manifests()) == 3 and "unchanged" in result.output
+
+
+def test_a_cut_mlflow_database_is_one_line_naming_it(fixtures: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mlflow.db"
+    path.write_bytes((fixtures / "mlflow" / "mlflow.db").read_bytes()[:20_000])
+    with pytest.raises(InputError, match=r"mlflow.db: cannot be read as an MLflow database \(database disk"):
+        importers.load(path)

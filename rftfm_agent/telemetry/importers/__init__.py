@@ -21,6 +21,7 @@ from rftfm_agent.telemetry.importers import (
     hf_console,
     html_table,
     jsonl_metrics,
+    mlflow_runs,
     parquet_table,
     tensorboard_events,
     trainer_state,
@@ -33,6 +34,7 @@ from rftfm_agent.telemetry.schema import ImportedRun
 FILE_IMPORTERS: tuple[ModuleType, ...] = (
     parquet_table,
     tensorboard_events,
+    mlflow_runs,
     jsonl_metrics,
     faultbench,
     trainer_state,
@@ -117,7 +119,8 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
         raise InputError(
             path,
             "unknown format: not a trainer_state.json, HF/TRL or verl console log, JSONL of metric dicts, "
-            "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export, Parquet or TensorBoard event file",
+            "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export, Parquet, MLflow store or TensorBoard "
+            "event file",
         )
     try:
         runs = (
@@ -142,8 +145,17 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Read a run folder or a FaultBench export; skips files that are not logs."""
     if faultbench.is_export_folder(folder):
         return faultbench.read_folder(folder, skip_bad)
-    candidates = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    runs: list[ImportedRun] = []
+    # An MLflow file store (or a part of one): each run is a folder of metric files, read as a unit.
+    mlflow = mlflow_runs.run_folders(folder)
+    runs: list[ImportedRun] = mlflow_runs.read_file_store(folder) if mlflow else []
+    candidates = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and not p.name.startswith(".")
+        and not (mlflow and p.name == "meta.yaml")  # the store's experiment descriptions
+        and not any(d in p.parents for d in mlflow)
+    )
     tb_files: list[Path] = []
     unrecognised: list[str] = []  # named in the runs' notes: a log cut at its first line lands here too
     for path in candidates:
@@ -169,7 +181,7 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
         runs.extend(tensorboard_events.read_many(files, name=name))
     if not runs:
         raise InputError(folder, "folder holds no training log that any importer recognises")
-    if len(runs) == 1:
+    if len(runs) == 1 and runs[0].source.format != mlflow_runs.NAME:  # MLflow names its runs
         runs[0].name = folder.name  # a run folder names its run
     note = provenance_beside(folder)
     left_out = ", ".join(unrecognised[:5]) + (
