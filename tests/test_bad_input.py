@@ -327,3 +327,16 @@ def test_a_trajectory_row_longer_than_the_json_readers_block_is_read(tmp_path: P
         (run,) = importers.load(path)
         assert run.trajectories is not None and run.trajectories.num_rows == 3
         assert run.trajectories.column("completion").to_pylist() == ["short", long, "short"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "hf", "verl"])
+def test_a_run_resumed_from_a_checkpoint_is_one_run_that_says_so(tmp_path: Path, fmt: str) -> None:
+    """A resume re-logs the steps after its checkpoint: one run, the later values kept, and the notes say
+    so in every line-based importer (verl said it; JSON lines and HF console logs kept them silently)."""
+    name = {"jsonl": "log.jsonl", "hf": "train.log", "verl": "verl.log"}[fmt]
+    path = tmp_path / name
+    path.write_text(_rows(fmt, range(1, 7)) + _rows(fmt, range(4, 9)).replace("0.5", "0.75"))
+    (run,) = importers.load(path)
+    assert [s.step for s in run.steps] == list(range(1, 9))
+    assert any("3 step(s) logged twice (resumed from a checkpoint), first 4" in n for n in run.source.notes)
+    assert 0.75 in run.steps[3].values.values() and 0.5 in run.steps[2].values.values()

@@ -307,6 +307,24 @@ def merge_steps(rows: Rows) -> dict[int, dict[str, float]]:
     return out
 
 
+def resumed_note(rows: Rows) -> str | None:
+    """The note a run carries when some of its steps log a key twice: a resume from a checkpoint re-logs
+    the steps after it (`merge_steps` keeps the later values). Several lines of one step that log other
+    keys (verl's validation lines) are not a repeat."""
+    seen: dict[int, set[str]] = {}
+    repeated = []
+    for step, values in rows:
+        if set(values) & seen.get(step, set()):
+            repeated.append(step)
+        seen.setdefault(step, set()).update(values)
+    if not repeated:
+        return None
+    return (
+        f"{len(repeated)} step(s) logged twice (resumed from a checkpoint), first {repeated[0]}: "
+        "later values kept"
+    )
+
+
 def restart_note(i: int, n: int, first: int) -> str:
     return f"run {i} of {n} in this file: the step counter started over at step {first}"
 

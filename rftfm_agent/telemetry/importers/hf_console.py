@@ -25,6 +25,7 @@ from rftfm_agent.telemetry.importers.base import (
     numeric_items,
     read_text,
     restart_note,
+    resumed_note,
     scan,
     sha256_of,
     split_restarts,
@@ -236,6 +237,8 @@ def read(path: Path) -> list[ImportedRun]:
                 extra.append("supervised (SFT) rows logged before the RL rows of the same log")
             if len(segments) > 1:
                 extra.append(restart_note(i, len(segments), segment[0][0]))
+            if resumed := resumed_note(segment):
+                extra.append(resumed)
             pieces.append((name, "; ".join(extra), [(offset_of[id(v)], s, v) for s, v in segment]))
     merged = [merge_steps([(s, v) for _, s, v in rows]) for _, _, rows in pieces]
     # Evaluation results belong to the last training step logged before them.

@@ -31,6 +31,7 @@ from rftfm_agent.telemetry.importers.base import (
     merge_steps,
     numeric_items,
     restart_note,
+    resumed_note,
     sha256_of,
     split_restarts,
     to_float,
@@ -170,6 +171,8 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     for i, segment in enumerate(segments, 1):
         name = path.stem if len(segments) == 1 else f"{path.stem}-run{i}"
         seg_notes = notes + ([restart_note(i, len(segments), segment[0][0])] if len(segments) > 1 else [])
+        if resumed := resumed_note(segment):
+            seg_notes.append(resumed)
         rows = merge_steps(segment)
         runs.append(
             ImportedRun(

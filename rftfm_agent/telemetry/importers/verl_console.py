@@ -16,6 +16,7 @@ from rftfm_agent.telemetry.importers.base import (
     merge_steps,
     read_text,
     restart_note,
+    resumed_note,
     scan,
     sha256_of,
     split_restarts,
@@ -112,17 +113,8 @@ def read(path: Path) -> list[ImportedRun]:
     runs = []
     for n, segment in enumerate(segments, 1):
         seg_notes = list(notes)
-        seen: dict[int, set[str]] = {}
-        repeated = []
-        for step, values in segment:
-            if set(values) & seen.get(step, set()):
-                repeated.append(step)
-            seen.setdefault(step, set()).update(values)
-        if repeated:
-            seg_notes.append(
-                f"{len(repeated)} step(s) logged twice (resumed from a checkpoint), first {repeated[0]}: "
-                "later values kept"
-            )
+        if resumed := resumed_note(segment):
+            seg_notes.append(resumed)
         name = path.stem
         if len(segments) > 1:
             seg_notes.append(restart_note(n, len(segments), segment[0][0]))
