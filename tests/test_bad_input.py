@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rftfm_agent.cli import app
+from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.store import Store
 
@@ -340,3 +341,45 @@ def test_a_run_resumed_from_a_checkpoint_is_one_run_that_says_so(tmp_path: Path,
     assert [s.step for s in run.steps] == list(range(1, 9))
     assert any("3 step(s) logged twice (resumed from a checkpoint), first 4" in n for n in run.source.notes)
     assert 0.75 in run.steps[3].values.values() and 0.5 in run.steps[2].values.values()
+
+
+def test_a_gzip_compressed_log_is_read_as_the_file_it_holds(tmp_path: Path) -> None:
+    """Logs archived or downloaded from a cluster come gzip-compressed (`train.log.gz`): they were
+    "binary file". Read alone or in a run folder, a cut one (the job killed while writing it) up to its
+    cut, appended members as appended logs; a damaged one is one line naming it."""
+    import gzip
+
+    text = _rows("jsonl", range(1, 301))
+    log = tmp_path / "metrics.jsonl.gz"
+    log.write_bytes(gzip.compress(text.encode()))
+    (run,) = importers.load(log)
+    assert run.name == "metrics" and [s.step for s in run.steps] == list(range(1, 301))
+    assert (
+        run.source.paths == [str(log)]
+        and "read from the gzip-compressed metrics.jsonl.gz" in run.source.notes
+    )
+    again = tmp_path / "again" / "metrics.jsonl"  # the same content, not compressed: the same hash
+    again.parent.mkdir()
+    again.write_text(text)
+    assert importers.load(again)[0].source.sha256 == run.source.sha256
+
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(log.read_bytes()[: len(log.read_bytes()) // 2])
+    (run,) = importers.load(cut)
+    assert 1 < len(run.steps) < 300 and any("ends before its gzip stream does" in n for n in run.source.notes)
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "train.log.gz").write_bytes(gzip.compress(_rows("hf", range(1, 4)).encode()))
+    (folder / "notes.gz").write_bytes(gzip.compress(b"not a log at all"))
+    (run,) = importers.load(folder)
+    assert [s.step for s in run.steps] == [1, 2, 3] and any("notes.gz" in n for n in run.source.notes)
+
+    two = tmp_path / "two.jsonl.gz"  # `gzip >> log.gz` twice: two members, two runs of one file
+    two.write_bytes(gzip.compress(text.encode()) + gzip.compress(text.encode()))
+    assert [r.name for r in importers.load(two)] == ["two-run1", "two-run2"]
+
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(b"\x1f\x8b" + b"garbage" * 10)
+    with pytest.raises(InputError, match=r"bad.jsonl.gz: cannot be decompressed as gzip"):
+        importers.load(bad)

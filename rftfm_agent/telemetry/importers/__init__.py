@@ -8,6 +8,8 @@ folder (READMEs, configs) are skipped, but a file named explicitly must be recog
 from __future__ import annotations
 
 import os
+import tempfile
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -102,6 +104,65 @@ def _check(path: Path, runs: list[ImportedRun]) -> None:
                     ) from None
 
 
+_GZIP_MAGIC = b"\x1f\x8b"  # RFC 1952
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether a file is gzip-compressed (by its first bytes, not its name)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def load_compressed(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
+    """A gzip-compressed log (`train.log.gz`, `metrics.jsonl.gz`, as logs are archived or downloaded
+    from a cluster), read as the file it holds: decompressed into a temporary folder under the name
+    without `.gz`, so that the importers see an ordinary file. Errors and the run's paths name the
+    compressed file; the hash is of the content, as for the file itself."""
+    inner = path.name.removesuffix(".gz").removesuffix(".gzip") or "log"
+    with tempfile.TemporaryDirectory(prefix="rftfm-gunzip-") as tmp:
+        target = Path(tmp) / inner
+        try:
+            complete = _gunzip(path, target)
+        except (OSError, zlib.error) as exc:
+            raise InputError(path, f"cannot be decompressed as gzip ({type(exc).__name__}: {exc})") from None
+        try:
+            runs = load_file(target, skip_bad=skip_bad)
+        except InputError as exc:
+            raise InputError(path, exc.problem.replace(str(target), str(path))) from None
+    note = provenance_beside(path)
+    for run in runs:
+        run.source.paths = [str(path) if p == str(target) else p for p in run.source.paths]
+        run.source.notes = [n.replace(str(target), str(path)) for n in run.source.notes]
+        run.source.notes.append(f"read from the gzip-compressed {path.name}")
+        if not complete:
+            run.source.notes.append(
+                f"{path.name} ends before its gzip stream does (cut): what it holds was read"
+            )
+        run.provenance = run.provenance or note
+    return runs
+
+
+def _gunzip(source: Path, target: Path) -> bool:
+    """Decompress a gzip file (every member of one, as appending to a .gz makes) into `target`; False
+    when the compressed bytes end before the stream does (a job killed while writing it), whose
+    decompressed part is kept: its last line is then the cut line every importer handles."""
+    with source.open("rb") as src, target.open("wb") as dst:
+        unzip = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+        fed = False  # whether the current member has been given any bytes
+        while chunk := src.read(1 << 20):
+            while chunk:
+                fed = True
+                dst.write(unzip.decompress(chunk))
+                if not unzip.eof:
+                    break
+                chunk, unzip, fed = unzip.unused_data, zlib.decompressobj(wbits=31), False
+        dst.write(unzip.flush())
+    return unzip.eof or not fed
+
+
 def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = False) -> list[ImportedRun]:
     """Read one file that must be a recognised log (`importer`: one already chosen by `sniff`);
     `skip_bad`: malformed rows are left out where the format allows (see `ROW_SKIPPERS`)."""
@@ -109,6 +170,8 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
         raise InputError(_printable(path), "not a regular file (a pipe, socket or device)")
     if _printable(path) != str(path):  # the store's manifest names its files in JSON
         raise InputError(_printable(path), "the name is not valid UTF-8 text: rename it")
+    if importer is None and is_gzip(path):
+        return load_compressed(path, skip_bad)
     head = read_head(path)
     if not head.strip():
         raise InputError(path, "file is empty")
@@ -162,6 +225,14 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
         if path.name.lower() in _NOTES or path.stat().st_size == 0:
             continue
         importer = sniff(path)
+        if importer is None and is_gzip(path):
+            try:
+                runs.extend(load_compressed(path, skip_bad))
+            except InputError as exc:
+                if "unknown format" not in exc.problem and "binary file" not in exc.problem:
+                    raise
+                unrecognised.append(str(path.relative_to(folder)))
+            continue
         if importer is None:
             unrecognised.append(str(path.relative_to(folder)))
             continue
