@@ -166,6 +166,7 @@ def test_wandb_history_jsonl_with_media_is_read_and_its_own_counter_is_not_a_met
     (run,) = importers.load(path)
     assert [s.step for s in run.steps] == [2, 4, 6, 8, 10]
     assert run.steps[0].values == {"_runtime": 10.0, "train/reward": 0.1, "train/kl": 0.01}
+    assert run.steps[0].wall_time == 1.7e9 + 1 and run.steps[-1].wall_time == 1.7e9 + 5
     assert "W&B media left out (histograms, tables, images): completions, rewards_hist" in run.source.notes
     assert "step counter key(s) not kept as metrics: _step" in run.source.notes
     rows[2]["train/kl"] = {"nested": 1.0}  # a nested object that is not W&B media: not this format

@@ -128,6 +128,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         (k for k in STEP_KEYS if any(k in obj for _, obj in rows)), None
     )
     logged: list[tuple[int, dict[str, float]]] = []
+    wall_of: dict[int, float] = {}  # id of a row's values → the row's wall time (W&B's `_timestamp`, …)
     summary: dict[str, float] = {}
     counters = sorted({k for _, obj in rows for k in obj if k in STEP_KEYS and k != step_key})
     for n, (line, obj) in enumerate(objects, 1):
@@ -152,6 +153,9 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
             step = whole
         if values:
             logged.append((step, values))
+            wall = next((to_float(obj[k]) for k in _WALL_KEYS if k in obj), None)
+            if wall is not None:
+                wall_of[id(values)] = wall
     if bad:
         notes.append(
             bad_rows_note(path, sorted(bad, key=lambda b: int(b.split(":")[0].removeprefix("line "))))
@@ -174,6 +178,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
         if resumed := resumed_note(segment):
             seg_notes.append(resumed)
         rows = merge_steps(segment)
+        walls = {step: wall_of[id(v)] for step, v in segment if id(v) in wall_of}  # a step's last row's
         runs.append(
             ImportedRun(
                 name=name,
@@ -184,7 +189,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
                     sha256=digest + ("" if name == path.stem else f":{name}"),
                     notes=seg_notes,
                 ),
-                steps=[RawStep(step=s, values=v) for s, v in sorted(rows.items())],
+                steps=[RawStep(step=s, values=v, wall_time=walls.get(s)) for s, v in sorted(rows.items())],
                 config={f"summary/{k}": v for k, v in summary.items()},
             )
         )
