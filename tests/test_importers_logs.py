@@ -229,5 +229,93 @@ def test_mlflow_stores_are_read_run_by_run(fixtures: Path, tmp_path: Path, where
 def test_a_cut_mlflow_database_is_one_line_naming_it(fixtures: Path, tmp_path: Path) -> None:
     path = tmp_path / "mlflow.db"
     path.write_bytes((fixtures / "mlflow" / "mlflow.db").read_bytes()[:20_000])
-    with pytest.raises(InputError, match=r"mlflow.db: cannot be read as an MLflow database \(database disk"):
+    with pytest.raises(InputError, match=r"mlflow\.db: SQLite database that cannot be read \(database disk"):
         importers.load(path)
+
+
+def test_a_grown_mlflow_database_re_ingests_its_other_runs_as_unchanged(
+    fixtures: Path, tmp_path: Path
+) -> None:
+    """verl's mlflow logger collects every run in one database: a run's hash is of its own rows, so a run
+    logged since (or a value added to one run) does not store the others again."""
+    import sqlite3
+
+    from rftfm_agent.telemetry.store import Store
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(fixtures / "mlflow" / "mlflow.db", db)
+    store = Store(tmp_path / "store")
+    first = CliRunner().invoke(app, ["ingest", str(db), "--store", str(store.root)])
+    assert first.exit_code == 0, first.output
+    with sqlite3.connect(db) as con:
+        (run_uuid,) = con.execute("SELECT run_uuid FROM runs WHERE name = 'crashed'").fetchone()
+        con.execute("INSERT INTO metrics VALUES ('actor/entropy', 0.02, 1796305852999, ?, 4, 0)", (run_uuid,))
+    second = CliRunner().invoke(app, ["ingest", str(db), "--store", str(store.root)])
+    assert second.exit_code == 0, second.output
+    assert sorted(m.name for m in store.manifests()) == ["crashed", "crashed", "healthy", "stepless"]
+
+
+def test_mlflow_stores_beside_other_logs(fixtures: Path, tmp_path: Path) -> None:
+    """A run folder holding a console log and SQLite or MLflow files that are not runs: the log is read.
+    A SQLite file that is not MLflow's (a cache) is named in the notes, not a failure of the folder; an
+    `mlruns/` whose runs logged nothing yet adds no run; a metric line cut by a killed job is left out."""
+    folder = tmp_path / "job"
+    (folder / "mlruns" / "0" / "abc" / "metrics").mkdir(parents=True)
+    (folder / "mlruns" / "0" / "abc" / "meta.yaml").write_text("run_id: abc\nstatus: 1\n")
+    (folder / "train.log").write_text("step:1 - actor/pg_loss:0.500\nstep:2 - actor/pg_loss:0.400\n")
+    import sqlite3
+
+    with sqlite3.connect(folder / "cache.sqlite") as con:
+        con.execute("CREATE TABLE t (a)")
+    (run,) = importers.load(folder)
+    assert run.source.format == "verl_console" and [s.step for s in run.steps] == [1, 2]
+    assert any("cache.sqlite" in n for n in run.source.notes)
+    with pytest.raises(InputError, match=r"cache\.sqlite: SQLite database without MLflow's"):
+        importers.load(folder / "cache.sqlite")
+    (folder / "mlruns" / "0" / "abc" / "metrics" / "reward").write_text(
+        "1700000001000 0.51 1\n1700000002000 0.5"
+    )
+    runs = {r.source.format: r for r in importers.load(folder)}
+    assert [(s.step, s.values) for s in runs["mlflow"].steps] == [(1, {"reward": 0.51})]
+    assert any(n.startswith("truncated: the last line of 1 metric file") for n in runs["mlflow"].source.notes)
+
+
+def test_wandb_rows_of_media_only_do_not_choose_the_step(tmp_path: Path) -> None:
+    """TRL logs its completions table to W&B in a row of its own, without the trainer's step: that row
+    made W&B's `_step` the step (JSON lines and CSV alike), and the real steps were dropped."""
+    import json
+
+    rows = [
+        {"_step": 0, "_runtime": 1.0, "train/global_step": 10, "train/reward": 0.1, "train/loss": 0.5},
+        {"_step": 1, "_runtime": 2.0, "completions": {"_type": "table-file", "path": "t.json"}},
+        {"_step": 2, "_runtime": 3.0, "train/global_step": 20, "train/reward": 0.2, "train/loss": 0.4},
+    ]
+    jsonl = tmp_path / "history.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    csv = tmp_path / "history.csv"
+    csv.write_text(
+        "_step,_runtime,train/global_step,train/reward,train/loss,completions\n"
+        "0,1.0,10,0.1,0.5,\n1,2.0,,,,table-file\n2,3.0,20,0.2,0.4,\n"
+    )
+    for path in (jsonl, csv):
+        (run,) = importers.load(path)
+        assert [s.step for s in run.steps] == [10, 20], path.name
+        assert run.steps[1].values["train/reward"] == 0.2
+
+
+def test_a_cut_last_value_is_told_by_its_digits_in_csv_and_verl(tmp_path: Path) -> None:
+    """A value cut inside its digits still reads as a number: a last value written with fewer digits than
+    the column's (verl: the key's, or for a new key all) earlier values is cut, and skipped, noted."""
+    csv = tmp_path / "metrics.csv"
+    csv.write_text("step,reward,kl\n1,0.512,0.0012\n2,0.498,0.0015\n3,0.471,0.00")
+    (run,) = importers.load(csv)
+    assert [s.step for s in run.steps] == [1, 2] and any("written shorter" in n for n in run.source.notes)
+    verl = tmp_path / "verl.log"
+    verl.write_text(
+        "step:1 - actor/pg_loss:0.500\nstep:2 - actor/pg_loss:0.498\n"
+        "step:3 - actor/pg_loss:0.471 - val/score:0."
+    )
+    (run,) = importers.load(verl)
+    assert run.steps[-1].values == {"actor/pg_loss": 0.471} and any(
+        "val/score" in n for n in run.source.notes
+    )

@@ -314,7 +314,7 @@ def test_csv_cut_mid_row_loses_that_row_with_a_note_and_a_short_row_inside_is_an
     text = (fixtures / "metrics.csv").read_text()
     whole = {s.step: s.values for s in importers.load(_write(tmp_path, "whole.csv", text))[0].steps}
     (run,) = importers.load(_write(tmp_path, "cut.csv", text[: text.rindex("160.0")]))
-    assert "truncated: the last line (5) has 6 of 9 fields and was skipped" in run.source.notes
+    assert "truncated: the last line (5) has 6 of 9 fields: skipped" in run.source.notes
     kept = {k: v for k, v in whole.items() if k != max(whole)}
     assert str({s.step: s.values for s in run.steps}) == str(kept)  # str: NaN equals NaN
     path = _write(tmp_path, "short.csv", text[: text.rindex("160.0")] + "\n")

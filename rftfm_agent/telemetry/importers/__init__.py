@@ -177,6 +177,8 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
         raise InputError(path, "file is empty")
     importer = importer or sniff(path)
     if importer is None:
+        if head.startswith(mlflow_runs.SQLITE_HEADER):  # damaged, or not MLflow's: say which
+            raise InputError(path, mlflow_runs.refusal(path) or "SQLite database no importer reads")
         if looks_binary(head):
             raise InputError(path, "binary file that is not a TensorBoard event file; no importer reads it")
         raise InputError(
@@ -208,16 +210,23 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Read a run folder or a FaultBench export; skips files that are not logs."""
     if faultbench.is_export_folder(folder):
         return faultbench.read_folder(folder, skip_bad)
-    # An MLflow file store (or a part of one): each run is a folder of metric files, read as a unit.
+    # An MLflow file store (or a part of one): each run is a folder of metric files, read as a unit; the
+    # store's own files (experiment descriptions, its trash) are not logs.
     mlflow = mlflow_runs.run_folders(folder)
     runs: list[ImportedRun] = mlflow_runs.read_file_store(folder) if mlflow else []
+    _check(folder, runs)
+    inside = set(mlflow)
+    experiments = {d.parent for d in mlflow} | {
+        e for d in mlflow for e in d.parent.parent.iterdir() if e.is_dir()
+    }
     candidates = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file()
         and not p.name.startswith(".")
-        and not (mlflow and p.name == "meta.yaml")  # the store's experiment descriptions
-        and not any(d in p.parents for d in mlflow)
+        and ".trash" not in p.relative_to(folder).parts
+        and not (p.name == "meta.yaml" and p.parent in experiments)
+        and inside.isdisjoint(p.parents)
     )
     tb_files: list[Path] = []
     unrecognised: list[str] = []  # named in the runs' notes: a log cut at its first line lands here too

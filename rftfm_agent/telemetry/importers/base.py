@@ -13,7 +13,7 @@ import itertools
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,15 +80,19 @@ FIRST_LINE_LIMIT = 64 << 20
 
 def read_head(path: Path) -> bytes:
     """The first bytes of a file, for sniffing (as UTF-8: see `as_utf8`): HEAD_BYTES, or up to the end
-    of the first line when that line is longer (up to FIRST_LINE_LIMIT)."""
+    of the first line when that line is longer and opens a JSON object (up to FIRST_LINE_LIMIT; other
+    long lines, a single-line file of tens of MB, would only cost the sniffers time)."""
     try:
         with path.open("rb") as fh:
             head = fh.read(HEAD_BYTES)
-            if len(head) == HEAD_BYTES and b"\n" not in head:
-                while len(head) < FIRST_LINE_LIMIT and (more := fh.read(1 << 20)):
-                    head += more
+            if len(head) == HEAD_BYTES and b"\n" not in head and head.lstrip()[:1] == b"{":
+                parts, size = [head], len(head)
+                while size < FIRST_LINE_LIMIT and (more := fh.read(1 << 20)):
+                    parts.append(more)
+                    size += len(more)
                     if b"\n" in more:
                         break
+                head = b"".join(parts)
             return as_utf8(head)
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
@@ -100,7 +104,9 @@ _CONTROL_BYTES = bytes(b for b in range(32) if b < 9 or 13 < b < 27 or 27 < b < 
 
 
 def looks_binary(head: bytes) -> bool:
-    """True when the bytes are not text. A stray NUL (seen in real verl logs) does not count."""
+    """True when the bytes are not text (judged on the first HEAD_BYTES, also of a head `read_head` read
+    on to the end of a long line). A stray NUL (seen in real verl logs) does not count."""
+    head = head[:HEAD_BYTES]
     if not head:
         return False
     if head.count(b"\x00") > max(4, len(head) // 1000):
@@ -307,6 +313,25 @@ def merge_steps(rows: Rows) -> dict[int, dict[str, float]]:
     return out
 
 
+def digits_written(text: str) -> tuple[int, int]:
+    """How many digits a number is written with after its point, and in its exponent (-1: none)."""
+    mantissa, e, exponent = text.lower().partition("e")
+    return len(mantissa.partition(".")[2]), len(exponent.lstrip("+-")) if e else -1
+
+
+def cut_short(text: str, earlier: Sequence[str]) -> bool:
+    """Whether a number at the very end of a log that ends without a newline was cut by a killed job:
+    it is written with fewer digits after its point (or in its exponent) than every one of `earlier`,
+    the same values as written before (verl prints every number `%.3f`-style, a logger one format per
+    column), so `0.` or `23` where the others read `237.000`. Nothing to compare with, or a word (nan,
+    inf): not cut (a log copied whole often just lacks its final newline)."""
+    if not earlier or not any(c.isdigit() for c in text):
+        return False
+    after, exponent = digits_written(text)
+    shapes = [digits_written(t) for t in earlier]
+    return after < min(a for a, _ in shapes) or exponent < min(e for _, e in shapes)
+
+
 def resumed_note(rows: Rows) -> str | None:
     """The note a run carries when some of its steps log a key twice: a resume from a checkpoint re-logs
     the steps after it (`merge_steps` keeps the later values). Several lines of one step that log other
@@ -348,12 +373,12 @@ def json_lines(
             if bad is not None:
                 bad.append(f"line {i + 1}: {exc.msg}")
                 continue
-            if i == last and skipped is not None and not text.endswith("\n"):
+            if i == last and skipped is not None and not text.rstrip(" \t").endswith("\n"):
                 skipped.append(
                     f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
                 )
                 continue
-            if i == last and not text.endswith("\n"):
+            if i == last and not text.rstrip(" \t").endswith("\n"):
                 raise InputError(path, f"truncated: last line {i + 1} is an incomplete JSON record") from None
             raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
         if not isinstance(obj, dict):

@@ -26,7 +26,9 @@ import numpy as np
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import vocabulary
 from rftfm_agent.telemetry.importers.base import (
+    HEAD_BYTES,
     bad_rows_note,
+    cut_short,
     is_summary,
     looks_binary,
     read_text,
@@ -144,7 +146,9 @@ def sniff(path: Path, head: bytes) -> bool:
     try:
         if not head.strip() or looks_binary(head):
             return False
-        text = head.decode("utf-8", errors="replace").lstrip("\ufeff")
+        # The usual head only: a head read on to the end of a long JSON line (`read_head`) is not a table,
+        # and splitting tens of MB of it took seconds.
+        text = head[:HEAD_BYTES].decode("utf-8", errors="replace").lstrip("\ufeff")
         delimiter = _delimiter(text)
         if delimiter is None:
             return False
@@ -183,22 +187,35 @@ def _table(path: Path) -> _Table:
     if duplicates:
         raise InputError(path, f"duplicate column name(s) in the header: {', '.join(duplicates)}")
     return _Table(
-        header=header, rows=rows[1:], delimiter=delimiter, unterminated=not text.endswith(("\n", "\r"))
+        header=header,
+        rows=rows[1:],
+        delimiter=delimiter,
+        unterminated=not text.rstrip(" \t").endswith(("\n", "\r")),
     )
 
 
 def _without_cut_row(table: _Table) -> tuple[_Table, str | None]:
-    """A job killed while writing its log leaves the last row short of fields and without a newline:
-    that row is left out, with a note, as the JSON-lines importers leave out a cut last line. (A short
-    row that ends with a newline, or a quoted field running over lines, is a malformed row instead.)"""
+    """A job killed while writing its log leaves the last row without a newline, short of fields or with
+    its last number written shorter than the column's others (`base.cut_short`): that row is left out,
+    with a note, as the JSON-lines importers leave out a cut last line. (A short row that ends with a
+    newline, or a quoted field running over lines, is a malformed row instead.)"""
     if not table.unterminated or not table.rows:
         return table, None
     line, cells = table.rows[-1]
-    if len(cells) >= len(table.header) or any("\n" in cell or "\r" in cell for cell in cells):
-        return table, None
-    if len(table.rows) == 1:
+    if len(table.rows) == 1 or any("\n" in cell or "\r" in cell for cell in cells):
         return table, None  # the only data row: the field-count check names it
-    note = f"truncated: the last line ({line}) has {len(cells)} of {len(table.header)} fields and was skipped"
+    if len(cells) < len(table.header):
+        note = f"truncated: the last line ({line}) has {len(cells)} of {len(table.header)} fields: skipped"
+    elif len(cells) == len(table.header) and cut_short(
+        last := cells[-1].strip(),
+        [c[-1].strip() for _, c in table.rows[:-1] if len(c) == len(cells) and c[-1].strip()],
+    ):
+        note = (
+            f"truncated: the last line ({line}) ends without a newline and its last value ({last[:20]}) is "
+            "written shorter than the column's others: cut, skipped"
+        )
+    else:
+        return table, None
     return _Table(table.header, table.rows[:-1], table.delimiter), note
 
 
@@ -314,9 +331,11 @@ def _logged(table: _Table, columns: list[int]) -> np.ndarray:
 
 
 def _choose_step(path: Path, table: _Table, metric_columns: list[int]) -> int:
-    """The preferred step column that is filled on every row holding a value."""
+    """The preferred step column that is filled on every row holding a value (W&B's own `_runtime` is
+    not one: W&B logs rows of media, a table of completions, with its counters and no step of the
+    trainer's, and those rows must not make its `_step` the step)."""
     candidates = _step_index(table.header)
-    logged = _logged(table, metric_columns)
+    logged = _logged(table, [c for c in metric_columns if table.header[c] not in _WANDB_MARKERS])
     for i in candidates:
         if not (table.column(i).absent & logged).any():
             return i

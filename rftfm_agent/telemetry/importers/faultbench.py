@@ -342,6 +342,8 @@ def _rows_alike(path: Path, bad: list[str] | None, notes: list[str] | None = Non
             raise InputError(path, said)
         bad.append(said)
     if not good:
+        if skipped and not bad:  # one line, cut short
+            raise InputError(path, "truncated: the only line is an incomplete JSON record")
         first = f" (first: {bad[0]})" if bad else ""
         raise InputError(path, f"no readable row ({len(bad or [])} malformed{first})")
     return "\n".join(good).encode(), kept

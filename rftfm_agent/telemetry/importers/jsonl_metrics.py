@@ -62,12 +62,30 @@ def _is_media(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("_type"), str)
 
 
+_VERL_ROW = frozenset({"step", "data"})  # verl's FileLogger: json.dumps({"step": step, "data": data})
+
+
+def _is_verl_row(obj: Any) -> bool:
+    return isinstance(obj, dict) and set(obj) == _VERL_ROW and isinstance(obj["data"], dict)
+
+
 def _lifted(obj: Any) -> Any:
     """verl's file logger (`trainer.logger=[..., 'file']`, VERL_FILE_LOGGER_PATH) writes each step as
-    `{"step": 3, "data": {"actor/pg_loss": …}}`: its metrics, lifted beside the step."""
-    if isinstance(obj, dict) and isinstance(data := obj.get("data"), dict):
-        return {**{k: v for k, v in obj.items() if k != "data"}, **data}
+    `{"step": 3, "data": {"actor/pg_loss": …}}`, and nothing else: its metrics, lifted beside the step
+    (which a `step` inside `data` does not replace). Other rows are left as they are."""
+    if _is_verl_row(obj):
+        return {**obj["data"], "step": obj["step"]}
     return obj
+
+
+_BOOKKEEPING = frozenset({"_step", "_runtime", "_timestamp"})  # W&B's own, in every row it logs
+
+
+def _media_only(obj: dict) -> bool:
+    """A W&B row that logs media and no metric beside W&B's own counters and a step."""
+    if not any(_is_media(v) for v in obj.values()):
+        return False
+    return not (set(numeric_items(obj)) - _BOOKKEEPING - set(STEP_KEYS) - set(_WALL_KEYS))
 
 
 def _flat_metrics(obj: Any) -> bool:
@@ -94,7 +112,7 @@ def sniff(path: Path, head: bytes) -> bool:
 def _objects(path: Path, notes: list[str], bad: list[str] | None) -> list[tuple[int, dict]]:
     """The file's objects; with `bad` (`--skip-bad`) malformed lines are left out and described there."""
     out = list(json_lines(path, skipped=notes, bad=bad))
-    if any(isinstance(obj.get("data"), dict) for _, obj in out):
+    if any(_is_verl_row(obj) for _, obj in out):
         notes.append("verl file-logger rows: the metrics under each row's 'data'")
         out = [(line, _lifted(obj)) for line, obj in out]
     if not out:
@@ -121,6 +139,12 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     notes: list[str] = []
     bad: list[str] | None = [] if skip_bad else None
     objects = _objects(path, notes, bad)
+    # W&B logs media (a table of completions) in rows of their own, with its counters and no metric:
+    # such rows say nothing about the run's steps, and would otherwise make `_step` the step key.
+    media_only = [(line, obj) for line, obj in objects if _media_only(obj)]
+    if media_only:
+        objects = [(line, obj) for line, obj in objects if not _media_only(obj)]
+        notes.append(f"{len(media_only)} W&B row(s) of media only (no metric) left out")
     rows = [(line, obj) for line, obj in objects if not is_summary(numeric_items(obj))]
     # The step key: the first that every row logs, else one that some rows log (a row without it is then
     # malformed: numbering lines instead would shift every step and store the real ones as a metric).

@@ -10,21 +10,23 @@ notes, and deleted runs are left out.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import sqlite3
 import sys
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import sha256_of, whole_step
+from rftfm_agent.telemetry.importers.base import whole_step
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "mlflow"
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_HEADER = b"SQLite format 3\x00"
 # MLflow writes ±Inf as ±sys.float_info.max (`_get_metric_value_details` in its SQLAlchemy store).
 _INF = sys.float_info.max
 # The file store's run status codes (mlflow.entities.RunStatus).
@@ -35,10 +37,25 @@ _META = re.compile(r"^(\w+):\s*'?(.*?)'?\s*$", re.MULTILINE)  # `key: value` lin
 Point = tuple[str, int, int, float]
 
 
+_TABLES = ("experiments", "runs", "metrics", "params")  # what `read` reads
+
+
 def sniff(path: Path, head: bytes) -> bool:
-    """Any SQLite database: no other importer reads one, so `read` says what is wrong with it (damaged,
-    or not MLflow's) rather than "binary file"."""
-    return head.startswith(_SQLITE_HEADER)
+    """A SQLite database with MLflow's tables (another SQLite file in a run folder, a cache, is not)."""
+    return head.startswith(SQLITE_HEADER) and refusal(path) is None
+
+
+def refusal(path: Path) -> str | None:
+    """Why a SQLite file is not read as an MLflow store (damaged, or without its tables), or None."""
+    try:
+        with closing(_connect(path)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"SQLite database that cannot be read ({exc})"
+    missing = [t for t in _TABLES if t not in tables]
+    if missing:
+        return f"SQLite database without MLflow's {', '.join(missing)} table(s): no importer reads it"
+    return None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -47,14 +64,13 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def read(path: Path) -> list[ImportedRun]:
-    """The runs of an MLflow SQLite database."""
+    """The runs of an MLflow SQLite database. Each run's hash is of its own rows, not of the file: a
+    database that gained a run (verl's one file collects every run) re-ingests the others as
+    unchanged."""
+    if problem := refusal(path):
+        raise InputError(path, problem)
     try:
-        with _connect(path) as con:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if not {"experiments", "runs", "metrics", "params"} <= tables:
-                raise InputError(
-                    path, "SQLite database without MLflow's runs and metrics tables: not an MLflow store"
-                )
+        with closing(_connect(path)) as con:
             experiments = dict(con.execute("SELECT experiment_id, name FROM experiments").fetchall())
             runs = con.execute(
                 "SELECT run_uuid, name, status, lifecycle_stage, experiment_id FROM runs ORDER BY start_time"
@@ -71,7 +87,6 @@ def read(path: Path) -> list[ImportedRun]:
                 params.setdefault(run_uuid, {})[key] = value
     except sqlite3.Error as exc:
         raise InputError(path, f"cannot be read as an MLflow database ({exc})") from None
-    digest = sha256_of([path])
     out = []
     deleted = 0
     for run_uuid, name, status, stage, experiment_id in runs:
@@ -86,7 +101,7 @@ def read(path: Path) -> list[ImportedRun]:
             experiments.get(experiment_id),
             metrics.get(run_uuid, []),
             params.get(run_uuid, {}),
-            f"{digest}:{run_uuid}",
+            _digest(run_uuid, metrics.get(run_uuid, []), params.get(run_uuid, {})),
         )
         if run is not None:
             out.append(run)
@@ -94,6 +109,16 @@ def read(path: Path) -> list[ImportedRun]:
         said = f"{len(runs)} run(s), {deleted} of them deleted" if runs else "no run"
         raise InputError(path, f"MLflow database without a run that logged metrics ({said})")
     return out
+
+
+def _digest(run_uuid: str, points: list[Point], params: dict[str, str]) -> str:
+    """A run's content hash: its id, metric points and parameters, in a fixed order."""
+    h = hashlib.sha256(f"mlflow run {run_uuid}\n".encode())
+    for key, step, timestamp, value in sorted(points, key=lambda p: (p[0], p[1], p[2], repr(p[3]))):
+        h.update(f"{key}\t{step}\t{timestamp}\t{value!r}\n".encode("utf-8", "surrogateescape"))
+    for key in sorted(params):
+        h.update(f"param\t{key}\t{params[key]}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
 
 
 def _infinite(value: float | None) -> float:
@@ -170,9 +195,10 @@ def read_file_store(folder: Path) -> list[ImportedRun]:
             continue
         metric_files = sorted(p for p in (run_dir / "metrics").rglob("*") if p.is_file())
         points: list[Point] = []
+        cut: list[str] = []
         for file in metric_files:
             key = file.relative_to(run_dir / "metrics").as_posix()
-            points.extend(_file_points(file, key))
+            points.extend(_file_points(file, key, cut))
         points.sort(key=lambda p: (p[1], p[2]))
         params = {
             p.relative_to(run_dir / "params").as_posix(): _text(p).strip()
@@ -189,19 +215,22 @@ def read_file_store(folder: Path) -> list[ImportedRun]:
         run = _run(
             run_dir,
             name,
-            meta.get("run_uuid") or run_dir.name,
+            meta.get("run_id") or run_dir.name,
             _STATUS.get(meta.get("status", ""), meta.get("status")),
             experiment,
             points,
             params,
-            sha256_of(metric_files),
+            _digest(meta.get("run_id") or run_dir.name, points, params),
         )
         if run is not None:
             run.source.paths = [str(p) for p in metric_files]
+            if cut:
+                run.source.notes.append(
+                    f"truncated: the last line of {len(cut)} metric file(s) was cut short and skipped "
+                    f"(first: {cut[0]})"
+                )
             out.append(run)
-    if not out:
-        raise InputError(folder, "MLflow file store without any run that logged metrics")
-    return out
+    return out  # none: a store whose runs logged no metric yet (the folder's other logs may)
 
 
 def _text(path: Path) -> str:
@@ -211,9 +240,18 @@ def _text(path: Path) -> str:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
-def _file_points(file: Path, key: str) -> Iterable[Point]:
-    """A metric file's lines, `timestamp value [step]` (older stores wrote no step: step 0)."""
-    for n, line in enumerate(_text(file).splitlines(), 1):
+def _file_points(file: Path, key: str, cut: list[str]) -> Iterable[Point]:
+    """A metric file's lines, `timestamp value [step]` (older stores wrote no step: step 0). A last line
+    with no newline after it and fewer fields than the others was cut by a killed job: left out, and
+    its key added to `cut`."""
+    text = _text(file)
+    lines = text.splitlines()
+    if lines and not text.rstrip(" \t").endswith("\n"):
+        widest = max((len(line.split()) for line in lines[:-1]), default=3)
+        if len(lines[-1].split()) < widest:
+            cut.append(key)
+            lines = lines[:-1]
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         parts = line.split()

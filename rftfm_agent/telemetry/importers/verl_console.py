@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
+    cut_short,
     looks_binary,
     merge_steps,
     read_text,
@@ -34,25 +35,6 @@ _LINE = re.compile(r"(?:^|[\s)])step:(\S+) - (.*)$")  # the step is checked to b
 _PAIR = re.compile(r"^([^\s:][^:]*):\s*(\S+)$")
 
 
-def _digits(text: str) -> tuple[int, int]:
-    """How many digits a number is written with after its point, and in its exponent (-1: none)."""
-    mantissa, _, exponent = text.lower().partition("e")
-    return len(mantissa.partition(".")[2]), len(
-        exponent.lstrip("+-")
-    ) if exponent or "e" in text.lower() else -1
-
-
-def _cut_short(text: str, earlier: list[str] | None) -> bool:
-    """Whether a value at the very end of a log is written with fewer digits after its point (or in its
-    exponent) than the same key on every earlier line: verl writes a key's values in one format, so a
-    shorter one was cut (`0.` or `23` where the others read `237.000`). A key seen nowhere else: no."""
-    if not earlier or not any(c.isdigit() for c in text):  # a word (nan, inf) is not a cut number
-        return False
-    after, exponent = _digits(text)
-    shapes = [_digits(t) for t in earlier]
-    return after < min(a for a, _ in shapes) or exponent < min(e for _, e in shapes)
-
-
 def sniff(path: Path, head: bytes) -> bool:
     if looks_binary(head):
         return False
@@ -69,7 +51,7 @@ def read(path: Path) -> list[ImportedRun]:
     # The last line has no newline after it: a job killed mid-write may have cut its last value short
     # (`actor/entropy:0.` for 0.512), which still reads as a number. Logs copied or downloaded whole
     # often lack the final newline too (one of verl's in ../shared/realruns does), so the value is taken
-    # for cut only when it is written shorter than that key's values on every earlier line.
+    # for cut only when it is written shorter than the values before it (`base.cut_short`).
     unterminated = last_line == len(lines) - 1
     written: dict[str, list[str]] = {}  # each key's values as written, on the lines before the last
     notes: list[str] = []
@@ -95,7 +77,9 @@ def read(path: Path) -> list[ImportedRun]:
                     break
                 raise InputError(path, f"corrupt: line {i + 1} has a malformed entry {pair.strip()[:40]!r}")
             key, text = pm.group(1).strip(), pm.group(2)
-            if i == last_line and unterminated and j == len(pairs) - 1 and _cut_short(text, written.get(key)):
+            # Compared with the key's own earlier values, or for a key new on this line with all of them.
+            same = written.get(key) or [t for texts in written.values() for t in texts]
+            if i == last_line and unterminated and j == len(pairs) - 1 and cut_short(text, same):
                 notes.append(
                     f"truncated: step {step} (line {i + 1}) ends without a newline and its last entry "
                     f"({key[:40]}:{text[:20]}) is written shorter than on earlier lines: cut, skipped"
