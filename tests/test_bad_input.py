@@ -254,7 +254,7 @@ def test_a_log_cut_mid_line_by_a_killed_job_is_read_without_the_cut_part_and_say
     refused the whole file; verl stored the cut `0.` as 0.0 without a word.)"""
     name = {"jsonl": "log.jsonl", "hf": "train.log", "verl": "verl.log", "csv": "history.csv"}[fmt]
     path = tmp_path / name
-    path.write_text(_rows(fmt, range(1, 4)) + _CUT[fmt])
+    path.write_text(_rows(fmt, range(1, 25)) + _CUT[fmt].replace("4", "25", 1))
     store = Store(tmp_path / "store")
     result = CliRunner().invoke(app, ["ingest", str(path), "--store", str(store.root)])
     assert result.exit_code == 0, result.output
@@ -265,9 +265,13 @@ def test_a_log_cut_mid_line_by_a_killed_job_is_read_without_the_cut_part_and_say
     assert (values[~pd.isna(values)] != 0.0).all()  # no cut value stored as zero
     if fmt == "verl":  # the complete entries of the cut line are kept, its last one is not
         last = steps.iloc[-1]
-        assert steps["step"].tolist() == [1, 2, 3, 4] and last["pg_loss"] == 0.5 and pd.isna(last["reward"])
+        assert (
+            steps["step"].tolist() == list(range(1, 26))
+            and last["pg_loss"] == 0.5
+            and pd.isna(last["reward"])
+        )
     else:
-        assert steps["step"].tolist() == [1, 2, 3]
+        assert steps["step"].tolist() == list(range(1, 25))
 
 
 def test_a_log_that_merely_lacks_its_final_newline_loses_nothing(tmp_path: Path) -> None:
@@ -297,6 +301,10 @@ def test_a_first_line_longer_than_the_sniffed_head_is_still_recognised(tmp_path:
     metrics.write_text("".join(json.dumps({"step": s, "reward": 0.5, "sample": long}) + "\n" for s in (1, 2)))
     (run,) = importers.load(metrics)
     assert [s.step for s in run.steps] == [1, 2] and run.steps[0].values["reward"] == 0.5
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le")):  # a byte-order mark first
+        marked = tmp_path / f"marked-{encoding}.jsonl"
+        marked.write_bytes(bom + metrics.read_text().encode(encoding))
+        assert [s.step for s in importers.load(marked)[0].steps] == [1, 2], encoding
     rows = [
         {"metadata": {"rollout_step": 1, "group_id": 0, "sample_index": i}, "metrics": {"reward": 1.0}}
         | {"data": {"prompt": "q", "response": long}}

@@ -278,6 +278,16 @@ def test_mlflow_stores_beside_other_logs(fixtures: Path, tmp_path: Path) -> None
     runs = {r.source.format: r for r in importers.load(folder)}
     assert [(s.step, s.values) for s in runs["mlflow"].steps] == [(1, {"reward": 0.51})]
     assert any(n.startswith("truncated: the last line of 1 metric file") for n in runs["mlflow"].source.notes)
+    # Cut inside its step (12 → 1): still three fields, but MLflow ends every line with a newline.
+    (folder / "mlruns" / "0" / "abc" / "metrics" / "reward").write_text(
+        "1700000001000 0.51 1\n1700000002000 0.5 1"
+    )
+    runs = {r.source.format: r for r in importers.load(folder)}
+    assert [(s.step, s.values) for s in runs["mlflow"].steps] == [(1, {"reward": 0.51})]
+    # A damaged MLflow database in the folder is an error naming it, not a file quietly left out.
+    (folder / "mlflow.db").write_bytes((fixtures / "mlflow" / "mlflow.db").read_bytes()[:20_000])
+    with pytest.raises(InputError, match=r"mlflow\.db: SQLite database that cannot be read"):
+        importers.load(folder)
 
 
 def test_wandb_rows_of_media_only_do_not_choose_the_step(tmp_path: Path) -> None:
@@ -307,13 +317,18 @@ def test_a_cut_last_value_is_told_by_its_digits_in_csv_and_verl(tmp_path: Path) 
     """A value cut inside its digits still reads as a number: a last value written with fewer digits than
     the column's (verl: the key's, or for a new key all) earlier values is cut, and skipped, noted."""
     csv = tmp_path / "metrics.csv"
-    csv.write_text("step,reward,kl\n1,0.512,0.0012\n2,0.498,0.0015\n3,0.471,0.00")
+    rows = "".join(f"{s},0.{500 + s},0.{1000 + s}\n" for s in range(1, 25))  # fixed widths, as loggers
+    csv.write_text("step,reward,kl\n" + rows + "25,0.525,0.10")  # 0.1025 cut
     (run,) = importers.load(csv)
-    assert [s.step for s in run.steps] == [1, 2] and any("written shorter" in n for n in run.source.notes)
+    assert [s.step for s in run.steps] == list(range(1, 25))
+    assert any("written shorter" in n for n in run.source.notes)
+    short = tmp_path / "short.csv"  # 3 rows: too few to tell a cut from a complete 0.9 after 0.812
+    short.write_text("step,reward\n1,0.812\n2,0.873\n3,0.9")
+    assert [s.step for s in importers.load(short)[0].steps] == [1, 2, 3]
     verl = tmp_path / "verl.log"
     verl.write_text(
-        "step:1 - actor/pg_loss:0.500\nstep:2 - actor/pg_loss:0.498\n"
-        "step:3 - actor/pg_loss:0.471 - val/score:0."
+        "".join(f"step:{s} - actor/pg_loss:0.{400 + s}\n" for s in range(1, 25))
+        + "step:25 - actor/pg_loss:0.471 - val/score:0."
     )
     (run,) = importers.load(verl)
     assert run.steps[-1].values == {"actor/pg_loss": 0.471} and any(

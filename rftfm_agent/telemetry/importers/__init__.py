@@ -206,6 +206,20 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
     return runs
 
 
+def _store_folders(folder: Path, runs: list[Path]) -> set[Path]:
+    """The experiment folders of the MLflow stores these runs are in (one without runs holds only its
+    meta.yaml), as far as they are inside `folder`: a store's root outside it is not listed."""
+    out: set[Path] = set()
+    for root in {d.parent.parent for d in runs}:
+        if root != folder and folder not in root.parents:
+            continue
+        try:
+            out |= {e for e in root.iterdir() if e.is_dir()}
+        except OSError:  # unlistable: its experiment folders are then not told apart
+            continue
+    return out
+
+
 def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Read a run folder or a FaultBench export; skips files that are not logs."""
     if faultbench.is_export_folder(folder):
@@ -214,11 +228,10 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     # store's own files (experiment descriptions, its trash) are not logs.
     mlflow = mlflow_runs.run_folders(folder)
     runs: list[ImportedRun] = mlflow_runs.read_file_store(folder) if mlflow else []
-    _check(folder, runs)
+    for run in runs:  # named by the run's metrics folder
+        _check(Path(os.path.commonpath(run.source.paths)) if run.source.paths else folder, [run])
     inside = set(mlflow)
-    experiments = {d.parent for d in mlflow} | {
-        e for d in mlflow for e in d.parent.parent.iterdir() if e.is_dir()
-    }
+    experiments = {d.parent for d in mlflow} | _store_folders(folder, mlflow)
     candidates = sorted(
         p
         for p in folder.rglob("*")

@@ -85,7 +85,7 @@ def read_head(path: Path) -> bytes:
     try:
         with path.open("rb") as fh:
             head = fh.read(HEAD_BYTES)
-            if len(head) == HEAD_BYTES and b"\n" not in head and head.lstrip()[:1] == b"{":
+            if len(head) == HEAD_BYTES and b"\n" not in head and as_utf8(head).lstrip()[:1] == b"{":
                 parts, size = [head], len(head)
                 while size < FIRST_LINE_LIMIT and (more := fh.read(1 << 20)):
                     parts.append(more)
@@ -319,17 +319,26 @@ def digits_written(text: str) -> tuple[int, int]:
     return len(mantissa.partition(".")[2]), len(exponent.lstrip("+-")) if e else -1
 
 
+# Values in one fixed format before a last value is judged cut by its digits: a writer that strips
+# trailing zeros (0.900 → 0.9) writes 20 values of one width by chance ~12 % of the time (0.9**20).
+_CUT_EVIDENCE = 20
+
+
 def cut_short(text: str, earlier: Sequence[str]) -> bool:
     """Whether a number at the very end of a log that ends without a newline was cut by a killed job:
-    it is written with fewer digits after its point (or in its exponent) than every one of `earlier`,
-    the same values as written before (verl prints every number `%.3f`-style, a logger one format per
-    column), so `0.` or `23` where the others read `237.000`. Nothing to compare with, or a word (nan,
-    inf): not cut (a log copied whole often just lacks its final newline)."""
-    if not earlier or not any(c.isdigit() for c in text):
+    `earlier`, the same values as written before, share one fixed format (verl prints `%.3f`, a logger
+    one format per column), and it is written with fewer digits after its point (or in its exponent):
+    `0.` or `23` where the others read `237.000`. Fewer than 20 to compare with, formats that vary
+    (shortest reprs: `0.25`, `0.125`, `0.5`), or a word (nan, inf): not cut — a log copied whole often
+    just lacks its final newline."""
+    if len(earlier) < _CUT_EVIDENCE or not any(c.isdigit() for c in text):
         return False
-    after, exponent = digits_written(text)
-    shapes = [digits_written(t) for t in earlier]
-    return after < min(a for a, _ in shapes) or exponent < min(e for _, e in shapes)
+    shapes = {digits_written(t) for t in earlier}
+    if len(shapes) > 1:  # not one fixed format (`0.25`, `0.125`, `0.5`: shortest reprs): cannot tell
+        return False
+    ((after, exponent),) = shapes
+    written_after, written_exponent = digits_written(text)
+    return written_after < after or written_exponent < exponent
 
 
 def resumed_note(rows: Rows) -> str | None:

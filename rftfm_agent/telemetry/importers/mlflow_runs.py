@@ -38,11 +38,17 @@ Point = tuple[str, int, int, float]
 
 
 _TABLES = ("experiments", "runs", "metrics", "params")  # what `read` reads
+_UNREADABLE = "SQLite database that cannot be read"
 
 
 def sniff(path: Path, head: bytes) -> bool:
-    """A SQLite database with MLflow's tables (another SQLite file in a run folder, a cache, is not)."""
-    return head.startswith(SQLITE_HEADER) and refusal(path) is None
+    """A SQLite database with MLflow's tables (another SQLite file in a run folder, a cache, is not);
+    one that cannot be opened (damaged, locked by a writer) is claimed, so that `read` names the
+    problem instead of the runs vanishing from a folder."""
+    if not head.startswith(SQLITE_HEADER):
+        return False
+    problem = refusal(path)
+    return problem is None or problem.startswith(_UNREADABLE)
 
 
 def refusal(path: Path) -> str | None:
@@ -51,7 +57,7 @@ def refusal(path: Path) -> str | None:
         with closing(_connect(path)) as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
-        return f"SQLite database that cannot be read ({exc})"
+        return f"{_UNREADABLE} ({exc})"
     missing = [t for t in _TABLES if t not in tables]
     if missing:
         return f"SQLite database without MLflow's {', '.join(missing)} table(s): no importer reads it"
@@ -78,7 +84,7 @@ def read(path: Path) -> list[ImportedRun]:
             metrics: dict[str, list[Point]] = {}
             for run_uuid, key, step, timestamp, value, is_nan in con.execute(
                 "SELECT run_uuid, key, step, timestamp, value, is_nan FROM metrics "
-                "ORDER BY run_uuid, step, timestamp"
+                "ORDER BY run_uuid, step, timestamp, key, value"
             ):
                 value = math.nan if is_nan else _infinite(value)
                 metrics.setdefault(run_uuid, []).append((key, step, timestamp, value))
@@ -112,9 +118,10 @@ def read(path: Path) -> list[ImportedRun]:
 
 
 def _digest(run_uuid: str, points: list[Point], params: dict[str, str]) -> str:
-    """A run's content hash: its id, metric points and parameters, in a fixed order."""
+    """A run's content hash: its id, metric points (in the fixed order the caller reads them) and
+    parameters."""
     h = hashlib.sha256(f"mlflow run {run_uuid}\n".encode())
-    for key, step, timestamp, value in sorted(points, key=lambda p: (p[0], p[1], p[2], repr(p[3]))):
+    for key, step, timestamp, value in points:
         h.update(f"{key}\t{step}\t{timestamp}\t{value!r}\n".encode("utf-8", "surrogateescape"))
     for key in sorted(params):
         h.update(f"param\t{key}\t{params[key]}\n".encode("utf-8", "surrogateescape"))
@@ -199,7 +206,7 @@ def read_file_store(folder: Path) -> list[ImportedRun]:
         for file in metric_files:
             key = file.relative_to(run_dir / "metrics").as_posix()
             points.extend(_file_points(file, key, cut))
-        points.sort(key=lambda p: (p[1], p[2]))
+        points.sort(key=lambda p: (p[1], p[2], p[0], repr(p[3])))  # (step, time, key): as the database
         params = {
             p.relative_to(run_dir / "params").as_posix(): _text(p).strip()
             for p in sorted((run_dir / "params").rglob("*"))
@@ -241,16 +248,14 @@ def _text(path: Path) -> str:
 
 
 def _file_points(file: Path, key: str, cut: list[str]) -> Iterable[Point]:
-    """A metric file's lines, `timestamp value [step]` (older stores wrote no step: step 0). A last line
-    with no newline after it and fewer fields than the others was cut by a killed job: left out, and
-    its key added to `cut`."""
+    """A metric file's lines, `timestamp value [step]` (older stores wrote no step: step 0). MLflow
+    appends each line with its newline, so a last line without one was cut by a killed job (inside its
+    step, it would still read as a smaller step): left out, and its key added to `cut`."""
     text = _text(file)
     lines = text.splitlines()
-    if lines and not text.rstrip(" \t").endswith("\n"):
-        widest = max((len(line.split()) for line in lines[:-1]), default=3)
-        if len(lines[-1].split()) < widest:
-            cut.append(key)
-            lines = lines[:-1]
+    if lines and lines[-1].strip() and not text.rstrip(" \t").endswith("\n"):
+        cut.append(key)
+        lines = lines[:-1]
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
