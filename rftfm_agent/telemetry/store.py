@@ -160,17 +160,13 @@ _COMPRESSION = {"steps": "snappy", "trajectories": "zstd"}
 _TEXT_COLUMNS = frozenset({"prompt", "completion"})
 
 
-def _compression(kind: str, table: pa.Table) -> str | dict[str, str]:
-    """A part's codec: one for the whole file, or per column for trajectory parts (zstd for text)."""
+def _compression(kind: str, leaves: list[str]) -> str | dict[str, str]:
+    """A part's codec: one for the whole file, or per leaf column for trajectory parts (zstd for text;
+    a codec is given per Parquet leaf, `rewards.key_value.value`, and a leaf left out is written
+    uncompressed)."""
     if kind != "trajectories":
         return _COMPRESSION.get(kind, "zstd")
-    return {path: "zstd" if path in _TEXT_COLUMNS else "snappy" for path in _leaf_paths(table.schema)}
-
-
-def _leaf_paths(schema: pa.Schema) -> list[str]:
-    """Parquet's names of a schema's leaf columns (`rewards.key_value.value`): a per-column codec is
-    given per leaf, and a leaf left out is written uncompressed."""
-    return [path for path, _ in _leaf_types(schema)]
+    return {path: "zstd" if path in _TEXT_COLUMNS else "snappy" for path in leaves}
 
 
 # Parquet encodings of a part. Dictionaries only for text columns (run ids, metric names, prompt ids,
@@ -181,10 +177,10 @@ _STATISTICS = ["run_id", "step"]
 
 
 def _write_options(kind: str, table: pa.Table) -> dict[str, Any]:
-    text = [path for path, typ in _leaf_types(table.schema) if pa.types.is_string(typ)]
+    leaves = _leaf_types(table.schema)
     return {
-        "compression": _compression(kind, table),
-        "use_dictionary": text,
+        "compression": _compression(kind, [path for path, _ in leaves]),
+        "use_dictionary": [path for path, typ in leaves if pa.types.is_string(typ)],
         "write_statistics": [c for c in _STATISTICS if c in table.column_names],
     }
 

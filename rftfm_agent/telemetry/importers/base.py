@@ -363,6 +363,13 @@ def restart_note(i: int, n: int, first: int) -> str:
     return f"run {i} of {n} in this file: the step counter started over at step {first}"
 
 
+def ends_with_newline(text: str, newlines: tuple[str, ...] = ("\n",)) -> bool:
+    """Whether a log's last line was finished (trailing blanks aside): a job killed while writing one
+    leaves it without its newline (`newlines`: what ends a line in the format; CSV's reader also takes
+    a carriage return)."""
+    return text.rstrip(" \t").endswith(newlines)
+
+
 def json_lines(
     path: Path, skipped: list[str] | None = None, bad: list[str] | None = None
 ) -> Iterator[tuple[int, dict]]:
@@ -382,12 +389,12 @@ def json_lines(
             if bad is not None:
                 bad.append(f"line {i + 1}: {exc.msg}")
                 continue
-            if i == last and skipped is not None and not text.rstrip(" \t").endswith("\n"):
+            if i == last and skipped is not None and not ends_with_newline(text):
                 skipped.append(
                     f"truncated: the last line ({i + 1}) is an incomplete JSON record and was skipped"
                 )
                 continue
-            if i == last and not text.rstrip(" \t").endswith("\n"):
+            if i == last and not ends_with_newline(text):
                 raise InputError(path, f"truncated: last line {i + 1} is an incomplete JSON record") from None
             raise InputError(path, f"corrupt JSONL at line {i + 1}: {exc.msg}") from None
         if not isinstance(obj, dict):

@@ -29,6 +29,7 @@ from rftfm_agent.telemetry.importers.base import (
     HEAD_BYTES,
     bad_rows_note,
     cut_short,
+    ends_with_newline,
     is_summary,
     looks_binary,
     read_text,
@@ -190,7 +191,7 @@ def _table(path: Path) -> _Table:
         header=header,
         rows=rows[1:],
         delimiter=delimiter,
-        unterminated=not text.rstrip(" \t").endswith(("\n", "\r")),
+        unterminated=not ends_with_newline(text, ("\n", "\r")),
     )
 
 

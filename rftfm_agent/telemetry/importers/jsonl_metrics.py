@@ -109,15 +109,17 @@ def sniff(path: Path, head: bytes) -> bool:
     return False
 
 
-def _objects(path: Path, notes: list[str], bad: list[str] | None) -> list[tuple[int, dict]]:
-    """The file's objects; with `bad` (`--skip-bad`) malformed lines are left out and described there."""
+def _objects(path: Path, notes: list[str], bad: list[str] | None) -> tuple[list[tuple[int, dict]], bool]:
+    """The file's objects, and whether they are verl's file-logger rows (read from their `data`); with
+    `bad` (`--skip-bad`) malformed lines are left out and described there."""
     out = list(json_lines(path, skipped=notes, bad=bad))
-    if any(_is_verl_row(obj) for _, obj in out):
+    verl = any(_is_verl_row(obj) for _, obj in out)
+    if verl:
         notes.append("verl file-logger rows: the metrics under each row's 'data'")
         out = [(line, _lifted(obj)) for line, obj in out]
     if not out:
         raise InputError(path, "truncated: the only record is incomplete" if not bad else "no readable row")
-    return out
+    return out, verl
 
 
 def _not_numbers(objects: list[tuple[int, dict]], numeric: set[str]) -> str | None:
@@ -138,13 +140,13 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Flat metric dicts, one per line; `skip_bad` leaves malformed lines out (counted in the notes)."""
     notes: list[str] = []
     bad: list[str] | None = [] if skip_bad else None
-    objects = _objects(path, notes, bad)
+    objects, verl = _objects(path, notes, bad)
     # W&B logs media (a table of completions) in rows of their own, with its counters and no metric:
     # such rows say nothing about the run's steps, and would otherwise make `_step` the step key.
-    media_only = [(line, obj) for line, obj in objects if _media_only(obj)]
-    if media_only:
-        objects = [(line, obj) for line, obj in objects if not _media_only(obj)]
-        notes.append(f"{len(media_only)} W&B row(s) of media only (no metric) left out")
+    kept = [(line, obj) for line, obj in objects if not _media_only(obj)]
+    if len(kept) < len(objects):
+        notes.append(f"{len(objects) - len(kept)} W&B row(s) of media only (no metric) left out")
+    objects = kept
     rows = [(line, obj) for line, obj in objects if not is_summary(numeric_items(obj))]
     # The step key: the first that every row logs, else one that some rows log (a row without it is then
     # malformed: numbering lines instead would shift every step and store the real ones as a metric).
@@ -208,7 +210,7 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
                 name=name,
                 source=SourceInfo(
                     format=NAME,
-                    framework="verl" if any(n.startswith("verl file-logger") for n in notes) else None,
+                    framework="verl" if verl else None,
                     paths=[str(path)],
                     sha256=digest + ("" if name == path.stem else f":{name}"),
                     notes=seg_notes,

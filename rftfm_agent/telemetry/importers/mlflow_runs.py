@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import whole_step
+from rftfm_agent.telemetry.importers.base import ends_with_newline, whole_step
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "mlflow"
@@ -219,16 +219,9 @@ def read_file_store(folder: Path) -> list[ImportedRun]:
         )
         tag = run_dir / "tags" / "mlflow.runName"
         name = meta.get("run_name") or (_text(tag).strip() if tag.is_file() else "") or run_dir.name
-        run = _run(
-            run_dir,
-            name,
-            meta.get("run_id") or run_dir.name,
-            _STATUS.get(meta.get("status", ""), meta.get("status")),
-            experiment,
-            points,
-            params,
-            _digest(meta.get("run_id") or run_dir.name, points, params),
-        )
+        run_id = meta.get("run_id") or run_dir.name
+        status = _STATUS.get(meta.get("status", ""), meta.get("status"))
+        run = _run(run_dir, name, run_id, status, experiment, points, params, _digest(run_id, points, params))
         if run is not None:
             run.source.paths = [str(p) for p in metric_files]
             if cut:
@@ -253,7 +246,7 @@ def _file_points(file: Path, key: str, cut: list[str]) -> Iterable[Point]:
     step, it would still read as a smaller step): left out, and its key added to `cut`."""
     text = _text(file)
     lines = text.splitlines()
-    if lines and lines[-1].strip() and not text.rstrip(" \t").endswith("\n"):
+    if lines and lines[-1].strip() and not ends_with_newline(text):
         cut.append(key)
         lines = lines[:-1]
     for n, line in enumerate(lines, 1):

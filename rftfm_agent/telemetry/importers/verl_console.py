@@ -78,8 +78,12 @@ def read(path: Path) -> list[ImportedRun]:
                 raise InputError(path, f"corrupt: line {i + 1} has a malformed entry {pair.strip()[:40]!r}")
             key, text = pm.group(1).strip(), pm.group(2)
             # Compared with the key's own earlier values, or for a key new on this line with all of them.
-            same = written.get(key) or [t for texts in written.values() for t in texts]
-            if i == last_line and unterminated and j == len(pairs) - 1 and cut_short(text, same):
+            if (
+                i == last_line
+                and unterminated
+                and j == len(pairs) - 1
+                and cut_short(text, written.get(key) or [t for texts in written.values() for t in texts])
+            ):
                 notes.append(
                     f"truncated: step {step} (line {i + 1}) ends without a newline and its last entry "
                     f"({key[:40]}:{text[:20]}) is written shorter than on earlier lines: cut, skipped"
