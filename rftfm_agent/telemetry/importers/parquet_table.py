@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.aggregates import AGGREGATES_VERSION, VERSION_KEY, aggregate_by_step
 from rftfm_agent.telemetry.importers import faultbench
-from rftfm_agent.telemetry.importers.base import sha256_of
+from rftfm_agent.telemetry.importers.base import resumed_note, sha256_of
 from rftfm_agent.telemetry.importers.jsonl_metrics import STEP_KEYS
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
@@ -116,14 +116,17 @@ def _step_run(path: Path, flat: pa.Table, digest: str) -> ImportedRun:
     if n_nan:
         notes.append(f"{n_nan} NaN value(s) kept as logged")
     rows: dict[int, RawStep] = {}
+    read: list[tuple[int, dict[str, float]]] = []  # each row's step and values, for `resumed_note`
     for i, (s, row, valid) in enumerate(zip(step.tolist(), values.tolist(), logged.tolist(), strict=True)):
         record = rows.get(s)
         if record is None:
             record = rows[s] = RawStep(step=s, values={}, wall_time=None)
-        record.values.update({k: v for k, v, ok in zip(numeric, row, valid, strict=True) if ok})
+        read.append((s, {k: v for k, v, ok in zip(numeric, row, valid, strict=True) if ok}))
+        record.values.update(read[-1][1])  # a step logged again (after a resume): later values win
         if wall is not None and not np.isnan(wall[i]):
             record.wall_time = float(wall[i])
     notes.append(f"steps from the {step_key!r} column" if step_key else "")
+    notes.append(resumed_note(read) or "")
     return ImportedRun(
         name=path.stem,
         source=SourceInfo(format=NAME, paths=[str(path)], sha256=digest, notes=[n for n in notes if n]),

@@ -12,7 +12,15 @@ import re
 from pathlib import Path
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.importers.base import is_summary, numeric_items, read_text, sha256_of, whole_step
+from rftfm_agent.telemetry.importers.base import (
+    is_summary,
+    merge_steps,
+    numeric_items,
+    read_text,
+    resumed_note,
+    sha256_of,
+    whole_step,
+)
 from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "trl_trainer_state"
@@ -52,7 +60,7 @@ def _parse(path: Path) -> dict:
 
 def read(path: Path) -> list[ImportedRun]:
     doc = _parse(path)
-    rows: dict[int, dict[str, float]] = {}
+    logged: list[tuple[int, dict[str, float]]] = []
     summary: dict[str, float] = {}
     for i, entry in enumerate(doc["log_history"]):
         if not isinstance(entry, dict):
@@ -64,7 +72,8 @@ def read(path: Path) -> list[ImportedRun]:
         step = whole_step(values.pop("step", None))
         if step is None or step < 0:
             raise InputError(path, f"log_history[{i}] has no valid 'step' (a whole number from 0)")
-        rows.setdefault(step, {}).update(values)
+        logged.append((step, values))
+    rows = merge_steps(logged)  # a step logged twice (a state written after a resume) keeps its later values
     if not rows:
         raise InputError(path, "log_history holds no training rows")
     keys = {k for row in rows.values() for k in row}
@@ -76,10 +85,17 @@ def read(path: Path) -> list[ImportedRun]:
     )
     config = {k: doc[k] for k in _CONFIG_KEYS if k in doc}
     config.update({f"summary/{k}": v for k, v in summary.items()})
+    note = resumed_note(logged)
     return [
         ImportedRun(
             name=path.stem,
-            source=SourceInfo(format=NAME, framework=framework, paths=[str(path)], sha256=sha256_of([path])),
+            source=SourceInfo(
+                format=NAME,
+                framework=framework,
+                paths=[str(path)],
+                sha256=sha256_of([path]),
+                notes=[note] if note else [],
+            ),
             steps=[RawStep(step=s, values=v) for s, v in sorted(rows.items())],
             config=config,
         )
