@@ -17,7 +17,8 @@ from rftfm_agent.detect.detector import Detector, RunData
 from rftfm_agent.detect.events import Event, RunVerdict
 from rftfm_agent.detect.rules import RULES, HardRules
 from rftfm_agent.errors import NotFittedError, RftfmError
-from rftfm_agent.telemetry.store import Store
+from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.store import Store, mark_nan
 
 
 def _healthy_frame(seed: int, steps: int = 30) -> pd.DataFrame:
@@ -196,6 +197,7 @@ def test_cli_json_and_stored_events_agree_on_nan_and_inf(
 def test_events_are_typed_and_rules_carry_provenance(fitted: Detector) -> None:
     frame = _healthy_frame(99).assign(loss=0.1)
     frame.loc[frame["step"] == 12, "loss"] = math.nan
+    frame["nan/loss"] = (frame["step"] == 12).astype(float)  # logged as NaN, as `store.wide_steps` flags it
     verdict = fitted.score_run(RunData("r", "arith_a", frame))
     rule_events = [e for e in verdict.events if e.source == "rule"]
     assert rule_events and all(e.check in RULES for e in rule_events)
@@ -265,3 +267,31 @@ def test_batched_monitors_equal_one_monitor_per_metric() -> None:
             assert set(got) == set(zs)
             for m, z in zs.items():
                 assert got[m] == pytest.approx(alone[m].update(z), rel=1e-9, abs=1e-12)
+
+
+def test_a_metric_a_step_did_not_log_is_not_a_nan(tmp_path: Path, fitted: Detector) -> None:
+    """A validation-only row (verl logs one at step 0 by default, HF Trainer with `eval_on_start`) leaves
+    the training metrics out of its step. Their empty cells were read as logged NaN: a critical "numerical
+    failure" on a healthy run. A value logged as NaN is still one, stored or in the supervisor's rows."""
+    lines = ["step:0 - val-core/openai/gsm8k/reward/mean@1:0.412"]
+    lines += [
+        f"step:{s} - actor/entropy:{1 - s / 100:.3f} - actor/pg_loss:0.010 - actor/grad_norm:0.500 - "
+        f"actor/kl_loss:0.001 - critic/score/mean:{0.3 + s / 100:.3f}"
+        for s in range(1, 31)
+    ]
+    store = Store(tmp_path / "store")
+    for name, tail in (("healthy", []), ("broken", ["step:31 - actor/entropy:nan - actor/grad_norm:nan"])):
+        (tmp_path / f"{name}.log").write_text("\n".join(lines + tail) + "\n")
+        (run,) = importers.load(tmp_path / f"{name}.log")
+        frame = store.steps(store.write_run(run)[0].run_id)
+        events = fitted.score_run(RunData(name, None, frame)).events
+        found = {(e.step, e.metric) for e in events if e.check == "non_finite"}
+        assert found == (set() if name == "healthy" else {(31, "entropy"), (31, "grad_norm")}), name
+
+    # The supervisor builds its frame from logged rows: an eval-only row, then a NaN loss.
+    rows = [{"step": 0, "eval/score": 0.4}]
+    rows += [{"step": s, "loss": 0.1, "reward": 0.3 + s / 100, "kl": 0.01} for s in range(1, 31)]
+    rows += [{"step": 31, "loss": math.nan, "reward": 0.5, "kl": 0.01}]
+    frame = pd.DataFrame([mark_nan(r) for r in rows])
+    events = fitted.score_run(RunData("live", None, frame)).events
+    assert {(e.step, e.metric) for e in events if e.check == "non_finite"} == {(31, "loss")}

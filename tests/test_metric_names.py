@@ -3,7 +3,7 @@ or computes (a `traj/` aggregate): a typo or a renamed metric would otherwise si
 
 from __future__ import annotations
 
-from rftfm_agent.detect import detector, features, rules
+from rftfm_agent.detect import features, rules
 from rftfm_agent.detect.band import SelfReference
 from rftfm_agent.diagnose import fingerprint
 from rftfm_agent.telemetry.aggregates import AGGREGATE_NAMES
@@ -22,7 +22,6 @@ def test_watched_and_fingerprinted_metrics_are_in_the_vocabulary() -> None:
         *SelfReference.DOWNWARD_BAD,
         *SelfReference.SKIP,
         *SelfReference.MIN_CHANGE,
-        *detector._KEEP_NAN,
         "traj/reward_mean",  # fingerprint.missing_metrics: does the run have trajectories
     }
     assert used - KNOWN == set()

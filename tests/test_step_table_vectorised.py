@@ -69,11 +69,11 @@ def test_step_table_equals_mapping_row_by_row(keys: list[str]) -> None:
 
 def test_wide_steps_equal_pandas_pivot() -> None:
     """`wide_steps` is pandas' pivot (last non-NaN value per step and metric, latest wall time, all-NaN
-    metrics and steps kept), built with arrays."""
+    metrics and steps kept), built with arrays, and flags the cells logged only as NaN."""
     import numpy as np
     import pandas as pd
 
-    from rftfm_agent.telemetry.store import wide_steps
+    from rftfm_agent.telemetry.store import LOGGED_NAN, wide_steps
 
     rng = np.random.default_rng(1)
     for _ in range(200):
@@ -92,4 +92,13 @@ def test_wide_steps_equal_pandas_pivot() -> None:
         pivot.insert(0, "wall_time", long.groupby("step")["wall_time"].max())
         pivot = pivot.reset_index()
         pivot.columns.name = None
-        pd.testing.assert_frame_equal(wide_steps(long), pivot)
+        wide = wide_steps(long)
+        flags = [c for c in wide.columns if c.startswith(LOGGED_NAN)]
+        pd.testing.assert_frame_equal(wide.drop(columns=flags), pivot)
+        # A cell logged, and only as NaN, is flagged: NaN alone is also a metric the step did not log.
+        only_nan = long.groupby(["step", "metric"])["value"].agg(lambda v: bool(v.isna().all())).unstack()
+        expected = {LOGGED_NAN + m for m in only_nan.columns if only_nan[m].fillna(False).astype(bool).any()}
+        assert set(flags) == expected
+        for flag in flags:
+            cells = only_nan[flag.removeprefix(LOGGED_NAN)].fillna(False).astype(bool)
+            assert wide.set_index("step")[flag].eq(cells.astype(float)).all()

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from rftfm_agent.resources import prompt_text
-from rftfm_agent.telemetry.store import finite_or_none
+from rftfm_agent.telemetry.store import LOGGED_NAN, finite_or_none
 from rftfm_agent.tools.base import RunInput, ToolEnv, ToolInput
 
 UNTRUSTED_TEMPLATE = "untrusted_data"
@@ -89,7 +89,8 @@ def run_summary(params: RunInput, env: ToolEnv) -> RunSummaryOutput:
     last = {}
     if not steps.empty:
         row = steps.iloc[-1]
-        last = {c: finite_or_none(_num(row[c])) for c in steps.columns if c not in ("step", "wall_time")}
+        shown = [c for c in steps.columns if c not in ("step", "wall_time") and not c.startswith(LOGGED_NAN)]
+        last = {c: finite_or_none(_num(row[c])) for c in shown}
     # Testbed runs record the injected fault's settings (`fault/...`): labels, never shown to a model.
     config = {
         k: v

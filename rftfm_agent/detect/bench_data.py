@@ -19,6 +19,9 @@ from rftfm_agent.telemetry.importers.faultbench import read_registries
 from rftfm_agent.telemetry.io import atomic_write_with
 from rftfm_agent.telemetry.store import Store
 
+# Bump when the frames `run_frame` builds change: 2: a cell logged only as NaN is marked (`nan_frac/`).
+FRAMES_VERSION = 2
+
 
 def load_bench(bench: Path) -> list[RunData]:
     bench = Path(bench)
@@ -34,7 +37,7 @@ def load_bench(bench: Path) -> list[RunData]:
     key = hashlib.sha1(
         ",".join(sorted(finished[r["experiment_id"]].run_id for r in rows)).encode()
     ).hexdigest()[:12]
-    cache = bench / "cache" / f"detect_frames-{key}.parquet"
+    cache = bench / "cache" / f"detect_frames-{FRAMES_VERSION}-{key}.parquet"
     if cache.is_file():
         frames = pd.read_parquet(cache)
     else:

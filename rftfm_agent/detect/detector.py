@@ -34,6 +34,7 @@ from rftfm_agent.detect.rules import HardRules
 from rftfm_agent.detect.scale_free import ScaleFreeRules
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
+from rftfm_agent.telemetry.store import LOGGED_NAN
 
 KINDS = MetricMonitors.KINDS
 
@@ -322,19 +323,29 @@ def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
     cols = [
         c
         for c in frame.columns
-        if c == "step" or c in WATCHED or c in _RULE_INPUTS or c.startswith(("nan_frac/", "rewards/"))
+        if c == "step"
+        or c in WATCHED
+        or c in _RULE_INPUTS
+        or c.startswith(("nan_frac/", "rewards/"))
+        or c.removeprefix(LOGGED_NAN) in _KEEP_NAN
     ]
     for row in frame[cols].to_dict("records"):
-        yield {
-            k: v
-            for k, v in row.items()
-            if not (isinstance(v, float) and math.isnan(v) and k not in _KEEP_NAN)
-        }
+        # A NaN cell is a metric the step did not log, left out; one the step logged as NaN is flagged
+        # (`store.wide_steps`, `store.mark_nan`) and given back as NaN, which the hard rules report.
+        out = {}
+        for k, v in row.items():
+            if k.startswith(LOGGED_NAN):
+                if v == 1.0:
+                    out[k.removeprefix(LOGGED_NAN)] = math.nan
+            elif not (isinstance(v, float) and math.isnan(v)):
+                out[k] = v
+        yield out
 
 
 # Read by the rules though not watched by the change detectors.
 _RULE_INPUTS = frozenset({"completions/max_length"})
-# Metrics whose NaN is news (the hard rules report it); elsewhere a NaN cell is a step that did not log it.
+# Metrics whose logged NaN is news (the hard rules report it); elsewhere a logged NaN is left out like a
+# value not logged (kept as before the flags: the scale-free rules were calibrated on real logs so).
 _KEEP_NAN = {"loss", "reward", "kl", "entropy", "grad_norm"}
 
 

@@ -52,7 +52,7 @@ from rftfm_agent.remediate.symptoms import finite_value, symptoms
 from rftfm_agent.supervise.policy import Policy, Situation
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.recorder import RunRecorder
-from rftfm_agent.telemetry.store import Store
+from rftfm_agent.telemetry.store import Store, mark_nan
 from rftfm_agent.telemetry.vocabulary import canonical_row
 
 HELDOUT = "heldout/accuracy"
@@ -585,7 +585,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ helpers
     def _diagnose(self) -> Diagnosis:
-        frame = pd.DataFrame(self.timeline).sort_values("step").reset_index(drop=True)
+        frame = pd.DataFrame([mark_nan(r) for r in self.timeline]).sort_values("step").reset_index(drop=True)
         frame = frame.drop(columns=[c for c in (HELDOUT,) if c in frame.columns])
         verdict = self.detector.score_run(RunData(self.run_name, self.task, frame))
         band = self.detector.bands.get(self.task) if self.task else None

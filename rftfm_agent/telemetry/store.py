@@ -304,7 +304,8 @@ def wide_steps(long: pd.DataFrame) -> pd.DataFrame:
 
     A (step, metric) logged twice keeps its last non-NaN value, and the step's wall time is its latest
     one: pandas' `pivot_table(aggfunc="last", dropna=False)`, which a test holds this equal to, built
-    with arrays (the pivot was a third of the work of examining a run).
+    with arrays (the pivot was a third of the work of examining a run). A cell logged only as NaN is
+    flagged (`LOGGED_NAN`), as NaN alone does not tell it from a metric the step did not log.
     """
     if long.empty:
         return pd.DataFrame({"step": pd.Series(dtype="int64")})
@@ -318,10 +319,33 @@ def wide_steps(long: pd.DataFrame) -> pd.DataFrame:
     grid[row[keep], col[keep]] = value[keep]
     wall = np.full(len(steps), np.nan)
     np.fmax.at(wall, row, long["wall_time"].to_numpy(dtype=np.float64, na_value=np.nan))
-    frame = pd.DataFrame(grid, columns=metrics.tolist())
+    nan_cell = np.zeros(grid.shape, dtype=bool)  # logged, and only as NaN
+    nan_logged = np.isnan(value)
+    nan_cell[row[nan_logged], col[nan_logged]] = True
+    nan_cell &= np.isnan(grid)
+    names = metrics.tolist()
+    columns = dict(zip(names, grid.T, strict=True))
+    columns |= {
+        LOGGED_NAN + names[j]: nan_cell[:, j].astype(np.float64) for j in np.flatnonzero(nan_cell.any(0))
+    }
+    frame = pd.DataFrame({k: columns[k] for k in sorted(columns)})
     frame.insert(0, "wall_time", wall)
     frame.insert(0, "step", steps.astype(np.int64))
     return frame
+
+
+# A wide step table has one NaN for a metric a step did not log and for one it logged as NaN. The second
+# is news (a numerical failure), the first is not (a validation-only row, metrics logged at different
+# rates): a metric logged only as NaN at some step gets a flag column `nan/<metric>`, 1.0 at those steps
+# and 0.0 elsewhere.
+LOGGED_NAN = "nan/"
+
+
+def mark_nan(row: dict[str, Any]) -> dict[str, Any]:
+    """A logged row with its NaN values flagged as `wide_steps` flags them (`nan/<metric>` = 1.0), so that
+    a frame built from rows keeps them apart from the metrics a row did not log."""
+    flags = {LOGGED_NAN + k: 1.0 for k, v in row.items() if isinstance(v, float) and math.isnan(v)}
+    return row | flags if flags else row
 
 
 def trajectory_table(run_id: str, records: Sequence[TrajectoryRecord]) -> pa.Table:
