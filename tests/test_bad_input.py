@@ -396,12 +396,12 @@ def test_a_gzip_compressed_log_is_read_as_the_file_it_holds(tmp_path: Path) -> N
 def test_a_resumed_trainer_state_or_parquet_history_says_so(tmp_path: Path) -> None:
     """trainer_state.json and a Parquet step history kept the later values of a step logged twice, as
     the line-based importers do, but without a word: now their notes say so too. Rows of one step that
-    log other keys (an eval row beside a training row) are not a repeat."""
+    log other keys (an eval row beside a training row, both with `epoch`) are not a repeat."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    history = [{"step": s, "loss": 0.5, "reward": 0.5} for s in range(1, 7)]
-    history += [{"step": s, "loss": 0.75, "reward": 0.75} for s in range(4, 9)]
+    history = [{"step": s, "loss": 0.5, "reward": 0.5, "epoch": s / 8} for s in range(1, 7)]
+    history += [{"step": s, "loss": 0.75, "reward": 0.75, "epoch": s / 8} for s in range(4, 9)]
     state = tmp_path / "trainer_state.json"
     state.write_text(json.dumps({"global_step": 8, "log_history": [*history, {"step": 8, "eval_loss": 0.3}]}))
     table = tmp_path / "history.parquet"
@@ -414,6 +414,7 @@ def test_a_resumed_trainer_state_or_parquet_history_says_so(tmp_path: Path) -> N
             "3 step(s) logged twice (resumed from a checkpoint), first 4" in n for n in run.source.notes
         )
     once = tmp_path / "once.json"
-    once.write_text(json.dumps({"log_history": [*history[:6], {"step": 6, "eval_loss": 0.3}]}))
+    evals = [{"step": s, "eval_loss": 0.3, "epoch": s / 8} for s in (3, 6)]  # HF's eval rows repeat `epoch`
+    once.write_text(json.dumps({"log_history": [*history[:6], *evals]}))
     (run,) = importers.load(once)
     assert not any("logged twice" in n for n in run.source.notes) and run.steps[5].values["eval_loss"] == 0.3

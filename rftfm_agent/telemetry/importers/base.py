@@ -341,16 +341,22 @@ def cut_short(text: str, earlier: Sequence[str]) -> bool:
     return written_after < after or written_exponent < exponent
 
 
+# Keys a trainer writes on every row of a step, evaluation rows too (HF's `epoch`, W&B's `train/epoch`,
+# `train/global_step`, `_runtime`): logged again at one step, they are not a resume.
+_BOOKKEEPING = frozenset({"epoch", "step", "global_step", "_step", "_runtime", "_timestamp", "timestamp"})
+
+
 def resumed_note(rows: Rows) -> str | None:
     """The note a run carries when some of its steps log a key twice: a resume from a checkpoint re-logs
     the steps after it (`merge_steps` keeps the later values). Several lines of one step that log other
-    keys (verl's validation lines) are not a repeat."""
+    keys (verl's validation lines, HF's evaluation rows, which repeat only `epoch`) are not a repeat."""
     seen: dict[int, set[str]] = {}
     repeated = []
     for step, values in rows:
-        if set(values) & seen.get(step, set()):
+        keys = {k for k in values if k.rpartition("/")[2] not in _BOOKKEEPING}
+        if keys & seen.get(step, set()):
             repeated.append(step)
-        seen.setdefault(step, set()).update(values)
+        seen.setdefault(step, set()).update(keys)
     if not repeated:
         return None
     return (
