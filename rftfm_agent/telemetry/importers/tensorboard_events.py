@@ -6,7 +6,8 @@ both the old `simple_value` form and the newer tensor form of the `scalars` plug
 
 The records are read with our own strict TFRecord reader rather than TensorBoard's loader, because the
 loader stops quietly at a truncated or corrupt record and would hand back a silently partial run: here a
-record cut short or failing its CRC32C is an InputError naming the record and byte offset.
+record failing its CRC32C is an InputError naming the record and byte offset, and a file that ends inside
+its last record (a job killed while writing it) keeps its complete records with a `truncated:` note.
 """
 
 from __future__ import annotations
@@ -88,19 +89,22 @@ def sniff(path: Path, head: bytes) -> bool:
 
 
 # --- strict record reading -----------------------------------------------------------------------------
-def _records(path: Path, data: bytes) -> list[tuple[int, bytes]]:
-    """(offset, payload) of every record; raises InputError at the first cut or corrupt one."""
+def _records(path: Path, data: bytes) -> tuple[list[tuple[int, bytes]], str | None]:
+    """(offset, payload) of every record, and a note when the file ends inside its last record (the job
+    was killed while writing it, or the file is still being written): the complete records are kept, as
+    TensorBoard shows them. A record failing its checksum is an InputError naming it."""
     out: list[tuple[int, bytes]] = []
     pos, n, size = 0, 0, len(data)
-    cut = "the file was cut mid-record (still being written, or copied incompletely)"
+
+    def cut(problem: str) -> tuple[list[tuple[int, bytes]], str]:
+        if not out:
+            raise InputError(path, f"TensorBoard event file is truncated: {problem}; no record is complete")
+        return out, f"truncated: {path.name} ends inside record {n} (byte {pos}, {problem}): it was skipped"
+
     while pos < size:
         n += 1
         if size - pos < _HEADER:
-            raise InputError(
-                path,
-                f"TensorBoard event file is truncated: record {n} at byte {pos} has only "
-                f"{size - pos} of its {_HEADER} header bytes; {cut}",
-            )
+            return cut(f"{size - pos} of its {_HEADER} header bytes")
         header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
         if struct.unpack("<I", data[pos + 8 : pos + _HEADER])[0] != _masked_crc(header):
@@ -109,11 +113,7 @@ def _records(path: Path, data: bytes) -> list[tuple[int, bytes]]:
             )
         start, end = pos + _HEADER, pos + _HEADER + length
         if end + _FOOTER > size:
-            raise InputError(
-                path,
-                f"TensorBoard event file is truncated: record {n} at byte {pos} declares "
-                f"{length} bytes but only {max(0, size - start)} remain; {cut}",
-            )
+            return cut(f"{max(0, size - start)} of its {length + _FOOTER} bytes")
         payload = data[start:end]
         if struct.unpack("<I", data[end : end + _FOOTER])[0] != _masked_crc(payload):
             raise InputError(
@@ -123,7 +123,7 @@ def _records(path: Path, data: bytes) -> list[tuple[int, bytes]]:
             )
         out.append((pos, payload))
         pos = end + _FOOTER
-    return out
+    return out, None
 
 
 @dataclass
@@ -138,6 +138,7 @@ class _FileData:
     other_tags: set[str] = field(default_factory=set)
     restarts: int = 0
     negative_steps: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 def _shortest(x: Any) -> float:
@@ -198,7 +199,7 @@ def _read_file(path: Path) -> _FileData:
         raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
     if not data:
         raise InputError(path, "file is empty")
-    records = _records(path, data)
+    records, cut_note = _records(path, data)
     event_cls = _event_class()
     from google.protobuf.message import DecodeError
 
@@ -254,6 +255,8 @@ def _read_file(path: Path) -> _FileData:
             out.scalars.append((int(event.step), float(event.wall_time), value.tag, number))
     if out is None:
         raise InputError(path, "file is empty")
+    if cut_note:
+        out.notes.append(cut_note)
     return out
 
 
@@ -304,6 +307,7 @@ def _build(files: list[_FileData], name: str, paths: list[Path]) -> ImportedRun:
         what = f"; it holds only: {', '.join(sorted(other)[:5])}" if other else ""
         raise InputError(where, f"TensorBoard event file(s) hold no scalar summaries{what}")
     notes = [f"{len(tags)} scalar tag(s) from {len(files)} event file(s)"]
+    notes.extend(n for f in files for n in f.notes)
     if other:
         notes.append(f"{len(other)} non-scalar tag(s) skipped (histograms, images, …)")
     if overwritten:
