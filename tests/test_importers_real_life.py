@@ -259,3 +259,54 @@ def test_skip_bad_leaves_a_bad_metrics_line_out_and_counts_it(tmp_path: Path) ->
     (run,) = importers.load(path, skip_bad=True)
     assert [s.step for s in run.steps] == [1, 2, 4, 5]
     assert any("1 malformed row(s) of metrics.jsonl" in n and "line 3" in n for n in run.source.notes)
+
+
+def _bar(n: int, total: int = 60) -> str:
+    return f"\r{100 * n // total:3d}%|##        | {n}/{total} [00:02<00:04,  9.04it/s]"
+
+
+def _progress_log(logged: list[int], shown: dict[int, int] | None = None, prefix: str = "") -> str:
+    """A console log as HF's ProgressCallback writes it: the bar each step (`shown` maps a step to the
+    stale count tqdm left on screen), and each dict printed by `tqdm.write`, which redraws the bar with the
+    count at logging time right after it."""
+    out = []
+    for step in range(1, max(logged) + 1):
+        out.append(prefix + _bar((shown or {}).get(step, step)))
+        if step in logged:
+            out.append("\n" + prefix + _hf_dict(step, 0.01 * step, epoch=step / 200) + "\n")
+            out.append(prefix + _bar(step))
+    return "".join(out) + "\n"
+
+
+def test_steps_come_from_the_bar_tqdm_redraws_after_each_dict(tmp_path: Path) -> None:
+    """tqdm redraws at most every 0.1 s, so the bar before a dict can lag (fast steps, or the jump on a
+    resume): its values landed one logging interval early. The bar `tqdm.write` redraws right after the
+    dict is exact and is taken where the dicts' epoch agrees with it; a log without that redraw keeps the
+    bar before (`test_logging_every_n_steps_without_a_step_key_uses_the_progress_bar`)."""
+    stale = {s: s - 2 for s in range(10, 61, 10)}  # the bar on screen before every other dict is 2 behind
+    path = tmp_path / "fast.log"
+    path.write_text(_progress_log(list(range(5, 61, 5)), stale))
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == list(range(5, 61, 5))
+    assert _steps(run)[10]["reward"] == 0.1 and "redrawn after" in "; ".join(run.source.notes)
+
+    # Launched with `torchrun --tee 3`: every line behind a `[default0]:` prefix.
+    path = tmp_path / "torchrun.log"
+    path.write_text(_progress_log(list(range(5, 61, 5)), prefix="[default0]:"))
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == list(range(5, 61, 5)) and _steps(run)[20]["reward"] == 0.2
+
+    # A resume from checkpoint-30 appended to the log of a job that died at step 37: a new bar starts,
+    # step 35 is logged again; one run, later values kept (it was row numbers for every step).
+    first = _progress_log(list(range(5, 36, 5)))[:-1] + _bar(36) + _bar(37) + "\nKilled\n"
+    second = "Resuming training from checkpoint outputs/checkpoint-30\n" + _bar(0) + _bar(30)
+    second += "".join(
+        _bar(s) + ("\n" + _hf_dict(s, 0.02 * s, epoch=s / 200) + "\n" + _bar(s) if s % 5 == 0 else "")
+        for s in range(31, 61)
+    )
+    path = tmp_path / "appended.log"
+    path.write_text(first + second + "\n")
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == list(range(5, 61, 5))
+    assert _steps(run)[30]["reward"] == 0.3 and _steps(run)[35]["reward"] == pytest.approx(0.7)  # resumed
+    assert any("1 step(s) logged twice (resumed from a checkpoint), first 35" in n for n in run.source.notes)

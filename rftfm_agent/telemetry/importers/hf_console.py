@@ -41,7 +41,9 @@ _METRIC_KEYS = r"loss|grad_norm|learning_rate|reward|kl|completion_length|epoch|
 _SNIFF = re.compile(rb"\{['\"](?:" + _METRIC_KEYS.encode() + rb")['\"]\s*:")
 _DICT_START = re.compile(r"\{'(?:" + _METRIC_KEYS + r")'\s*:")
 _BARE = re.compile(r"(?<=[:\[,]\s)(-?)(nan|inf)(?=\s*[,}\]])")
-_BAR = re.compile(r"(?m)^\s*\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \[")
+# A tqdm bar at the start of a line, or behind a launcher's prefix (torchrun --tee's `[default0]:`, Ray's
+# `(pid=…)`); a bar with a description (`Map: 100%|`) is another loop's.
+_BAR = re.compile(r"(?m)^\s*(?:(?:\[[^\]\n]*\]|\([^)\n]*\)):?\s*)*\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \[")
 _HEADER = {
     "max_steps": re.compile(r"Total optimization steps = ([\d,]+)"),
     "steps_per_epoch": re.compile(r"Num update steps per epoch = ([\d,]+)"),
@@ -107,30 +109,74 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
     return found
 
 
-def _bar_steps(text: str, offsets: list[int], lo: int = 0) -> list[int] | None:
-    """Step shown by the training progress bar most recently drawn before each dict (bars from offset
-    `lo` on: a phase's own bar). Steps must rise, except where the counter starts over (a new run)."""
-    bars = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _BAR.finditer(text) if m.start() >= lo]
-    bars = [b for b in bars if b[0] < offsets[-1]] if offsets else bars
-    if not bars:
+def _bar_steps(
+    text: str, offsets: list[int], lo: int = 0, epochs: list[float | None] | None = None
+) -> tuple[list[int], str] | None:
+    """Steps of the logged dicts from the training progress bar (bars from offset `lo` on: a phase's own
+    bar), and how they were taken; None when the bar does not give them.
+
+    HF's ProgressCallback prints a dict with `tqdm.write`, which redraws the bar right after it with the
+    count at logging time; the bar drawn before it may be stale (tqdm redraws at most every 0.1 s, and
+    skips redraws after a jump, as on a resume), one logging interval early. The redraw is used where
+    the dicts' `epoch` agrees with it better (epoch ∝ step), the bar before otherwise, as a log printed
+    without redraws has the next step's bar after each dict. Steps must rise, except where the counter
+    starts over (a new run) or a new bar was started (a resume appended to the log)."""
+    found = [(m.start(), int(m.group(1)), int(m.group(2))) for m in _BAR.finditer(text) if m.start() >= lo]
+    drawn = [b for b in found if b[0] < offsets[-1]] if offsets else found
+    if not drawn:
         return None
-    total = max(b[2] for b in bars)
-    bars = [b for b in bars if b[2] == total]  # the training bar, not dataset-map or shard bars
+    total = max(b[2] for b in drawn)
+    bars = [b for b in found if b[2] == total]  # the training bar, not dataset-map or shard bars
     positions = [b[0] for b in bars]
-    steps = []
+    starts = [m.start() for m in _DICT_START.finditer(text)]
+    before, after = [], []
     for off in offsets:
-        i = bisect_right(positions, off) - 1
-        if i < 0:
+        i = bisect_right(positions, off)  # bars[i]: the first drawn after the dict
+        if i == 0:
             return None
-        steps.append(bars[i][1])
-    segments = split_restarts([(s, {}) for s in steps])
-    if (
-        steps
-        and min(steps) >= 1
-        and all(all(b[0] > a[0] for a, b in itertools.pairwise(seg)) for seg in segments)
-    ):
-        return steps
-    return None
+        k = bisect_right(starts, off)
+        following = starts[k] if k < len(starts) else len(text)
+        before.append(bars[i - 1][1])
+        after.append(bars[i][1] if i < len(bars) and positions[i] < following else bars[i - 1][1])
+    valid = {
+        name: steps
+        for name, steps in (("before", before), ("after", after))
+        if min(steps) >= 1 and _rising(steps, offsets, bars)
+    }
+    if not valid:
+        return None
+    choice = "before" if "before" in valid else "after"
+    if len(valid) == 2 and before != after and _epoch_spread(after, epochs) < _epoch_spread(before, epochs):
+        choice = "after"
+    how = "redrawn after" if choice == "after" else "drawn before"
+    return valid[choice], f"steps from the training progress bar {how} each logged dict"
+
+
+def _rising(steps: list[int], offsets: list[int], bars: list[tuple[int, int, int]]) -> bool:
+    """Steps rise within each run (`split_restarts`), except after a bar that starts over: the progress
+    bar of a resumed job appended to the same log."""
+    for segment in split_restarts([(s, {"i": i}) for i, s in enumerate(steps)]):
+        for (a, ia), (b, ib) in itertools.pairwise(segment):
+            if b > a:
+                continue
+            between = [c for p, c, _ in bars if offsets[ia["i"]] < p < offsets[ib["i"]]]
+            if not between or min(between) >= a:
+                return False
+    return True
+
+
+def _epoch_spread(steps: list[int], epochs: list[float | None] | None) -> float:
+    """How far the dicts' epoch / step ratios spread (0: epoch exactly proportional to step, as the
+    Trainer logs it); infinity without two epochs to compare."""
+    ratios = [
+        math.log(e / s)
+        for s, e in zip(steps, epochs or [], strict=False)
+        if e is not None and math.isfinite(e) and e > 0 and s > 0
+    ]
+    if len(ratios) < 2:
+        return math.inf
+    middle = sorted(ratios)[len(ratios) // 2]
+    return sum(abs(r - middle) for r in ratios)
 
 
 def _steps_per_epoch(header: dict[str, int], text: str, last_epoch: float | None) -> float | None:
@@ -186,8 +232,8 @@ def _steps(
     offsets = [off for off, _ in rows]
     if all("step" in v for _, v in rows):
         return [int(v.pop("step")) for _, v in rows], "steps from the logged 'step' key"
-    if (bar := _bar_steps(text, offsets, lo)) is not None:
-        return bar, "steps from the training progress bar drawn before each logged dict"
+    if (bar := _bar_steps(text, offsets, lo, [v.get("epoch") for _, v in rows])) is not None:
+        return bar
     spe = _steps_per_epoch(header, text, last_epoch)
     by_epoch = infer_steps_from_epochs([v.get("epoch") for _, v in rows], spe)
     if by_epoch is not None:
