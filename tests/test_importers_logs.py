@@ -169,7 +169,7 @@ def test_wandb_history_jsonl_with_media_is_read_and_its_own_counter_is_not_a_met
     assert run.steps[0].wall_time == 1.7e9 + 1 and run.steps[-1].wall_time == 1.7e9 + 5
     assert "W&B media left out (histograms, tables, images): completions, rewards_hist" in run.source.notes
     assert "step counter key(s) not kept as metrics: _step" in run.source.notes
-    rows[2]["train/kl"] = {"nested": 1.0}  # a nested object that is not W&B media: not this format
+    rows[2]["train/kl"] = {"nested": "x"}  # nested text that is not W&B media: not this format
     path.write_text("".join(json.dumps(r) + "\n" for r in rows[2:]))
     with pytest.raises(InputError, match="unknown format"):
         importers.load(path)

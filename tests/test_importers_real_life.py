@@ -310,3 +310,34 @@ def test_steps_come_from_the_bar_tqdm_redraws_after_each_dict(tmp_path: Path) ->
     assert sorted(_steps(run)) == list(range(5, 61, 5))
     assert _steps(run)[30]["reward"] == 0.3 and _steps(run)[35]["reward"] == pytest.approx(0.7)  # resumed
     assert any("1 step(s) logged twice (resumed from a checkpoint), first 35" in n for n in run.source.notes)
+
+
+def test_json_lines_with_nested_groups_of_numbers_are_metrics(tmp_path: Path) -> None:
+    """Custom trainers log per-function rewards as a nested group (`"rewards": {"accuracy": 0.5}`) and
+    W&B history rows carry W&B's own `_wandb` record: such files were "unknown format" (or, with a `step`
+    key, taken for an RFT-FaultBench step file, the nested rewards dropped without a word)."""
+    for key in ("iteration", "step"):
+        path = tmp_path / f"custom-{key}.jsonl"
+        rows = [
+            {key: s, "reward": 0.1 * s, "rewards": {"accuracy": 0.5, "format": {"strict": 0.9}}}
+            for s in (1, 2)
+        ]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run,) = importers.load(path)
+        assert run.source.format == "jsonl_metrics", key
+        assert _steps(run)[2] == {"reward": 0.2, "rewards/accuracy": 0.5, "rewards/format/strict": 0.9}
+        assert any("flattened to group/name keys: rewards" in n for n in run.source.notes)
+    history = tmp_path / "wandb-history.jsonl"
+    rows = [
+        {"train/reward": 0.5, "train/global_step": 10 * s, "_step": s, "_wandb": {"runtime": s}}
+        for s in (1, 2)
+    ]
+    history.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run,) = importers.load(history)
+    assert sorted(_steps(run)) == [10, 20] and "_wandb/runtime" not in _steps(run)[10]
+    text = tmp_path / "dataset.jsonl"  # text nested in a row: a dataset, not metrics
+    text.write_text(
+        "".join(json.dumps({"id": i, "score": 0.5, "meta": {"source": "web"}}) + "\n" for i in (1, 2))
+    )
+    with pytest.raises(InputError, match="unknown format"):
+        importers.load(text)

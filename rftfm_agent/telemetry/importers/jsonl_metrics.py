@@ -79,6 +79,43 @@ def _lifted(obj: Any) -> Any:
 
 
 _BOOKKEEPING = frozenset({"_step", "_runtime", "_timestamp"})  # W&B's own, in every row it logs
+_WANDB_INTERNAL = "_wandb"  # W&B's own record in a history row (`{"runtime": …}`): not the run's metrics
+
+
+def _numbers_only(value: Any) -> bool:
+    """A dict whose leaves are all numbers (nested dicts of numbers too): a group of metrics."""
+    return all(
+        _numbers_only(v) if isinstance(v, dict) else isinstance(v, int | float) and not isinstance(v, bool)
+        for v in value.values()
+    )
+
+
+def _flattened(obj: Any, numbers: frozenset[str] = frozenset()) -> Any:
+    """A metrics row whose nested groups of numbers (`"rewards": {"accuracy": 0.5}`, as custom trainers
+    log per-function rewards) are flattened to `rewards/accuracy`, without W&B's internal `_wandb` record.
+    RFT-FaultBench rows (`metadata`, `metrics`, …), media entries, groups holding text (a row with text or
+    lists nested in it is not a metrics row) and a group under a key that other rows log a number under
+    (`numbers`: a stray value, noted as not a number) are left as they are."""
+    if not isinstance(obj, dict) or _FAULTBENCH_KEYS & obj.keys():
+        return obj
+    if not any(isinstance(v, dict) for v in obj.values()):
+        return obj
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        if key == _WANDB_INTERNAL:
+            continue
+        if (
+            isinstance(value, dict)
+            and value
+            and key not in numbers
+            and not _is_media(value)
+            and _numbers_only(value)
+        ):
+            for sub, leaf in _flattened(value).items():
+                out[f"{key}/{sub}"] = leaf
+        else:
+            out[key] = value
+    return out
 
 
 def _media_only(obj: dict) -> bool:
@@ -103,7 +140,7 @@ def sniff(path: Path, head: bytes) -> bool:
     for line in head.split(b"\n")[:5]:  # the first line that parses decides (a corrupt first line is
         if line.strip():  # then the reader's to name, or to leave out with --skip-bad)
             try:
-                return _flat_metrics(_lifted(json.loads(line)))
+                return _flat_metrics(_flattened(_lifted(json.loads(line))))
             except (ValueError, UnicodeDecodeError):
                 continue
     return False
@@ -117,6 +154,20 @@ def _objects(path: Path, notes: list[str], bad: list[str] | None) -> tuple[list[
     if verl:
         notes.append("verl file-logger rows: the metrics under each row's 'data'")
         out = [(line, _lifted(obj)) for line, obj in out]
+    numbers = frozenset(
+        k
+        for _, obj in out
+        if isinstance(obj, dict)
+        for k, v in obj.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    )
+    flat = [(line, _flattened(obj, numbers)) for line, obj in out]
+    changed = [(a, b) for (_, a), (_, b) in zip(out, flat, strict=True) if a is not b]
+    if changed:
+        nested = sorted({k for a, b in changed for k in set(a) - set(b)} - {_WANDB_INTERNAL})
+        if nested:
+            notes.append(f"nested groups of numbers flattened to group/name keys: {', '.join(nested[:5])}")
+        out = flat
     if not out:
         raise InputError(path, "truncated: the only record is incomplete" if not bad else "no readable row")
     return out, verl
