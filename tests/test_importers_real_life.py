@@ -341,3 +341,29 @@ def test_json_lines_with_nested_groups_of_numbers_are_metrics(tmp_path: Path) ->
     )
     with pytest.raises(InputError, match="unknown format"):
         importers.load(text)
+
+
+def test_unsloth_banner_log_history_list_and_wandb_eval_names(tmp_path: Path) -> None:
+    """Three shapes users share that were read poorly: an Unsloth console log without a progress bar
+    (its banner's `Total steps = 60` gives steps from epochs; it was row numbers), the log_history list
+    saved alone (`json.dump(trainer.state.log_history, f)`: unknown format), and HF's eval_reward as W&B
+    and TensorBoard name it (`eval/reward`, which stayed apart from eval/score)."""
+    from rftfm_agent.telemetry.vocabulary import resolve
+
+    banner = "==((====))==  Unsloth - 2x faster free finetuning | Num GPUs used = 1\n"
+    banner += "   \\\\   /|    Num examples = 1,200 | Num Epochs = 1 | Total steps = 60\n"
+    path = tmp_path / "unsloth.log"
+    path.write_text(banner + "".join(_hf_dict(s, 0.1, epoch=s / 60) + "\n" for s in range(5, 61, 5)))
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == list(range(5, 61, 5)) and run.config["max_steps"] == 60
+
+    path = tmp_path / "log_history.json"
+    path.write_text(json.dumps([{"loss": 0.5, "step": 10, "epoch": 0.1}, {"eval_loss": 0.4, "step": 10}]))
+    (run,) = importers.load(path)
+    assert run.source.format == "trl_trainer_state" and _steps(run) == {
+        10: {"loss": 0.5, "epoch": 0.1, "eval_loss": 0.4}
+    }
+    path.write_text(json.dumps([{"step": 1, "loss": 0.5}, 3]))
+    with pytest.raises(InputError, match="not all objects: not a log_history"):
+        importers.load(path)
+    assert resolve("eval/reward")[0] == resolve("eval_reward")[0] == "eval/score"

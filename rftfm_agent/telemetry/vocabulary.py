@@ -152,6 +152,9 @@ ALIASES: tuple[Alias, ...] = (
     Alias("timing_s/step", "step_time", "verl"),
     Alias("perf/time_per_step", "step_time", "verl", priority=1),
     Alias("eval_reward", "eval/score", "trl", priority=1),
+    Alias(
+        "eval/reward", "eval/score", "wandb", "HF's eval_reward as W&B and TensorBoard name it", priority=1
+    ),
     Alias("eval_loss", "eval/loss", "trl"),
     Alias("eval/loss", "eval/loss", "wandb"),
     Alias("validation_loss", "eval/loss", "hf", "notebook table header 'Validation Loss'"),

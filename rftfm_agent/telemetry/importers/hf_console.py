@@ -44,13 +44,15 @@ _BARE = re.compile(r"(?<=[:\[,]\s)(-?)(nan|inf)(?=\s*[,}\]])")
 # A tqdm bar at the start of a line, or behind a launcher's prefix (torchrun --tee's `[default0]:`, Ray's
 # `(pid=…)`); a bar with a description (`Map: 100%|`) is another loop's.
 _BAR = re.compile(r"(?m)^\s*(?:(?:\[[^\]\n]*\]|\([^)\n]*\)):?\s*)*\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \[")
+# The Trainer's header (`Total optimization steps = 936`) and Unsloth's banner (`Num Epochs = 1 | Total
+# steps = 60`, `Gradient accumulation steps = 5`).
 _HEADER = {
-    "max_steps": re.compile(r"Total optimization steps = ([\d,]+)"),
+    "max_steps": re.compile(r"Total (?:optimization )?steps = ([\d,]+)"),
     "steps_per_epoch": re.compile(r"Num update steps per epoch = ([\d,]+)"),
     "num_epochs": re.compile(r"Num Epochs = ([\d,]+)"),
     "num_examples": re.compile(r"Num examples = ([\d,]+)"),
     "train_batch_size": re.compile(r"Total train batch size \(w\. parallel.*?\) = ([\d,]+)"),
-    "gradient_accumulation_steps": re.compile(r"Gradient Accumulation steps = ([\d,]+)"),
+    "gradient_accumulation_steps": re.compile(r"Gradient [Aa]ccumulation steps = ([\d,]+)"),
     "trainable_parameters": re.compile(r"Number of trainable parameters = ([\d,]+)"),
 }
 

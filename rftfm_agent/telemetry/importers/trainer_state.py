@@ -1,4 +1,5 @@
-"""Hugging Face / TRL `trainer_state.json`: the `log_history` a Trainer saves with every checkpoint.
+"""Hugging Face / TRL `trainer_state.json`: the `log_history` a Trainer saves with every checkpoint (or
+that list saved alone, `json.dump(trainer.state.log_history, f)`).
 
 Training rows carry `step`; evaluation rows (`eval_*`) are merged into the step they were logged at;
 the closing summary row (`train_runtime`, `train_loss`) describes the run and goes to its config.
@@ -39,9 +40,15 @@ _CONFIG_KEYS = (
 _CONSTANTS = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+# `json.dump(trainer.state.log_history, f)`: the list alone, `[{"loss": …, "step": 10}, …]`.
+_ROWS_ARRAY = re.compile(rb'\A\s*\[\s*\{[^{}\[\]]*"(?:step|loss|learning_rate|epoch)"\s*:')
+
+
 def sniff(path: Path, head: bytes) -> bool:
     text = head.lstrip()
-    return text.startswith(b"{") and b'"log_history"' in head
+    if text.startswith(b"\xef\xbb\xbf"):
+        text = text[3:].lstrip()
+    return (text.startswith(b"{") and b'"log_history"' in head) or bool(_ROWS_ARRAY.match(text))
 
 
 def _parse(path: Path) -> dict:
@@ -53,6 +60,10 @@ def _parse(path: Path) -> dict:
             problem = f"truncated JSON: the document ends at line {exc.lineno} before it is complete"
             raise InputError(path, problem) from None
         raise InputError(path, f"corrupt JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if isinstance(doc, list):  # the log_history list saved alone
+        if not all(isinstance(row, dict) for row in doc):
+            raise InputError(path, "JSON list of rows that are not all objects: not a log_history")
+        return {"log_history": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("log_history"), list):
         raise InputError(path, "JSON without a 'log_history' list: not a trainer_state.json")
     return doc
