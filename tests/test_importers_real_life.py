@@ -367,3 +367,25 @@ def test_unsloth_banner_log_history_list_and_wandb_eval_names(tmp_path: Path) ->
     with pytest.raises(InputError, match="not all objects: not a log_history"):
         importers.load(path)
     assert resolve("eval/reward")[0] == resolve("eval_reward")[0] == "eval/score"
+
+
+def test_a_trainer_output_folder_with_checkpoints_is_one_run(tmp_path: Path) -> None:
+    """A Trainer saves trainer_state.json in every checkpoint-<step>/ folder, each the history up to then:
+    an output folder gave overlapping runs named trainer_state, trainer_state-2, …. Now one run, from the
+    longest history, named after the folder; two jobs' folders are two runs named after theirs."""
+    history = [{"step": s, "loss": 0.5 - 0.01 * s, "epoch": s / 100} for s in range(5, 151, 5)]
+    out = tmp_path / "grpo-out"
+    for step in (50, 100, 150):
+        (out / f"checkpoint-{step}").mkdir(parents=True)
+        state = {"global_step": step, "log_history": [r for r in history if r["step"] <= step]}
+        (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps(state))
+        (out / f"checkpoint-{step}" / "rng_state.pth").write_bytes(b"\x80\x02binary")
+    (run,) = importers.load(out)
+    assert run.name == "grpo-out" and sorted(_steps(run)) == list(range(5, 151, 5))
+    assert any("2 earlier checkpoint state(s) of the same history left out" in n for n in run.source.notes)
+    jobs = tmp_path / "sweep"
+    for job, loss in (("lr1e-6", 0.5), ("lr3e-6", 0.4)):
+        (jobs / job).mkdir(parents=True)
+        rows = [{"step": s, "loss": loss} for s in (1, 2)]
+        (jobs / job / "trainer_state.json").write_text(json.dumps({"log_history": rows}))
+    assert sorted(r.name for r in importers.load(jobs)) == ["lr1e-6", "lr3e-6"]

@@ -8,6 +8,7 @@ folder (READMEs, configs) are skipped, but a file named explicitly must be recog
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -220,6 +221,42 @@ def _store_folders(folder: Path, runs: list[Path]) -> set[Path]:
     return out
 
 
+_CHECKPOINT = re.compile(r"checkpoint-\d+")  # the Trainer's `output_dir/checkpoint-<step>/`
+
+
+def _latest_states(folder: Path, states: list[tuple[Path, list[ImportedRun]]]) -> list[ImportedRun]:
+    """The trainer_state.json runs of a folder, one per training job: a Trainer saves one in every
+    `checkpoint-<step>/` of its output folder (and `save_state()` one beside them), each the history up to
+    then. Of one output folder's states the longest is kept when the others' steps are all in it (they
+    were three overlapping runs named trainer_state, trainer_state-2, …); each run is named after its
+    output folder."""
+    by_job: dict[Path, list[tuple[Path, ImportedRun]]] = {}
+    for path, found in states:
+        job = path.parent.parent if _CHECKPOINT.fullmatch(path.parent.name) else path.parent
+        by_job.setdefault(job, []).extend((path, run) for run in found)
+    out: list[ImportedRun] = []
+    for job, found in sorted(by_job.items()):
+        name = folder.name if job == folder else str(job.relative_to(folder))
+        latest = max(found, key=lambda f: (max((s.step for s in f[1].steps), default=-1), len(f[1].steps)))
+        steps = {s.step for s in latest[1].steps}
+        earlier = [f for f in found if f is not latest and {s.step for s in f[1].steps} <= steps]
+        if len(earlier) < len(found) - 1:  # histories that are not one job's: each its own run
+            for path, run in found:
+                run.name = folder.name if path.parent == folder else str(path.parent.relative_to(folder))
+                out.append(run)
+            continue
+        run = latest[1]
+        run.name = name
+        if earlier:
+            left = ", ".join(sorted(str(p.parent.relative_to(job)) for p, _ in earlier)[:5])
+            run.source.notes.append(
+                f"read from {latest[0].relative_to(folder)}; {len(earlier)} earlier checkpoint "
+                f"state(s) of the same history left out ({left})"
+            )
+        out.append(run)
+    return out
+
+
 def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
     """Read a run folder or a FaultBench export; skips files that are not logs."""
     if faultbench.is_export_folder(folder):
@@ -242,6 +279,7 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
         and inside.isdisjoint(p.parents)
     )
     tb_files: list[Path] = []
+    states: list[tuple[Path, list[ImportedRun]]] = []  # trainer_state.json files, checkpoints' included
     unrecognised: list[str] = []  # named in the runs' notes: a log cut at its first line lands here too
     for path in candidates:
         if path.name.lower() in _NOTES or path.stat().st_size == 0:
@@ -261,7 +299,11 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
         if importer is tensorboard_events:
             tb_files.append(path)
             continue
+        if importer is trainer_state:
+            states.append((path, load_file(path, importer, skip_bad)))
+            continue
         runs.extend(load_file(path, importer, skip_bad))
+    runs.extend(_latest_states(folder, states))
     # TensorBoard writes one folder per run (runs/<date>_<host>/events…): files of one folder (a resumed
     # run) are merged, sibling folders stay separate runs, and a folder nested inside a run's folder
     # (add_hparams writes runs/<date>/<timestamp>/events…) belongs to that run.
