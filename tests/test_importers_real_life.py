@@ -389,3 +389,38 @@ def test_a_trainer_output_folder_with_checkpoints_is_one_run(tmp_path: Path) -> 
         rows = [{"step": s, "loss": loss} for s in (1, 2)]
         (jobs / job / "trainer_state.json").write_text(json.dumps({"log_history": rows}))
     assert sorted(r.name for r in importers.load(jobs)) == ["lr1e-6", "lr3e-6"]
+
+
+def test_an_openrlhf_console_log_is_read_from_its_episode_bar(tmp_path: Path) -> None:
+    """OpenRLHF prints its metrics only as the postfix of its episode bar (`pbar.set_postfix(status)`,
+    then `pbar.update()`); a run without W&B has nothing else. Written here by tqdm itself, as the
+    trainer drives it, with the inner `Train epoch` bars between; it was unknown format."""
+    import io
+
+    from tqdm import tqdm
+
+    out = io.StringIO()
+    expected = {}
+    for episode in (1, 2):
+        bar = tqdm(range(5), desc=f"Episode [{episode}/2]", file=out, mininterval=0)
+        for count in range(5):
+            inner = tqdm(range(2), desc="Train epoch [1/1]", file=out, mininterval=0)
+            for _ in inner:
+                inner.set_postfix({"pg": 0.5, "rm": 9.0, "glen": 300})
+            inner.close()
+            step = (episode - 1) * 5 + count + 1
+            status = {
+                "policy_loss": -0.01 * step,
+                "kl": 0.001 * step,
+                "reward": 0.1 * step,
+                "response_length": 200 + step,
+            }
+            bar.set_postfix(status)
+            bar.update()
+            expected[step] = {k: float(f"{v:.3g}") for k, v in status.items()}
+        bar.close()
+    path = tmp_path / "train_ppo.log"
+    path.write_text(out.getvalue())
+    (run,) = importers.load(path)
+    assert run.source.format == "openrlhf_console" and run.source.framework == "openrlhf"
+    assert _steps(run) == expected  # the inner bars' pg / rm / glen are not read

@@ -25,6 +25,7 @@ from rftfm_agent.telemetry.importers import (
     html_table,
     jsonl_metrics,
     mlflow_runs,
+    openrlhf_console,
     parquet_table,
     tensorboard_events,
     trainer_state,
@@ -42,6 +43,7 @@ FILE_IMPORTERS: tuple[ModuleType, ...] = (
     faultbench,
     trainer_state,
     verl_console,
+    openrlhf_console,
     html_table,
     hf_console,
     csv_table,
@@ -184,9 +186,9 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
             raise InputError(path, "binary file that is not a TensorBoard event file; no importer reads it")
         raise InputError(
             path,
-            "unknown format: not a trainer_state.json, HF/TRL or verl console log, JSONL of metric dicts, "
-            "RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export, Parquet, MLflow store or TensorBoard "
-            "event file",
+            "unknown format: not a trainer_state.json, HF/TRL, verl or OpenRLHF console log, JSONL of metric "
+            "dicts, RFT-FaultBench JSONL, notebook HTML table, CSV/W&B export, Parquet, MLflow store or "
+            "TensorBoard event file",
         )
     try:
         runs = (

@@ -1,0 +1,92 @@
+"""OpenRLHF console logs: the PPO/GRPO trainer prints its metrics as the postfix of its episode bar.
+
+    Episode [1/1]:   3%|▎   | 1/30 [01:12<35:01, 72.46s/it, policy_loss=-0.00524, kl=0.0003, reward=0.314]
+
+`PPOTrainer.fit` calls `pbar.set_postfix(status)` after each training step (tqdm redraws the bar, count
+not yet advanced) and then `pbar.update()`: a status first appears on the bar with the count of the
+steps before it, so its step is that count + 1, over the episodes (`(episode - 1) × total + count + 1`).
+The inner `Train epoch [k/K]` bars carry abbreviated per-micro-batch figures (`pg`, `rm`, `glen`) and are
+not read. A run that logs to W&B or TensorBoard as well is better read from those (exact steps).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from rftfm_agent.errors import InputError
+from rftfm_agent.telemetry.importers.base import (
+    looks_binary,
+    merge_steps,
+    read_text,
+    restart_note,
+    scan,
+    sha256_of,
+    split_restarts,
+    strip_terminal,
+    to_float,
+)
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+
+NAME = "openrlhf_console"
+
+# The episode bar with a postfix (`…it/s, key=value, …]`); its description is OpenRLHF's own.
+_BAR = re.compile(
+    r"Episode \[(\d+)/(\d+)\]:\s*\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \[([^\]\n]*?,\s*[\w/.@-]+=[^\]\n]*)\]"
+)
+_SNIFF = re.compile(rb"Episode \[\d+/\d+\]:\s*\d+%\|[^|\n]*\|\s*\d+/\d+ \[[^\]\n]*?,\s*[\w/.@-]+=")
+
+
+def sniff(path: Path, head: bytes) -> bool:
+    if looks_binary(head):
+        return False
+    return bool(_SNIFF.search(head)) or scan(path, _SNIFF)
+
+
+def _postfix(inside: str) -> dict[str, float]:
+    """The numbers of a bar's postfix (`01:12<35:01, 72.46s/it, policy_loss=-0.00524, kl=0.0003`)."""
+    values = {}
+    for part in inside.split(", "):
+        key, eq, text = part.partition("=")
+        if eq and (number := to_float(text.strip())) is not None:
+            values[key.strip()] = number
+    return values
+
+
+def read(path: Path) -> list[ImportedRun]:
+    text = strip_terminal(read_text(path))
+    logged: list[tuple[int, dict[str, float]]] = []
+    last: tuple[str, str] | None = None  # (episode, postfix) of the status shown last
+    for m in _BAR.finditer(text):
+        episode, count, total = int(m.group(1)), int(m.group(3)), int(m.group(4))
+        shown = m.group(5).split(", ", 2)[-1]  # without the bar's clock and rate, which change each redraw
+        if (m.group(1), shown) == last:
+            continue  # the same status redrawn (tqdm.update, a refresh): not a new step
+        last = (m.group(1), shown)
+        values = _postfix(m.group(5))
+        if values:
+            logged.append(((episode - 1) * total + count + 1, values))
+    if not logged:
+        raise InputError(path, "OpenRLHF episode bars without any metrics postfix")
+    notes = ["steps from the episode bar's count when each status was first shown (its postfix)"]
+    segments = split_restarts(logged)
+    digest = sha256_of([path])
+    runs = []
+    for i, segment in enumerate(segments, 1):
+        name = path.stem if len(segments) == 1 else f"{path.stem}-run{i}"
+        seg_notes = notes + ([restart_note(i, len(segments), segment[0][0])] if len(segments) > 1 else [])
+        rows = merge_steps(segment)
+        runs.append(
+            ImportedRun(
+                name=name,
+                source=SourceInfo(
+                    format=NAME,
+                    framework="openrlhf",
+                    paths=[str(path)],
+                    sha256=digest + ("" if name == path.stem else f":{name}"),
+                    notes=seg_notes,
+                ),
+                steps=[RawStep(step=s, values=rows[s]) for s in sorted(rows)],
+            )
+        )
+    return runs
