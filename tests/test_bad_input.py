@@ -418,3 +418,32 @@ def test_a_resumed_trainer_state_or_parquet_history_says_so(tmp_path: Path) -> N
     once.write_text(json.dumps({"log_history": [*history[:6], *evals]}))
     (run,) = importers.load(once)
     assert not any("logged twice" in n for n in run.source.notes) and run.steps[5].values["eval_loss"] == 0.3
+
+
+def test_a_log_of_a_job_that_crashed_before_logging_says_so(tmp_path: Path) -> None:
+    """A console log with a traceback and no metric was "unknown format": the error now says the job
+    died first, and with what (what a person triaging it needs)."""
+    log = tmp_path / "train.log"
+    log.write_text(
+        'Loading model...\nTraceback (most recent call last):\n  File "train.py", line 3, in <module>\n'
+        "    trainer.train()\nRuntimeError: CUDA error: device-side assert triggered\n"
+    )
+    with pytest.raises(
+        InputError, match=r"crashed before logging any \(traceback at line 2: RuntimeError: CUDA"
+    ):
+        importers.load(log)
+
+
+def test_a_one_line_config_is_not_a_one_step_run(tmp_path: Path) -> None:
+    """A JSON file of one object without a step (a config or summary) was read as a run of one step,
+    and in a run folder as a second run beside the log."""
+    config = tmp_path / "run" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"learning_rate": 1e-6, "num_generations": 8, "beta": 0.04}) + "\n")
+    with pytest.raises(InputError, match="unknown format"):
+        importers.load(config)
+    (config.parent / "metrics.jsonl").write_text(_rows("jsonl", range(1, 4)))
+    (run,) = importers.load(config.parent)
+    assert [s.step for s in run.steps] == [1, 2, 3] and any("config.json" in n for n in run.source.notes)
+    (tmp_path / "one.jsonl").write_text(json.dumps({"step": 7, "loss": 0.5, "reward": 0.1}) + "\n")
+    assert [s.step for s in importers.load(tmp_path / "one.jsonl")[0].steps] == [7]  # a step: a log

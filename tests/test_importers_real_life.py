@@ -424,3 +424,15 @@ def test_an_openrlhf_console_log_is_read_from_its_episode_bar(tmp_path: Path) ->
     (run,) = importers.load(path)
     assert run.source.format == "openrlhf_console" and run.source.framework == "openrlhf"
     assert _steps(run) == expected  # the inner bars' pg / rm / glen are not read
+
+
+def test_an_evaluation_before_training_is_kept_at_step_0(tmp_path: Path) -> None:
+    """The Trainer's `eval_on_start` prints an eval dict before any training dict: it was dropped
+    without a word; it is the initial model's evaluation, at step 0."""
+    path = tmp_path / "evalstart.log"
+    text = "{'eval_loss': 0.5, 'eval_reward': 0.25, 'epoch': 0.0}\n"
+    text += "".join(f" {s * 33}%|##| {s}/3 [00:01<00:01]\n" + _hf_dict(s, 0.1 * s) + "\n" for s in (1, 2, 3))
+    path.write_text(text)
+    (run,) = importers.load(path)
+    assert _steps(run)[0] == {"eval_loss": 0.5, "eval_reward": 0.25, "epoch": 0.0}
+    assert any("evaluation logged before the first training step is at step 0" in n for n in run.source.notes)

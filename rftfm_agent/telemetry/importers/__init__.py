@@ -31,7 +31,13 @@ from rftfm_agent.telemetry.importers import (
     trainer_state,
     verl_console,
 )
-from rftfm_agent.telemetry.importers.base import STEP_RANGE, looks_binary, provenance_beside, read_head
+from rftfm_agent.telemetry.importers.base import (
+    STEP_RANGE,
+    as_utf8,
+    looks_binary,
+    provenance_beside,
+    read_head,
+)
 from rftfm_agent.telemetry.schema import ImportedRun
 
 # Order matters only where two formats could both claim a file: the more specific one goes first.
@@ -166,6 +172,26 @@ def _gunzip(source: Path, target: Path) -> bool:
     return unzip.eof or not fed
 
 
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def _crash_before_metrics(path: Path) -> str | None:
+    """What to say of a console log that no importer reads because the job died before it logged a
+    metric: the exception its traceback ends with (the first thing a person triaging it needs)."""
+    try:
+        text = as_utf8(path.read_bytes()[: 64 << 20]).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    start = text.rfind(_TRACEBACK)
+    if start == -1:
+        return None
+    lines = [ln.strip() for ln in text[start:].splitlines()[1:] if ln.strip()]
+    raised = next((ln for ln in lines if not ln.startswith(("File ", "^", "~")) and ":" in ln), None)
+    line = text.count("\n", 0, start) + 1
+    what = f": {raised[:200]}" if raised else ""
+    return f"no training metrics: the job crashed before logging any (traceback at line {line}{what})"
+
+
 def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = False) -> list[ImportedRun]:
     """Read one file that must be a recognised log (`importer`: one already chosen by `sniff`);
     `skip_bad`: malformed rows are left out where the format allows (see `ROW_SKIPPERS`)."""
@@ -184,6 +210,8 @@ def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = F
             raise InputError(path, mlflow_runs.refusal(path) or "SQLite database no importer reads")
         if looks_binary(head):
             raise InputError(path, "binary file that is not a TensorBoard event file; no importer reads it")
+        if crash := _crash_before_metrics(path):
+            raise InputError(path, crash)
         raise InputError(
             path,
             "unknown format: not a trainer_state.json, HF/TRL, verl or OpenRLHF console log, JSONL of metric "

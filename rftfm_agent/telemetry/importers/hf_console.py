@@ -38,7 +38,8 @@ from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 NAME = "hf_console"
 
 _METRIC_KEYS = r"loss|grad_norm|learning_rate|reward|kl|completion_length|epoch|train_runtime|eval_loss"
-_SNIFF = re.compile(rb"\{['\"](?:" + _METRIC_KEYS.encode() + rb")['\"]\s*:")
+# Python's repr of a dict, as the Trainer prints it: single quotes (a JSON object is another format's).
+_SNIFF = re.compile(rb"\{'(?:" + _METRIC_KEYS.encode() + rb")'\s*:")
 _DICT_START = re.compile(r"\{'(?:" + _METRIC_KEYS + r")'\s*:")
 _BARE = re.compile(r"(?<=[:\[,]\s)(-?)(nan|inf)(?=\s*[,}\]])")
 # A tqdm bar at the start of a line, or behind a launcher's prefix (torchrun --tee's `[default0]:`, Ray's
@@ -291,11 +292,18 @@ def read(path: Path) -> list[ImportedRun]:
     merged = [merge_steps([(s, v) for _, s, v in rows]) for _, _, rows in pieces]
     # Evaluation results belong to the last training step logged before them.
     order = sorted((off, k, s) for k, (_, _, rows) in enumerate(pieces) for off, s, _ in rows)
+    before_training = False
     for offset, values in evals:
         j = bisect_right([o for o, _, _ in order], offset) - 1
         if j >= 0:
             _, k, s = order[j]
             merged[k][s].update(values)
+        else:  # the Trainer's `eval_on_start`: the initial model, at step 0 of the first run
+            merged[0].setdefault(0, {}).update(values)
+            before_training = True
+    if before_training:
+        name, how, rows = pieces[0]
+        pieces[0] = (name, how + "; an evaluation logged before the first training step is at step 0", rows)
     runs = []
     for (name, how, _), rows_by_step in zip(pieces, merged, strict=True):
         keys = {k for v in rows_by_step.values() for k in v}

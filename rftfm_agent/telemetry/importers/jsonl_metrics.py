@@ -140,10 +140,19 @@ def sniff(path: Path, head: bytes) -> bool:
     for line in head.split(b"\n")[:5]:  # the first line that parses decides (a corrupt first line is
         if line.strip():  # then the reader's to name, or to leave out with --skip-bad)
             try:
-                return _flat_metrics(_flattened(_lifted(json.loads(line))))
+                obj = _flattened(_lifted(json.loads(line)))
             except (ValueError, UnicodeDecodeError):
                 continue
+            return _flat_metrics(obj) and not _lone_object(path, head, obj)
     return False
+
+
+def _lone_object(path: Path, head: bytes, obj: dict) -> bool:
+    """A file of one JSON object without a step: a config or a summary (`{"learning_rate": 1e-06,
+    "beta": 0.04}`), not a log of steps; it was read as a one-step run."""
+    if any(k in obj for k in STEP_KEYS) or len(head) < path.stat().st_size:
+        return False
+    return sum(1 for line in head.split(b"\n") if line.strip()) == 1
 
 
 def _objects(path: Path, notes: list[str], bad: list[str] | None) -> tuple[list[tuple[int, dict]], bool]:
