@@ -133,11 +133,42 @@ def test_entropy_and_length_collapse_and_explosion() -> None:
     assert _fired(_with(**{"completions/clipped_ratio": falling})) == {}
 
 
-def test_reward_decline_from_its_best() -> None:
+def test_reward_decline_and_collapse_from_its_best() -> None:
+    """A reward that gives back part of its gain is a decline (a warning); one that learned and lost it,
+    most of the gain gone in a fall far outside its noise, is a collapse (critical), dated where it fell
+    and not mistaken for a plateau ("no improvement") or a run that never learned. It was a warning that
+    the plateau line hid: a run whose reward fell from 0.6 to 0.05 was called healthy."""
     rng = np.random.default_rng(2)
     t = np.linspace(0, 1, 120)
-    rise_fall = np.where(t < 0.5, 0.2 + 1.2 * t, 0.8 - 1.2 * (t - 0.5)) + rng.normal(0, 0.03, 120)
-    assert _fired(_with(reward=rise_fall))["reward_decline"] == "warning"
+    partial = np.where(t < 0.5, 0.2 + 1.2 * t, 0.8 - 0.7 * (t - 0.5)) + rng.normal(0, 0.03, 120)
+    assert _fired(_with(reward=partial)) == {"reward_decline": "warning"}
+    for online in (False, True):
+        steps = np.arange(1, 201)
+        collapse = np.where(steps < 120, 0.2 + 0.4 * steps / 120, 0.05) + rng.normal(0, 0.04, 200)
+        rules = ScaleFreeRules(online=online)
+        events = []
+        for step, value in zip(steps, collapse, strict=True):
+            events += rules.update(int(step), {"reward": float(value), "reward_std": 0.3})
+        events += rules.finish()
+        fired = {e.check: e for e in events}
+        assert fired["reward_collapse"].severity == "critical", online
+        assert 120 <= fired["reward_collapse"].step <= 140, fired["reward_collapse"].step
+        if not online:  # online a third-by-third plateau may show while the fall is under way
+            assert not {"reward_plateau", "not_learning"} & fired.keys()
+    verdict = RunVerdict.judge("r", "self", [fired["reward_collapse"]], 1.0, [])
+    (finding,) = findings_for(verdict, _with(reward=collapse[:120]))
+    assert finding.severity == "critical" and finding.symptom.startswith("reward collapse: the reward fell")
+
+
+def test_nearly_every_completion_cut_at_the_cap_is_critical() -> None:
+    """Length running into the cap shows as ~99 % of completions cut, rarely exactly 100 % (the hard rule's
+    bar): it was only a warning that read "50 %", the share when it first crossed half; the critical
+    finding now leads with the share at 90 % and over."""
+    rising = np.concatenate([np.full(20, 0.01), np.linspace(0.01, 0.99, 30), np.full(70, 0.99)])
+    fired = _fired(_with(**{"completions/clipped_ratio": rising}))
+    assert fired == {"truncation_rising": "warning", "truncation_most": "critical"}
+    always = np.full(120, 0.95)  # cut from the start (a cap too small for the task): not a change in the run
+    assert _fired(_with(**{"completions/clipped_ratio": always})) == {}
 
 
 def test_whole_run_rules_wait_online_so_a_slow_start_is_not_an_incident() -> None:

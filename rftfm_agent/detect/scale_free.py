@@ -57,6 +57,10 @@ KL_DRIFT = 10.0  # KL's last third this many times its early level while the rew
 KL_DRIFT_FLOOR = 1e-3  # early KL levels below this count as this (KL starts at 0 by construction)
 DECLINE_SHARE = 0.5  # the smoothed reward gave back half of what it had gained …
 DECLINE_Z = 3.0  # … by more than 3 standard errors
+COLLAPSE_SHARE = 0.8  # a collapse: it gave back 80 % of its gain …
+COLLAPSE_Z = 10.0  # … in a fall of more than 10 standard errors (healthy real runs: ≤ 4.4; collapses in
+# logs written to probe the rules, 2026-12-03: 34-85)
+TRUNCATION_MOST = 0.9  # nearly every completion cut at the cap, and at least twice its start share
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +95,10 @@ BLOWUP_REF = (
 LENGTH_REF = (
     "Liu et al., 2025, 'Understanding R1-Zero-Like Training' (Dr. GRPO, arXiv:2503.20783) §3: the length "
     "bias of GRPO's loss drives response length; DAPO §3.4, overlong and collapsing responses"
+)
+COLLAPSE_REF = (
+    "Dohare, Lan & Mahmood, 2023, 'Overcoming Policy Collapse in Deep Reinforcement Learning': PPO's "
+    "performance can fall after a period of learning and not come back"
 )
 PLATEAU_REF = (
     "Andrychowicz et al., 2021, 'What Matters in On-Policy RL' (ICLR): judge a run by its return curve; "
@@ -224,6 +232,14 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             reference=LENGTH_REF,
         ),
         ScaleFreeRule(
+            name="truncation_most",
+            severity="critical",
+            description=f"≥ {TRUNCATION_MOST:.0%} of completions cut at the length cap, at least twice the "
+            "share at the start, sustained: the length ran into the cap",
+            window=f"median of {CONFIRM} logged values",
+            reference=LENGTH_REF,
+        ),
+        ScaleFreeRule(
             name="same_length",
             severity="critical",
             description="every completion has the same length (mean = max), sustained: all cut at the cap "
@@ -246,6 +262,14 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             "policy moves away from the reference and gains nothing for it",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=f"{KL_REF}; {PLATEAU_REF}",
+        ),
+        ScaleFreeRule(
+            name="reward_collapse",
+            severity="critical",
+            description=f"the smoothed reward gave back ≥ {COLLAPSE_SHARE:.0%} of what it had gained, a fall "
+            f"of more than {COLLAPSE_Z:g} standard errors: the run learned and lost it",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=COLLAPSE_REF,
         ),
         ScaleFreeRule(
             name="reward_decline",
@@ -274,6 +298,7 @@ class ScaleFreeRules:
         self.zero_signal: list[float] = []  # per step: share of groups without signal
         self.signal_basis = "steps (reward std 0)"
         self.same_length_streak = 0
+        self.reward_steps: list[int] = []  # the step of each logged reward (a fall is dated by them)
         self.fired: set[str] = set()
 
     # ------------------------------------------------------------------ helpers
@@ -311,6 +336,8 @@ class ScaleFreeRules:
         for metric, value in row.items():
             if value is not None and isinstance(value, float | int) and math.isfinite(value):
                 self.history.setdefault(metric, []).append(float(value))
+                if metric == "reward":
+                    self.reward_steps.append(step)
         std, frac = row.get("reward_std"), row.get("frac_reward_zero_std")
         if frac is not None and math.isfinite(frac):
             self.zero_signal.append(min(1.0, max(0.0, float(frac))))
@@ -363,14 +390,11 @@ class ScaleFreeRules:
             self._recent("completions/clipped_ratio"),
             self._early("completions/clipped_ratio"),
         )
-        if (
-            clipped is not None
-            and clipped_early is not None
-            and clipped >= max(TRUNCATION_RISE, 2 * clipped_early)
-        ):
-            self._fire(
-                events, "truncation_rising", "completions/clipped_ratio", step, clipped, early=clipped_early
-            )
+        if clipped is not None and clipped_early is not None:
+            for rule, share in (("truncation_most", TRUNCATION_MOST), ("truncation_rising", TRUNCATION_RISE)):
+                if clipped >= max(share, 2 * clipped_early):
+                    self._fire(events, rule, "completions/clipped_ratio", step, clipped, early=clipped_early)
+                    break
         mean, top = row.get("completion_length"), row.get("completions/max_length")
         same = mean is not None and top is not None and top > 1 and abs(mean - top) < 1e-9
         self.same_length_streak = self.same_length_streak + 1 if same else 0
@@ -427,6 +451,8 @@ class ScaleFreeRules:
     def _trend(self, events: list[Event], step: int, reward: list[float], no_signal: float) -> None:
         if len(reward) < FINISH_MIN:
             return
+        if self._fall(events, reward) == "reward_collapse":  # it learned and lost it: not a plateau
+            return
         r = np.asarray(reward)
         third = max(3, len(r) // 3)
         first, last = r[:third], r[-third:]
@@ -454,18 +480,42 @@ class ScaleFreeRules:
                     self._fire(
                         events, "kl_drift_without_gain", "kl", step, late, early=early, ratio=late / early
                     )
+
+    def _fall(self, events: list[Event], reward: list[float]) -> str | None:
+        """A reward that rose and gave much of it back (smoothed over a tenth of the run): a collapse when
+        it gave back most of it in a fall far outside its noise, else a decline (the rule that fired, or
+        None). The event is dated at the step where the smoothed reward crossed the line, not where the
+        run was judged."""
+        r = np.asarray(reward)
         window = max(5, len(r) // 10)
         if len(r) < 3 * window:
-            return
+            return None
         smooth = np.convolve(r, np.ones(window) / window, mode="valid")
-        early, best, now = float(smooth[0]), float(smooth.max()), float(smooth[-1])
+        peak = int(smooth.argmax())
+        early, best, now = float(smooth[0]), float(smooth[peak]), float(smooth[-1])
         noise = float(np.std(np.diff(r))) / math.sqrt(2 * window)
-        if (
-            best - early > DECLINE_Z * noise
-            and best - now >= DECLINE_SHARE * (best - early)
-            and (best - now > DECLINE_Z * noise)
+        gain, drop = best - early, best - now
+        if not (gain > DECLINE_Z * noise and drop > DECLINE_Z * noise):
+            return None
+        for rule, share, z in (
+            ("reward_collapse", COLLAPSE_SHARE, COLLAPSE_Z),
+            ("reward_decline", DECLINE_SHARE, DECLINE_Z),
         ):
-            self._fire(events, "reward_decline", "reward", step, now, best=best, early=early)
+            if drop >= share * gain and drop > z * noise:
+                line = best - share * gain
+                crossed = peak + int(np.argmax(smooth[peak:] <= line))  # the last window ends below it
+                at = self.reward_steps[crossed + window - 1] if len(self.reward_steps) == len(r) else None
+                self._fire(
+                    events,
+                    rule,
+                    "reward",
+                    at if at is not None else self.steps[-1],
+                    now,
+                    best=best,
+                    early=early,
+                )
+                return rule
+        return None
 
 
 def without_scale_free(verdict: RunVerdict) -> RunVerdict:

@@ -119,6 +119,18 @@ _PROGRESS_CHECKS = (
     "check the held-out score; look for zero-variance groups and a stuck reward component",
 )
 
+_FALL_CAUSES = (
+    "an update too large for the policy (learning rate, clip range, too many epochs on a batch): check "
+    "grad norm, KL and clip fraction just before the fall",
+    "the reward changed under the run: a verifier or reward server failing, a parsing change, a data shard "
+    "of another kind",
+    "the policy degenerated (entropy collapse, repetition, length running away or collapsing)",
+)
+_FALL_CHECKS = (
+    "read completions from before and after the fall, and the reward components around it",
+    "roll back to a checkpoint before the fall and resume with a smaller learning rate",
+)
+
 TEMPLATES: dict[str, Template] = {
     # hard rules
     "non_finite": Template(
@@ -282,6 +294,13 @@ TEMPLATES: dict[str, Template] = {
         _LENGTH_CAUSES,
         _LENGTH_CHECKS,
     ),
+    "truncation_most": Template(
+        "length",
+        "length ran into the cap: {value:.0%} of completions cut at the length cap, from {early:.0%} at "
+        "the start",
+        _LENGTH_CAUSES,
+        _LENGTH_CHECKS,
+    ),
     "truncation_rising": Template(
         "length",
         "truncation rising: {value:.0%} of completions cut at the length cap, from {early:.0%} at the start",
@@ -303,9 +322,16 @@ TEMPLATES: dict[str, Template] = {
     ),
     "reward_decline": Template(
         "progress",
-        "reward decline: {value:.3g} now, from a best of {best:.3g}",
-        _PROGRESS_CAUSES,
-        _PROGRESS_CHECKS,
+        "reward decline: {value:.3g} now, from a best of {best:.3g} (around step {step})",
+        _FALL_CAUSES,
+        _FALL_CHECKS,
+    ),
+    "reward_collapse": Template(
+        "progress",
+        "reward collapse: the reward fell from a best of {best:.3g} to {value:.3g} around step {step} "
+        "(it started at {early:.3g}): the run learned and lost it",
+        _FALL_CAUSES,
+        _FALL_CHECKS,
     ),
 }
 
