@@ -121,6 +121,41 @@ def test_offline_triage_names_the_symptom_and_a_policy_checked_fix(store: Store)
     assert len(state["calls"]) >= 7 and all(c["ok"] for c in state["calls"])
 
 
+def test_triage_of_a_healthy_run_proposes_nothing_and_says_healthy(store: Store) -> None:
+    """A run the detector calls healthy got "Plan: escalate" (unlike every labelled fault), and one with a
+    warning (65 % of groups without signal) a critical-sounding symptom and a data filter to approve:
+    now no fix, and the symptom line is the diagnosis's ("healthy … worth a look: …")."""
+    import numpy as np
+
+    from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+
+    rng = np.random.default_rng(0)
+    rows = [
+        RawStep(
+            step=s,
+            values={
+                "reward": 0.2 + 0.5 * s / 200 + float(rng.normal(0, 0.03)),
+                "reward_std": 0.3,
+                "frac_reward_zero_std": 0.6 + float(rng.normal(0, 0.02)),
+                "kl": 0.0005 + 0.05 * s / 200,
+                "entropy": 0.6 - 0.2 * s / 200 + float(rng.normal(0, 0.01)),
+                "grad_norm": 0.5 + abs(float(rng.normal(0, 0.1))),
+                "loss": float(rng.normal(0, 0.01)),
+                "learning_rate": 1e-6,
+                "completion_length": 200 + float(rng.normal(0, 5)),
+            },
+        )
+        for s in range(1, 201)
+    ]
+    run = ImportedRun(name="healthy", source=SourceInfo(format="test", paths=["/tests/healthy"]), steps=rows)
+    run_id = store.write_run(run)[0].run_id
+    state, question, _ = run_triage(_env(store), run_id)
+    assert question is None and state["plan"]["decision"] == "none" and state["allowed"] == []
+    assert "Plan: **none**" in state["report"] and "escalate" not in state["report"]
+    symptom = state["report"].split("## Symptom\n")[1].splitlines()[0]
+    assert symptom.startswith("healthy: nothing critical in the log (worth a look: weak learning signal")
+
+
 def test_approval_interrupts_and_survives_a_restart(store: Store, tmp_path: Path) -> None:
     run = dead_run(store)
     env = _env(store, _workdir(tmp_path))

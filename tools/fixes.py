@@ -43,7 +43,9 @@ class Proposal(BaseModel):
 
 class ProposeOutput(BaseModel):
     run_id: str
-    decision: Literal["fix", "observe", "escalate"]
+    decision: Literal["fix", "observe", "escalate", "none"] = Field(
+        description="none: the detector found nothing critical, so no fix is proposed"
+    )
     reason: str
     fault_type: str | None
     confidence: float
@@ -53,6 +55,18 @@ class ProposeOutput(BaseModel):
 
 def proposals(env: ToolEnv, run: str) -> ProposeOutput:
     a = analyse(env, run)
+    if a.verdict.verdict == "healthy" and not any(f.severity == "critical" for f in a.diagnosis.findings):
+        # Nothing to fix: a fault type's play or a warning's symptom is no reason to change a healthy run
+        # (triage used to say "escalate", or offer a data filter for a warning, on healthy runs).
+        return ProposeOutput(
+            run_id=a.run_id,
+            decision="none",
+            reason="the detector found nothing anomalous and no finding is critical: no fix proposed",
+            fault_type=None,
+            confidence=0.0,
+            checkpoint_step=None,
+            proposals=[],
+        )
     manifest = env.store.manifest(a.run_id)
     config = manifest.config or {}
     configured = {k: config[k] for k in KNOWN_KNOBS if isinstance(config.get(k), int | float | str)}

@@ -39,11 +39,14 @@ def render_markdown(state: dict[str, Any]) -> str:
 
 
 def symptom_line(d: dict[str, Any], det: dict[str, Any]) -> str:
-    """The symptom in plain words: a critical finding, else the newest rows' symptoms, else the diagnosis's
-    one line (healthy, unknown), else what the alarms are about."""
+    """The symptom in plain words: a critical finding; for a run the detector calls healthy, the diagnosis's
+    one line (healthy, its warnings worth a look, or unknown); else the newest rows' symptoms, else what
+    the alarms are about."""
     findings = d.get("findings") or []
     if findings and findings[0].get("severity") == "critical":
         return d.get("symptom") or findings[0]["symptom"]
+    if det.get("verdict") == "healthy" and d.get("symptom"):  # as `rftfm diagnose` says it: no alarm
+        return d["symptom"]
     if d.get("symptoms"):
         return "; ".join(d["symptoms"])
     if d.get("symptom"):
