@@ -222,3 +222,21 @@ def test_findings_of_a_healthy_run_and_of_a_log_that_cannot_tell() -> None:
     assert "no reward" in headline(findings_for(v, no_reward), v)
     empty = RunVerdict.judge("x", "self", [], math.inf, [])
     assert findings_for(empty, frame) == []
+
+
+def test_a_finding_says_where_the_metric_ended_when_it_went_on() -> None:
+    """A sustained rule quotes the level it fired at: a length collapse read "21.4 tokens" for a run that
+    ended at 4. The finding now adds the last value when it moved on by a fifth or more."""
+    length = np.concatenate(
+        [np.full(20, 230.0), np.linspace(230, 21, 10), np.linspace(20, 4, 20), np.full(70, 4.0)]
+    )
+    frame = _with(completion_length=length)
+    rules = ScaleFreeRules(online=False)
+    events = []
+    for row in frame.to_dict("records"):
+        events += rules.update(int(row.pop("step")), row)
+    verdict = RunVerdict.judge("r", "self", events, 1.0, [])
+    (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "length"]
+    assert finding.symptom.startswith("length collapse:") and finding.symptom.endswith(
+        "; 4 at the last step (120)"
+    )

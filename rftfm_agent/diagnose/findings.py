@@ -12,6 +12,7 @@ When the log cannot tell — too few steps, or the reward not logged — the ans
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -400,6 +401,31 @@ def _text(template: str, evidence: dict[str, Any], step: int, metric: str) -> st
         return template.split(":")[0]
 
 
+# Rules whose `value` is the metric's level when they fired: a finding also says where it ended.
+_LEVEL_RULES = frozenset(
+    {"entropy_collapse", "length_collapse", "length_explosion", "truncation_rising", "truncation_most"}
+    | {"kl_high", "kl_runaway"}
+)
+_MOVED = 0.2  # … when the last value is this share (or more) away from the one quoted
+
+
+def _since(e: Event, frame: pd.DataFrame) -> str:
+    """ "; 3.9 at the last step (210)" where the metric went on past the level the rule fired at (a length
+    that fired at 21 tokens and ended at 4, a truncation share that fired at 93 % and ended at 99 %)."""
+    value = e.evidence.get("value")
+    if e.check not in _LEVEL_RULES or e.metric not in frame.columns or not isinstance(value, int | float):
+        return ""
+    logged = frame[["step", e.metric]].dropna()
+    logged = logged[logged[e.metric].map(math.isfinite)]
+    if logged.empty or int(logged["step"].iloc[-1]) <= e.step:
+        return ""
+    last = float(logged[e.metric].iloc[-1])
+    if abs(last - value) < _MOVED * max(abs(value), 1e-12):
+        return ""
+    shown = f"{last:.0%}" if e.metric == "completions/clipped_ratio" else f"{last:.3g}"
+    return f"; {shown} at the last step ({int(logged['step'].iloc[-1])})"
+
+
 def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     """The run's findings, worst first: one per topic, from the detector's rule events; `unknown` when
     the log cannot tell; none for a run with nothing to report."""
@@ -407,7 +433,7 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     for e in verdict.events:
         if e.source == "rule" and e.check in TEMPLATES:
             t = TEMPLATES[e.check]
-            line = _text(t.symptom, e.evidence, e.step, e.metric)
+            line = _text(t.symptom, e.evidence, e.step, e.metric) + _since(e, frame)
             by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
         elif e.source != "rule" and is_alarm(e, verdict.mode):
             topic = METRIC_TOPICS.get(e.metric, "other")

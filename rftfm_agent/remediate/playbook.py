@@ -345,7 +345,7 @@ PLAYS: list[Play] = [
     ),
     Play(
         applies_to="symptom:entropy_collapse_kl_explosion",
-        summary="entropy collapsed while KL exploded",
+        summary="entropy collapsed: the sampler stopped exploring (KL often runs away with it)",
         candidates=[
             CandidateTemplate(
                 actions=[{"kind": "set_sampling", "temperature": "$configured.temperature"}],
