@@ -230,7 +230,7 @@ def test_a_finding_says_where_the_metric_ended_when_it_went_on() -> None:
     length = np.concatenate(
         [np.full(20, 230.0), np.linspace(230, 21, 10), np.linspace(20, 4, 20), np.full(70, 4.0)]
     )
-    frame = _with(completion_length=length)
+    frame = _with(completion_length=length, reward=np.full(120, 0.5))  # not a hacked reward
     rules = ScaleFreeRules(online=False)
     events = []
     for row in frame.to_dict("records"):
@@ -240,3 +240,26 @@ def test_a_finding_says_where_the_metric_ended_when_it_went_on() -> None:
     assert finding.symptom.startswith("length collapse:") and finding.symptom.endswith(
         "; 4 at the last step (120)"
     )
+
+
+def test_completions_collapsing_while_the_reward_climbs_read_as_reward_hacking() -> None:
+    """Reward → 0.97 while completions shrink to 4 tokens read as a plain length collapse, and triage
+    offered the too-easy data filter; now the finding suspects the reward (its play escalates to a person).
+    A length collapse with a flat reward stays a length collapse."""
+    rng = np.random.default_rng(3)
+    t = np.linspace(0, 1, 120)
+    length = np.where(t < 0.4, 230.0, 4.0) + rng.normal(0, 1, 120).clip(-0.5, 0.5)
+    for reward, expected in (
+        (0.3 + 0.65 * t, "reward hacking suspected: the reward rose"),
+        (0.3 + 0 * t, "length collapse:"),
+    ):
+        frame = _with(completion_length=length, reward=reward + rng.normal(0, 0.02, 120))
+        rules = ScaleFreeRules(online=False)
+        events = []
+        for row in frame.to_dict("records"):
+            events += rules.update(int(row.pop("step")), row)
+        events += rules.finish()
+        verdict = RunVerdict.judge("r", "self", events, 1.0, [])
+        (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "length"]
+        assert finding.severity == "critical" and finding.symptom.startswith(expected), finding.symptom
+        assert (finding.play == "symptom:reward_hacking") == expected.startswith("reward hacking")

@@ -28,6 +28,7 @@ SYMPTOM_WORDS: dict[str, str] = {
     "no_signal_too_easy": "no learning signal: most groups get identical rewards, nearly all solved",
     "no_signal_too_hard": "no learning signal: most groups get identical rewards, nearly all failed",
     "entropy_collapse_kl_explosion": "entropy collapse with KL explosion: the sampler stopped exploring",
+    "reward_hacking": "reward hacking suspected: the reward rose while completions collapsed",
 }
 
 
@@ -75,6 +76,8 @@ def _analyse(env: ToolEnv, run_id: str) -> Analysis:
         name = (f.play or "").removeprefix("symptom:")
         if f.severity == "critical" and f.play and f.play.startswith("symptom:") and name not in found:
             found.append(name)  # type: ignore[arg-type]
+    if "reward_hacking" in found:  # groups "all solved" by a shortcut: not data too easy to filter
+        found = ["reward_hacking", *(n for n in found if n not in ("reward_hacking", "no_signal_too_easy"))]
     after = sum(1 for r in rows if int(r["step"]) > diagnosis.anchor_step)
     return Analysis(run_id, verdict, diagnosis, tuple(found), int(frame["step"].max()), after)
 

@@ -426,6 +426,33 @@ def _since(e: Event, frame: pd.DataFrame) -> str:
     return f"; {shown} at the last step ({int(logged['step'].iloc[-1])})"
 
 
+_HACKING_CAUSES = (
+    "the reward pays a shortcut (a format or keyword check, a verifier that accepts a bare or empty "
+    "answer), which the policy found",
+    "a length term in the reward that pays short answers",
+)
+_HACKING_CHECKS = (
+    "read the shortest completions that got the highest rewards: do they solve the task?",
+    "score a sample with a stricter verifier or by hand; compare with the logged reward",
+)
+HACKING_Z = 3.0  # the reward's last third this many standard errors above its first third
+
+
+def _reward_rose(frame: pd.DataFrame) -> tuple[float, float] | None:
+    """(first third's mean, last third's) of a reward that rose clearly over the run, else None."""
+    if "reward" not in frame.columns:
+        return None
+    reward = frame["reward"].dropna()
+    reward = reward[reward.map(math.isfinite)].to_numpy()
+    if len(reward) < 9:
+        return None
+    third = len(reward) // 3
+    first, last = reward[:third], reward[-third:]
+    se = math.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
+    gain = float(last.mean() - first.mean())
+    return (float(first.mean()), float(last.mean())) if gain > HACKING_Z * max(se, 1e-12) else None
+
+
 def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     """The run's findings, worst first: one per topic, from the detector's rule events; `unknown` when
     the log cannot tell; none for a run with nothing to report."""
@@ -450,6 +477,15 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             bad = list(dict.fromkeys(h[4] for h in hits if h[0] == "non_finite"))
             lead_line = _text(t.symptom, {}, hits[0][3], ", ".join(bad[:6]))
         causes, play = list(t.causes), t.play
+        if lead_rule == "length_collapse" and (rise := _reward_rose(frame)) is not None:
+            # Completions collapsing while the reward climbs: the policy found what the reward pays.
+            first, last = rise
+            lead_line = (
+                f"reward hacking suspected: the reward rose ({first:.3g} → {last:.3g}) while completions "
+                f"collapsed ({lead_line.split(': ', 1)[1]})"
+            )
+            causes, play = list(_HACKING_CAUSES), "symptom:reward_hacking"
+            t = Template(topic, lead_line, _HACKING_CAUSES, _HACKING_CHECKS, play)
         if play == "symptom:no_signal_too_hard" and _solved(frame):
             # All-equal groups at a high reward: the data is too easy, not too hard (opposite fixes).
             play = "symptom:no_signal_too_easy"

@@ -344,6 +344,16 @@ PLAYS: list[Play] = [
         ],
     ),
     Play(
+        applies_to="symptom:reward_hacking",
+        summary="the reward rose while completions collapsed: it pays a shortcut",
+        candidates=[
+            _escalate(
+                "the reward pays a shortcut: fix the verifier or reward (a stricter check, a fallback "
+                "verifier); no data filter or knob can see it"
+            )
+        ],
+    ),
+    Play(
         applies_to="symptom:entropy_collapse_kl_explosion",
         summary="entropy collapsed: the sampler stopped exploring (KL often runs away with it)",
         candidates=[

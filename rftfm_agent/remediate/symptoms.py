@@ -23,7 +23,10 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-Symptom = Literal["no_signal_too_easy", "no_signal_too_hard", "entropy_collapse_kl_explosion"]
+Symptom = Literal[
+    "no_signal_too_easy", "no_signal_too_hard", "entropy_collapse_kl_explosion", "reward_hacking"
+]
+# (reward_hacking comes from the findings, `diagnose.findings`: a length collapse while the reward rises)
 
 RECENT = 3  # logged rows the symptoms are read from (the newest ones)
 EARLY = 3  # logged rows the run's own baseline is read from (the oldest ones)
