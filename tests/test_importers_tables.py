@@ -479,3 +479,23 @@ def test_csv_skip_bad_equals_reading_the_file_without_its_bad_rows(tmp_path: Pat
         assert repr(run.steps) == expected, path.read_text()
         notes = [n for n in run.source.notes if n.startswith("--skip-bad")]
         assert (notes[0].split(" malformed")[0] == f"--skip-bad: {spoiled}") if spoiled else not notes
+
+
+def test_a_folder_of_wandb_panels_is_one_run_per_run_on_one_axis(tmp_path: Path) -> None:
+    """The W&B UI exports one panel (metric) per CSV: a folder of a run's reward and KL panels gave two
+    one-metric runs of one name. Panels on the same x-axis are merged; on another axis they stay apart."""
+    panels = tmp_path / "panels"
+    panels.mkdir()
+    for metric, value in (("train/reward", 0.5), ("train/kl", 0.01)):
+        rows = [f'"Step","run-a - {metric}","run-a - {metric}__MIN","run-b - {metric}"']
+        rows += [f'"{s}","{value * s}","0","{value}"' for s in (1, 2, 3)]
+        (panels / f"{metric.replace('/', '_')}.csv").write_text("\n".join(rows) + "\n")
+    runs = {r.name: r for r in importers.load(panels)}
+    assert sorted(runs) == ["run-a", "run-b"]
+    assert _by_step(runs["run-a"])[2] == {"train/reward": 1.0, "train/kl": 0.02}
+    assert any("2 panels of this run merged" in n for n in runs["run-a"].source.notes)
+    assert len(runs["run-a"].source.paths) == 2
+    (panels / "train_loss.csv").write_text('"train/global_step","run-a - train/loss"\n"10","0.3"\n')
+    loaded = importers.load(panels)
+    assert sorted(r.name for r in loaded) == ["run-a", "run-a", "run-b"]
+    assert all(any("another x-axis" in n for n in r.source.notes) for r in loaded if r.name == "run-a")

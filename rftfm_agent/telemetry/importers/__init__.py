@@ -7,6 +7,7 @@ folder (READMEs, configs) are skipped, but a file named explicitly must be recog
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -38,7 +39,7 @@ from rftfm_agent.telemetry.importers.base import (
     provenance_beside,
     read_head,
 )
-from rftfm_agent.telemetry.schema import ImportedRun
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep
 
 # Order matters only where two formats could both claim a file: the more specific one goes first.
 FILE_IMPORTERS: tuple[ModuleType, ...] = (
@@ -251,6 +252,46 @@ def _store_folders(folder: Path, runs: list[Path]) -> set[Path]:
     return out
 
 
+def _merge_panels(runs: list[ImportedRun]) -> list[ImportedRun]:
+    """The W&B UI exports one panel (one metric) per CSV: a folder of panels held each run as several
+    one-metric runs. A run's panels on the same x-axis are merged into one run (its steps' values
+    together); on different axes (`Step` against `train/global_step`) they stay apart, with a note."""
+    groups: dict[tuple[str, str], list[ImportedRun]] = {}
+    out: list[ImportedRun] = []
+    for run in runs:
+        notes = run.source.notes
+        axis = next((n for n in notes if n.startswith(csv_table.PANEL_AXIS)), None)
+        if run.source.format != csv_table.NAME or csv_table.PANEL_NOTE not in notes or axis is None:
+            out.append(run)
+            continue
+        group = groups.setdefault((run.name, axis), [])
+        if not group:
+            out.append(run)  # the merged run takes the place of its first panel
+        group.append(run)
+    axes: dict[str, set[str]] = {}
+    for (name, axis), panels in groups.items():
+        axes.setdefault(name, set()).add(axis)
+        if len(panels) == 1:
+            continue
+        first = panels[0]
+        by_step: dict[int, RawStep] = {}
+        for panel in panels:
+            for step in panel.steps:
+                by_step.setdefault(step.step, RawStep(step=step.step, values={})).values.update(step.values)
+        paths = sorted({p for panel in panels for p in panel.source.paths})
+        digest = hashlib.sha256("".join(sorted(p.source.sha256 or "" for p in panels)).encode()).hexdigest()
+        first.steps = [by_step[s] for s in sorted(by_step)]
+        first.source.paths = paths
+        first.source.sha256 = digest
+        first.source.notes.append(
+            f"{len(panels)} panels of this run merged on one x-axis: {len(paths)} files"
+        )
+    for run in out:
+        if run.source.format == csv_table.NAME and len(axes.get(run.name, ())) > 1:
+            run.source.notes.append("other panels of this run use another x-axis: not merged with them")
+    return out
+
+
 _CHECKPOINT = re.compile(r"checkpoint-\d+")  # the Trainer's `output_dir/checkpoint-<step>/`
 
 
@@ -346,6 +387,7 @@ def load_folder(folder: Path, skip_bad: bool = False) -> list[ImportedRun]:
         runs.extend(tensorboard_events.read_many(files, name=name))
     if not runs:
         raise InputError(folder, "folder holds no training log that any importer recognises")
+    runs = _merge_panels(runs)
     if len(runs) == 1 and runs[0].source.format != mlflow_runs.NAME:  # MLflow names its runs
         runs[0].name = folder.name  # a run folder names its run
     note = provenance_beside(folder)

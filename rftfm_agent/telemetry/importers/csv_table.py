@@ -413,6 +413,10 @@ def _merge(rows: list[tuple[int, float | None, dict[str, float]]], notes: list[s
     return [by_step[s] for s in sorted(by_step)]
 
 
+PANEL_NOTE = "W&B panel export"
+PANEL_AXIS = "panel x-axis: "  # a panel's run rows are merged with the same run's other panels on one axis
+
+
 def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] | None:
     """W&B panel export: every other column is '<run> - <metric>' (with __MIN/__MAX envelopes)."""
     columns: dict[str, list[tuple[int, str]]] = {}
@@ -430,7 +434,7 @@ def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] |
         columns.setdefault(run, []).append((i, metric))
     if not columns:
         return None
-    notes_common = ["W&B panel export"]
+    notes_common = [PANEL_NOTE, f"{PANEL_AXIS}{table.header[step_col]!r}"]
     if envelopes:
         notes_common.append(f"{envelopes} __MIN/__MAX smoothing-envelope column(s) ignored")
     runs: list[ImportedRun] = []
