@@ -142,6 +142,20 @@ def test_reward_decline_and_collapse_from_its_best() -> None:
     t = np.linspace(0, 1, 120)
     partial = np.where(t < 0.5, 0.2 + 1.2 * t, 0.8 - 0.7 * (t - 0.5)) + rng.normal(0, 0.03, 120)
     assert _fired(_with(reward=partial)) == {"reward_decline": "warning"}
+    # Not learned, so not lost (a review found these called collapses): a reward that drifts 0.01 under
+    # noise of 0.01, a flat one with a 10-step excursion, a 15-step bump.
+    s = np.arange(300)
+    drift = (
+        0.8 + 0.012 * np.minimum(s / 30, 1) - 0.035 * np.clip((s - 60) / 240, 0, 1) + rng.normal(0, 0.01, 300)
+    )
+    excursion = 0.3 + rng.normal(0, 0.05, 300)
+    excursion[40:50] += 0.3
+    bump = np.array(
+        [0.50, 0.51, 0.52, 0.53, 0.54, 0.55, 0.55, 0.54, 0.53, 0.52, 0.51, 0.50, 0.50, 0.50, 0.50]
+    )
+    for reward in (drift, excursion, bump):
+        frame = pd.DataFrame({"step": np.arange(1, len(reward) + 1), "reward": reward})
+        assert _fired(frame).get("reward_collapse") is None
     for online in (False, True):
         steps = np.arange(1, 201)
         collapse = np.where(steps < 120, 0.2 + 0.4 * steps / 120, 0.05) + rng.normal(0, 0.04, 200)

@@ -59,7 +59,11 @@ DECLINE_SHARE = 0.5  # the smoothed reward gave back half of what it had gained 
 DECLINE_Z = 3.0  # … by more than 3 standard errors
 COLLAPSE_SHARE = 0.8  # a collapse: it gave back 80 % of its gain …
 COLLAPSE_Z = 10.0  # … in a fall of more than 10 standard errors (healthy real runs: ≤ 4.4; collapses in
-# logs written to probe the rules, 2026-12-03: 34-85)
+# logs written to probe the rules, 2026-12-03: 34-85) …
+COLLAPSE_RISE = 3.0  # … after a rise of 3 per-step noise levels or more (seen on the raw curve, not only
+# on the smoothed one: a reward drifting 0.01 under noise of 0.01 did not learn anything to lose) …
+COLLAPSE_HELD = 1  # … held above half its gain for a smoothing window (a tenth of the run) before falling:
+# a 10-step excursion is not a level the run reached
 TRUNCATION_MOST = 0.9  # nearly every completion cut at the cap, and at least twice its start share
 
 
@@ -267,7 +271,8 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             name="reward_collapse",
             severity="critical",
             description=f"the smoothed reward gave back ≥ {COLLAPSE_SHARE:.0%} of what it had gained, a fall "
-            f"of more than {COLLAPSE_Z:g} standard errors: the run learned and lost it",
+            f"of more than {COLLAPSE_Z:g} standard errors, after a rise of ≥ {COLLAPSE_RISE:g} per-step "
+            "noise levels held for a tenth of the run: the run learned and lost it",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=COLLAPSE_REF,
         ),
@@ -497,10 +502,15 @@ class ScaleFreeRules:
         gain, drop = best - early, best - now
         if not (gain > DECLINE_Z * noise and drop > DECLINE_Z * noise):
             return None
+        step_noise = float(np.std(np.diff(r))) / math.sqrt(2)
+        held = int((smooth[: peak + 1] >= early + gain / 2).sum()) >= COLLAPSE_HELD * window
+        learned = gain >= COLLAPSE_RISE * step_noise and held
         for rule, share, z in (
             ("reward_collapse", COLLAPSE_SHARE, COLLAPSE_Z),
             ("reward_decline", DECLINE_SHARE, DECLINE_Z),
         ):
+            if rule == "reward_collapse" and not learned:
+                continue
             if drop >= share * gain and drop > z * noise:
                 line = best - share * gain
                 crossed = peak + int(np.argmax(smooth[peak:] <= line))  # the last window ends below it
