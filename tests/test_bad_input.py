@@ -445,5 +445,15 @@ def test_a_one_line_config_is_not_a_one_step_run(tmp_path: Path) -> None:
     (config.parent / "metrics.jsonl").write_text(_rows("jsonl", range(1, 4)))
     (run,) = importers.load(config.parent)
     assert [s.step for s in run.steps] == [1, 2, 3] and any("config.json" in n for n in run.source.notes)
+    summary = {
+        "train/reward": 0.7,
+        "train/global_step": 30,
+        "_step": 29,
+        "_runtime": 900,
+        "_wandb": {"runtime": 900},
+    }
+    (config.parent / "wandb-summary.json").write_text(json.dumps(summary))  # W&B's: the last values, no log
+    (run,) = importers.load(config.parent)
+    assert run.name == "run" and any("wandb-summary.json" in n for n in run.source.notes)
     (tmp_path / "one.jsonl").write_text(json.dumps({"step": 7, "loss": 0.5, "reward": 0.1}) + "\n")
     assert [s.step for s in importers.load(tmp_path / "one.jsonl")[0].steps] == [7]  # a step: a log

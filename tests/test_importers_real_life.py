@@ -383,6 +383,8 @@ def test_a_trainer_output_folder_with_checkpoints_is_one_run(tmp_path: Path) -> 
     (run,) = importers.load(out)
     assert run.name == "grpo-out" and sorted(_steps(run)) == list(range(5, 151, 5))
     assert any("2 earlier checkpoint state(s) of the same history left out" in n for n in run.source.notes)
+    (run,) = importers.load(out / "checkpoint-100")  # a checkpoint folder given itself (it raised)
+    assert run.name == "checkpoint-100" and max(_steps(run)) == 100
     jobs = tmp_path / "sweep"
     for job, loss in (("lr1e-6", 0.5), ("lr3e-6", 0.4)):
         (jobs / job).mkdir(parents=True)

@@ -303,7 +303,8 @@ def _latest_states(folder: Path, states: list[tuple[Path, list[ImportedRun]]]) -
     output folder."""
     by_job: dict[Path, list[tuple[Path, ImportedRun]]] = {}
     for path, found in states:
-        job = path.parent.parent if _CHECKPOINT.fullmatch(path.parent.name) else path.parent
+        inside = path.parent != folder  # a checkpoint folder given itself is its own job
+        job = path.parent.parent if inside and _CHECKPOINT.fullmatch(path.parent.name) else path.parent
         by_job.setdefault(job, []).extend((path, run) for run in found)
     out: list[ImportedRun] = []
     for job, found in sorted(by_job.items()):

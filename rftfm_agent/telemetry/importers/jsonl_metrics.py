@@ -140,19 +140,22 @@ def sniff(path: Path, head: bytes) -> bool:
     for line in head.split(b"\n")[:5]:  # the first line that parses decides (a corrupt first line is
         if line.strip():  # then the reader's to name, or to leave out with --skip-bad)
             try:
-                obj = _flattened(_lifted(json.loads(line)))
+                raw = json.loads(line)
             except (ValueError, UnicodeDecodeError):
                 continue
-            return _flat_metrics(obj) and not _lone_object(path, head, obj)
+            obj = _flattened(_lifted(raw))
+            return _flat_metrics(obj) and not _lone_object(path, head, raw)
     return False
 
 
-def _lone_object(path: Path, head: bytes, obj: dict) -> bool:
-    """A file of one JSON object without a step: a config or a summary (`{"learning_rate": 1e-06,
-    "beta": 0.04}`), not a log of steps; it was read as a one-step run."""
-    if any(k in obj for k in STEP_KEYS) or len(head) < path.stat().st_size:
+def _lone_object(path: Path, head: bytes, obj: Any) -> bool:
+    """A file of one JSON object that is a config or a summary, not a log of steps: one without a step
+    (`{"learning_rate": 1e-06, "beta": 0.04}`), or W&B's `wandb-summary.json` (its `_wandb` record; it
+    holds the run's last values, beside the history or console log of the same run). Both were read as
+    one-step runs."""
+    if len(head) < path.stat().st_size or sum(1 for line in head.split(b"\n") if line.strip()) != 1:
         return False
-    return sum(1 for line in head.split(b"\n") if line.strip()) == 1
+    return isinstance(obj, dict) and (_WANDB_INTERNAL in obj or not any(k in obj for k in STEP_KEYS))
 
 
 def _objects(path: Path, notes: list[str], bad: list[str] | None) -> tuple[list[tuple[int, dict]], bool]:
