@@ -259,11 +259,13 @@ def test_a_finding_says_where_the_metric_ended_when_it_went_on() -> None:
 def test_completions_collapsing_while_the_reward_climbs_read_as_reward_hacking() -> None:
     """Reward → 0.97 while completions shrink to 4 tokens read as a plain length collapse, and triage
     offered the too-easy data filter; now the finding suspects the reward (its play escalates to a person).
-    A length collapse with a flat reward stays a length collapse."""
+    A length collapse with a flat reward, or with a reward that rose and then fell with it, stays one."""
     rng = np.random.default_rng(3)
     t = np.linspace(0, 1, 120)
     length = np.where(t < 0.4, 230.0, 4.0) + rng.normal(0, 1, 120).clip(-0.5, 0.5)
+    fell = np.where(t < 0.5, 0.2 + 1.2 * t, 0.8 - 0.7 * (t - 0.5))  # rose, then fell with the length
     for reward, expected in (
+        (fell, "length collapse:"),
         (0.3 + 0.65 * t, "reward hacking suspected: the reward rose"),
         (0.3 + 0 * t, "length collapse:"),
     ):

@@ -41,7 +41,11 @@ KINDS = MetricMonitors.KINDS
 
 @dataclass
 class RunData:
-    """A run as detectors see it: id, task (None when unknown) and its per-step frame."""
+    """A run as detectors see it: id, task (None when unknown) and its per-step frame.
+
+    In the frame, as in pandas, NaN is a value the step did not log. A value logged as NaN (a numerical
+    failure) is flagged in a `nan/<metric>` column (1.0 at that step), as `Store.steps` builds it; a frame
+    built from logged rows gets the flags from `telemetry.store.mark_nan` on each row."""
 
     run_id: str
     task: str | None

@@ -439,7 +439,8 @@ HACKING_Z = 3.0  # the reward's last third this many standard errors above its f
 
 
 def _reward_rose(frame: pd.DataFrame) -> tuple[float, float] | None:
-    """(first third's mean, last third's) of a reward that rose clearly over the run, else None."""
+    """(first third's mean, last third's) of a reward that rose clearly over the run and is still up at its
+    end, else None (a reward that fell with the length is not paying a shortcut)."""
     if "reward" not in frame.columns:
         return None
     reward = frame["reward"].dropna()
@@ -447,16 +448,19 @@ def _reward_rose(frame: pd.DataFrame) -> tuple[float, float] | None:
     if len(reward) < 9:
         return None
     third = len(reward) // 3
-    first, last = reward[:third], reward[-third:]
+    first, middle, last = reward[:third], reward[third:-third], reward[-third:]
     se = math.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
     gain = float(last.mean() - first.mean())
-    return (float(first.mean()), float(last.mean())) if gain > HACKING_Z * max(se, 1e-12) else None
+    if gain <= HACKING_Z * max(se, 1e-12) or last.mean() < middle.mean() - se:  # risen, and still up
+        return None
+    return float(first.mean()), float(last.mean())
 
 
 def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     """The run's findings, worst first: one per topic, from the detector's rule events; `unknown` when
     the log cannot tell; none for a run with nothing to report."""
     by_topic: dict[str, list[tuple[str, str, Severity, int, str]]] = {}
+    fell = any(e.check in ("reward_decline", "reward_collapse") for e in verdict.events)
     for e in verdict.events:
         if e.source == "rule" and e.check in TEMPLATES:
             t = TEMPLATES[e.check]
@@ -477,7 +481,7 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             bad = list(dict.fromkeys(h[4] for h in hits if h[0] == "non_finite"))
             lead_line = _text(t.symptom, {}, hits[0][3], ", ".join(bad[:6]))
         causes, play = list(t.causes), t.play
-        if lead_rule == "length_collapse" and (rise := _reward_rose(frame)) is not None:
+        if lead_rule == "length_collapse" and not fell and (rise := _reward_rose(frame)) is not None:
             # Completions collapsing while the reward climbs: the policy found what the reward pays.
             first, last = rise
             lead_line = (
