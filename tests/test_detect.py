@@ -295,3 +295,20 @@ def test_a_metric_a_step_did_not_log_is_not_a_nan(tmp_path: Path, fitted: Detect
     frame = pd.DataFrame([mark_nan(r) for r in rows])
     events = fitted.score_run(RunData("live", None, frame)).events
     assert {(e.step, e.metric) for e in events if e.check == "non_finite"} == {(31, "loss")}
+
+
+def test_the_nan_flags_are_not_metrics_of_an_export_or_a_plot(tmp_path: Path) -> None:
+    """The wide table's `nan/<metric>` flags say where a value was logged as NaN; the benchmark export
+    wrote them as metrics of the paper's layout, and a default plot would pick them."""
+    from rftfm_agent.bench.export import export_run
+    from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+
+    rows = [
+        RawStep(step=s, values={"loss": math.nan if s == 3 else 0.5, "reward": 0.1 * s}) for s in (1, 2, 3)
+    ]
+    store = Store(tmp_path / "store")
+    run_id = store.write_run(ImportedRun(name="r", source=SourceInfo(format="test"), steps=rows))[0].run_id
+    assert "nan/loss" in store.steps(run_id).columns
+    export_run(store, run_id, tmp_path / "out")
+    (steps,) = (tmp_path / "out").rglob("*train_step.jsonl")
+    assert all("nan/" not in line for line in steps.read_text().splitlines())

@@ -18,7 +18,7 @@ from typing import Any
 
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.telemetry.faultbench_export import step_row, trajectory_row, write_run_folder
-from rftfm_agent.telemetry.store import Store
+from rftfm_agent.telemetry.store import LOGGED_NAN, Store
 
 TRAJECTORY_METRICS = (
     "reward",
@@ -49,7 +49,9 @@ def _clean(value: Any) -> Any:
 def export_run(store: Store, run_id: str, folder: Path) -> tuple[int, int]:
     manifest = store.manifest(run_id)
     steps = store.steps(run_id)
-    metric_cols = [c for c in steps.columns if c not in ("step", "wall_time")]
+    metric_cols = [
+        c for c in steps.columns if c not in ("step", "wall_time") and not c.startswith(LOGGED_NAN)
+    ]
     step_rows = (
         step_row(int(row["step"]), {c: _clean(row[c]) for c in metric_cols if _clean(row[c]) is not None})
         for row in steps.to_dict("records")

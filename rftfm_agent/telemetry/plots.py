@@ -11,12 +11,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from rftfm_agent.telemetry.store import LOGGED_NAN
+
 
 def plot_run(steps: pd.DataFrame, metrics: list[str], title: str, out: Path) -> Path:
     """One small panel per metric against step; NaN/Inf steps are marked in red along the x axis."""
     metrics = [m for m in metrics if m in steps.columns]
     if not metrics:
-        metrics = [c for c in steps.columns if c not in {"step", "wall_time"}][:6]
+        metrics = [
+            c for c in steps.columns if c not in {"step", "wall_time"} and not c.startswith(LOGGED_NAN)
+        ][:6]
     cols = 3
     rows = max(1, math.ceil(len(metrics) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
