@@ -400,7 +400,10 @@ def test_a_resumed_trainer_state_or_parquet_history_says_so(tmp_path: Path) -> N
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    history = [{"step": s, "loss": 0.5, "reward": 0.5, "epoch": s / 8} for s in range(1, 7)]
+    history = [
+        {"step": s, "loss": 0.5, "reward": 0.5, "epoch": s / 8, "num_input_tokens_seen": 64 * s}
+        for s in range(1, 7)
+    ]
     history += [{"step": s, "loss": 0.75, "reward": 0.75, "epoch": s / 8} for s in range(4, 9)]
     state = tmp_path / "trainer_state.json"
     state.write_text(json.dumps({"global_step": 8, "log_history": [*history, {"step": 8, "eval_loss": 0.3}]}))
@@ -414,23 +417,29 @@ def test_a_resumed_trainer_state_or_parquet_history_says_so(tmp_path: Path) -> N
             "3 step(s) logged twice (resumed from a checkpoint), first 4" in n for n in run.source.notes
         )
     once = tmp_path / "once.json"
-    evals = [{"step": s, "eval_loss": 0.3, "epoch": s / 8} for s in (3, 6)]  # HF's eval rows repeat `epoch`
+    evals = [{"step": s, "eval_loss": 0.3, "epoch": s / 8, "num_input_tokens_seen": 64 * s} for s in (3, 6)]
     once.write_text(json.dumps({"log_history": [*history[:6], *evals]}))
     (run,) = importers.load(once)
     assert not any("logged twice" in n for n in run.source.notes) and run.steps[5].values["eval_loss"] == 0.3
 
 
 def test_a_log_of_a_job_that_crashed_before_logging_says_so(tmp_path: Path) -> None:
-    """A console log with a traceback and no metric was "unknown format": the error now says the job
-    died first, and with what (what a person triaging it needs)."""
+    """A console log with a traceback and no metric was "unknown format": the error now names the
+    exception, what a person triaging a crashed job needs (the log may hold metrics in a format rftfm
+    does not read, so it does not claim there were none)."""
     log = tmp_path / "train.log"
     log.write_text(
         'Loading model...\nTraceback (most recent call last):\n  File "train.py", line 3, in <module>\n'
         "    trainer.train()\nRuntimeError: CUDA error: device-side assert triggered\n"
     )
-    with pytest.raises(
-        InputError, match=r"crashed before logging any \(traceback at line 2: RuntimeError: CUDA"
-    ):
+    with pytest.raises(InputError, match=r"traceback at line 2 \(RuntimeError: CUDA error: device-side"):
+        importers.load(log)
+    # behind torchrun's prefix: the exception's line, not a frame's source line
+    log.write_text(
+        '[rank0]: Traceback (most recent call last):\n[rank0]:   File "t.py", line 4, in <module>\n'
+        "[rank0]:     for batch in loader:\n[rank0]: torch.OutOfMemoryError: CUDA out of memory.\n"
+    )
+    with pytest.raises(InputError, match=r"line 1 \(torch.OutOfMemoryError: CUDA out of memory.\)"):
         importers.load(log)
 
 

@@ -174,11 +174,14 @@ def _gunzip(source: Path, target: Path) -> bool:
 
 
 _TRACEBACK = "Traceback (most recent call last):"
+# A launcher's prefix on every line: torchrun's `[rank0]: ` / `[default0]:`, Ray's `(pid=123) `.
+_LINE_PREFIX = re.compile(r"^(?:\[[^\]\n]*\]:\s?|\([^)\n]*\)\s)")
 
 
 def _crash_before_metrics(path: Path) -> str | None:
-    """What to say of a console log that no importer reads because the job died before it logged a
-    metric: the exception its traceback ends with (the first thing a person triaging it needs)."""
+    """What to add when no importer reads a log that holds a Python traceback: the exception it ends with
+    (`RuntimeError: CUDA out of memory`), the first thing a person triaging a crashed job needs. The log
+    may hold metrics in a format rftfm does not read, so it is not said that there were none."""
     try:
         text = as_utf8(path.read_bytes()[: 64 << 20]).decode("utf-8", errors="replace")
     except OSError:
@@ -186,11 +189,18 @@ def _crash_before_metrics(path: Path) -> str | None:
     start = text.rfind(_TRACEBACK)
     if start == -1:
         return None
-    lines = [ln.strip() for ln in text[start:].splitlines()[1:] if ln.strip()]
-    raised = next((ln for ln in lines if not ln.startswith(("File ", "^", "~")) and ":" in ln), None)
     line = text.count("\n", 0, start) + 1
-    what = f": {raised[:200]}" if raised else ""
-    return f"no training metrics: the job crashed before logging any (traceback at line {line}{what})"
+    raised = None
+    for raw in text[start:].splitlines()[1:]:
+        body = _LINE_PREFIX.sub("", raw)
+        if body.strip() and not body[:1].isspace():  # frames and their source lines are indented
+            raised = body.strip()
+            break
+    what = f" ({raised[:200]})" if raised else ""
+    return (
+        f"unknown format: no metrics rftfm reads, and a Python traceback at line {line}{what}: the job may "
+        "have crashed before logging any"
+    )
 
 
 def load_file(path: Path, importer: ModuleType | None = None, skip_bad: bool = False) -> list[ImportedRun]:

@@ -341,9 +341,12 @@ def cut_short(text: str, earlier: Sequence[str]) -> bool:
     return written_after < after or written_exponent < exponent
 
 
-# Keys a trainer writes on every row of a step, evaluation rows too (HF's `epoch`, W&B's `train/epoch`,
-# `train/global_step`, `_runtime`): logged again at one step, they are not a resume.
-_BOOKKEEPING = frozenset({"epoch", "step", "global_step", "_step", "_runtime", "_timestamp", "timestamp"})
+# Keys a trainer writes on every row of a step, evaluation rows too (HF's `epoch`, and its
+# `num_input_tokens_seen` with `include_num_input_tokens_seen`; W&B's `train/epoch`, `train/global_step`,
+# `_runtime`): logged again at one step, they are not a resume.
+_BOOKKEEPING = frozenset(
+    {"epoch", "step", "global_step", "_step", "_runtime", "_timestamp", "timestamp", "num_input_tokens_seen"}
+)
 
 
 def resumed_note(rows: Rows) -> str | None:
