@@ -427,6 +427,20 @@ def test_an_openrlhf_console_log_is_read_from_its_episode_bar(tmp_path: Path) ->
     assert run.source.format == "openrlhf_console" and run.source.framework == "openrlhf"
     assert _steps(run) == expected  # the inner bars' pg / rm / glen are not read
 
+    # Newer trainers start the bar at the global step (`tqdm(initial=steps)`, steps from 1): the count is
+    # the step (it was read one step late); a job resumed at step 4 into the same log re-logs steps 4-5.
+    out = io.StringIO()
+    for start in (1, 4):
+        bar = tqdm(range(5), desc="Episode [1/1]", file=out, mininterval=0, initial=start)
+        for step in range(start, 6):
+            bar.set_postfix({"policy_loss": 0.1, "reward": 0.1 * step + (0.05 if start > 1 else 0)})
+            bar.update()
+        bar.close()
+    path.write_text(out.getvalue())
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == [1, 2, 3, 4, 5] and _steps(run)[2]["reward"] == 0.2
+    assert _steps(run)[5]["reward"] == 0.55 and any("logged twice" in n for n in run.source.notes)
+
 
 def test_an_evaluation_before_training_is_kept_at_step_0(tmp_path: Path) -> None:
     """The Trainer's `eval_on_start` prints an eval dict before any training dict: it was dropped
