@@ -499,3 +499,13 @@ def test_a_folder_of_wandb_panels_is_one_run_per_run_on_one_axis(tmp_path: Path)
     loaded = importers.load(panels)
     assert sorted(r.name for r in loaded) == ["run-a", "run-a", "run-b"]
     assert all(any("another x-axis" in n for n in r.source.notes) for r in loaded if r.name == "run-a")
+    # Two runs of one display name (W&B names runs per project) plotting the same metric: not spliced.
+    same = tmp_path / "same"
+    same.mkdir()
+    for i, value in enumerate((0.2, 0.8)):
+        (same / f"reward{i}.csv").write_text(
+            '"Step","run-a - train/reward"\n' + f'"1","{value}"\n"2","{value}"\n'
+        )
+    runs = importers.load(same)
+    assert sorted(_by_step(r)[2]["train/reward"] for r in runs) == [0.2, 0.8]
+    assert all(any("same metric: kept apart" in n for n in r.source.notes) for r in runs)

@@ -283,6 +283,16 @@ def _merge_panels(runs: list[ImportedRun]) -> list[ImportedRun]:
         axes.setdefault(name, set()).add(axis)
         if len(panels) == 1:
             continue
+        metrics = [{k for step in panel.steps for k in step.values} for panel in panels]
+        if sum(len(m) for m in metrics) != len(set().union(*metrics)):
+            # Two panels plot the same metric: two runs that share a display name (W&B names runs per
+            # project), not two panels of one run; kept apart.
+            out.extend(panel for panel in panels[1:])
+            for panel in panels:
+                panel.source.notes.append(
+                    "another panel export has a run of this name with the same metric: kept apart"
+                )
+            continue
         first = panels[0]
         by_step: dict[int, RawStep] = {}
         for panel in panels:
