@@ -166,7 +166,7 @@ def test_reward_decline_and_collapse_from_its_best() -> None:
         events += rules.finish()
         fired = {e.check: e for e in events}
         assert fired["reward_collapse"].severity == "critical", online
-        assert 120 <= fired["reward_collapse"].step <= 140, fired["reward_collapse"].step
+        assert 115 <= fired["reward_collapse"].step <= 140, fired["reward_collapse"].step
         if not online:  # online a third-by-third plateau may show while the fall is under way
             assert not {"reward_plateau", "not_learning"} & fired.keys()
     verdict = RunVerdict.judge("r", "self", [fired["reward_collapse"]], 1.0, [])
@@ -279,3 +279,43 @@ def test_completions_collapsing_while_the_reward_climbs_read_as_reward_hacking()
         (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "length"]
         assert finding.severity == "critical" and finding.symptom.startswith(expected), finding.symptom
         assert (finding.play == "symptom:reward_hacking") == expected.startswith("reward hacking")
+
+
+def test_a_collapse_is_judged_at_its_bottom_and_dated_where_it_fell() -> None:
+    """A collapse that recovers part of the way (0.65 → 0.1 → 0.4) was a mere decline; a dip the run
+    recovered from is not a collapse; a collapse is dated where the reward fell (it was dated where the
+    smoothing saw it, ~10-25 steps later). A reward that went to exactly 0 after the run had learned is
+    the reward failing, not data too hard: that finding loses its data play."""
+    rng = np.random.default_rng(4)
+    s = np.arange(1, 301)
+    rise = 0.2 + 0.45 / (1 + np.exp(-(s - 60) / 10))
+    partial = np.where(s < 150, rise, np.where(s < 180, 0.1, 0.1 + 0.3 * np.clip((s - 180) / 40, 0, 1)))
+    dip = np.where((s >= 150) & (s < 170), 0.1, rise)
+    for reward, collapses in ((partial, True), (dip, False)):
+        frame = pd.DataFrame({"step": s, "reward": reward + rng.normal(0, 0.03, 300)})
+        events = {e.check: e for e in _events(frame)}
+        assert ("reward_collapse" in events) == collapses
+        if collapses:
+            collapse = events["reward_collapse"]
+            assert 145 <= collapse.step <= 155 and collapse.evidence["now"] > collapse.evidence["value"] + 0.2
+    n = 200
+    dead = pd.DataFrame(
+        {
+            "step": np.arange(1, n + 1),
+            "reward": np.where(np.arange(n) < 120, 0.2 + 0.4 * np.minimum(np.arange(n) / 60, 1), 0.0),
+            "reward_std": np.where(np.arange(n) < 120, 0.3, 0.0),
+            "frac_reward_zero_std": np.where(np.arange(n) < 120, 0.2, 1.0),
+        }
+    )
+    dead["reward"] += np.where(np.arange(n) < 120, rng.normal(0, 0.03, n), 0.0)
+    verdict = RunVerdict.judge("r", "self", _events(dead), 1.0, [])
+    signal = next(f for f in findings_for(verdict, dead) if f.topic == "learning signal")
+    assert signal.play is None and signal.causes[0].startswith("the reward stopped paying")
+
+
+def _events(frame: pd.DataFrame) -> list:
+    rules = ScaleFreeRules(online=False)
+    events = []
+    for row in frame.to_dict("records"):
+        events += rules.update(int(row.pop("step")), row)
+    return events + rules.finish()

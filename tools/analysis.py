@@ -78,6 +78,8 @@ def _analyse(env: ToolEnv, run_id: str) -> Analysis:
             found.append(name)  # type: ignore[arg-type]
     if "reward_hacking" in found:  # groups "all solved" by a shortcut: not data too easy to filter
         found = ["reward_hacking", *(n for n in found if n not in ("reward_hacking", "no_signal_too_easy"))]
+    if any(e.check == "reward_collapse" for e in verdict.events):  # the reward stopped paying: not hard data
+        found = [n for n in found if n != "no_signal_too_hard"]
     after = sum(1 for r in rows if int(r["step"]) > diagnosis.anchor_step)
     return Analysis(run_id, verdict, diagnosis, tuple(found), int(frame["step"].max()), after)
 

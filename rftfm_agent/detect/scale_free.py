@@ -498,6 +498,7 @@ class ScaleFreeRules:
         smooth = np.convolve(r, np.ones(window) / window, mode="valid")
         peak = int(smooth.argmax())
         early, best, now = float(smooth[0]), float(smooth[peak]), float(smooth[-1])
+        trough = float(smooth[peak:].min())  # a collapse may recover part of the way: judged at its bottom
         noise = float(np.std(np.diff(r))) / math.sqrt(2 * window)
         gain, drop = best - early, best - now
         if not (gain > DECLINE_Z * noise and drop > DECLINE_Z * noise):
@@ -505,25 +506,25 @@ class ScaleFreeRules:
         step_noise = float(np.std(np.diff(r))) / math.sqrt(2)
         held = int((smooth[: peak + 1] >= early + gain / 2).sum()) >= COLLAPSE_HELD * window
         learned = gain >= COLLAPSE_RISE * step_noise and held
-        for rule, share, z in (
-            ("reward_collapse", COLLAPSE_SHARE, COLLAPSE_Z),
-            ("reward_decline", DECLINE_SHARE, DECLINE_Z),
+        for rule, share, z, fall in (
+            ("reward_collapse", COLLAPSE_SHARE, COLLAPSE_Z, best - trough),
+            ("reward_decline", DECLINE_SHARE, DECLINE_Z, drop),
         ):
-            if rule == "reward_collapse" and not learned:
+            # A collapse also needs the run still down at its end (half its gain given back, as a decline):
+            # a dip it recovered from is no longer the run's state.
+            if rule == "reward_collapse" and not (learned and drop >= DECLINE_SHARE * gain):
                 continue
-            if drop >= share * gain and drop > z * noise:
+            if fall >= share * gain and fall > z * noise:
                 line = best - share * gain
-                crossed = peak + int(np.argmax(smooth[peak:] <= line))  # the last window ends below it
-                at = self.reward_steps[crossed + window - 1] if len(self.reward_steps) == len(r) else None
-                self._fire(
-                    events,
-                    rule,
-                    "reward",
-                    at if at is not None else self.steps[-1],
-                    now,
-                    best=best,
-                    early=early,
-                )
+                # Dated at the first logged reward after the best window from which the reward stays below
+                # the line (the median of CONFIRM values): where it fell, not where the smoothing saw it.
+                below = [
+                    j for j in range(peak, len(r) - CONFIRM + 1) if np.median(r[j : j + CONFIRM]) <= line
+                ]
+                fell_at = below[0] if below else len(r) - 1
+                at = self.reward_steps[fell_at] if len(self.reward_steps) == len(r) else self.steps[-1]
+                value = trough if rule == "reward_collapse" else now
+                self._fire(events, rule, "reward", at, value, best=best, early=early, now=now)
                 return rule
         return None
 

@@ -330,7 +330,7 @@ TEMPLATES: dict[str, Template] = {
     "reward_collapse": Template(
         "progress",
         "reward collapse: the reward fell from a best of {best:.3g} to {value:.3g} around step {step} "
-        "(it started at {early:.3g}): the run learned and lost it",
+        "(it started at {early:.3g}; {now:.3g} at the end): the run learned and lost it",
         _FALL_CAUSES,
         _FALL_CHECKS,
     ),
@@ -435,6 +435,10 @@ _HACKING_CHECKS = (
     "read the shortest completions that got the highest rewards: do they solve the task?",
     "score a sample with a stricter verifier or by hand; compare with the logged reward",
 )
+_STOPPED_PAYING = (
+    "the reward stopped paying after the run had learned (its reward collapsed): a verifier or reward "
+    "server failing, a changed answer format, not data that got harder"
+)
 HACKING_Z = 3.0  # the reward's last third this many standard errors above its first third
 
 
@@ -461,6 +465,7 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     the log cannot tell; none for a run with nothing to report."""
     by_topic: dict[str, list[tuple[str, str, Severity, int, str]]] = {}
     fell = any(e.check in ("reward_decline", "reward_collapse") for e in verdict.events)
+    collapsed = any(e.check == "reward_collapse" for e in verdict.events)
     for e in verdict.events:
         if e.source == "rule" and e.check in TEMPLATES:
             t = TEMPLATES[e.check]
@@ -490,7 +495,12 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             )
             causes, play = list(_HACKING_CAUSES), "symptom:reward_hacking"
             t = Template(topic, lead_line, _HACKING_CAUSES, _HACKING_CHECKS, play)
-        if play == "symptom:no_signal_too_hard" and _solved(frame):
+        if play == "symptom:no_signal_too_hard" and collapsed:
+            # Groups all equal after the run had learned and its reward collapsed: the reward stopped paying
+            # (a verifier or reward server failing), not data that got harder; no data play.
+            play = None
+            causes = [_STOPPED_PAYING, *causes]
+        elif play == "symptom:no_signal_too_hard" and _solved(frame):
             # All-equal groups at a high reward: the data is too easy, not too hard (opposite fixes).
             play = "symptom:no_signal_too_easy"
             causes[0], causes[1] = causes[1], causes[0]
