@@ -491,6 +491,8 @@ class ScaleFreeRules:
         it gave back most of it in a fall far outside its noise, else a decline (the rule that fired, or
         None). The event is dated at the step where the smoothed reward crossed the line, not where the
         run was judged."""
+        if "reward_collapse:reward" in self.fired:  # online: once collapsed, the run stays so judged
+            return "reward_collapse"
         r = np.asarray(reward)
         window = max(5, len(r) // 10)
         if len(r) < 3 * window:
@@ -515,13 +517,14 @@ class ScaleFreeRules:
             if rule == "reward_collapse" and not (learned and drop >= DECLINE_SHARE * gain):
                 continue
             if fall >= share * gain and fall > z * noise:
+                if f"{rule}:reward" in self.fired:  # online this runs each step: date it once
+                    return rule
                 line = best - share * gain
                 # Dated at the first logged reward after the best window from which the reward stays below
                 # the line (the median of CONFIRM values): where it fell, not where the smoothing saw it.
-                below = [
-                    j for j in range(peak, len(r) - CONFIRM + 1) if np.median(r[j : j + CONFIRM]) <= line
-                ]
-                fell_at = below[0] if below else len(r) - 1
+                medians = np.median(np.lib.stride_tricks.sliding_window_view(r[peak:], CONFIRM), axis=1)
+                below = np.flatnonzero(medians <= line)
+                fell_at = peak + int(below[0]) if below.size else len(r) - 1
                 at = self.reward_steps[fell_at] if len(self.reward_steps) == len(r) else self.steps[-1]
                 value = trough if rule == "reward_collapse" else now
                 self._fire(events, rule, "reward", at, value, best=best, early=early, now=now)
