@@ -487,10 +487,10 @@ class ScaleFreeRules:
                     )
 
     def _fall(self, events: list[Event], reward: list[float]) -> str | None:
-        """A reward that rose and gave much of it back (smoothed over a tenth of the run): a collapse when
-        it gave back most of it in a fall far outside its noise, else a decline (the rule that fired, or
-        None). The event is dated at the step where the smoothed reward crossed the line, not where the
-        run was judged."""
+        """A reward that rose and gave much of it back (smoothed over a tenth of the run): a collapse when a
+        rise the run held fell by most of its gain, far outside its noise, and is still half lost at the end;
+        else a decline (the rule that fired, or None). The event is dated at the first logged reward from
+        which the reward stays below the rule's line, not where the smoothing or the run's end saw it."""
         if "reward_collapse:reward" in self.fired:  # online: once collapsed, the run stays so judged
             return "reward_collapse"
         r = np.asarray(reward)
