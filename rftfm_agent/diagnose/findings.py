@@ -410,8 +410,9 @@ _MOVED = 0.2  # … when the last value is this share (or more) away from the on
 
 
 def _since(e: Event, frame: pd.DataFrame) -> str:
-    """ "; 3.9 at the last step (210)" where the metric went on past the level the rule fired at (a length
-    that fired at 21 tokens and ended at 4, a truncation share that fired at 93 % and ended at 99 %)."""
+    """Where the metric ended ("; 3.9 at the last step (210)") when it went on past the level the rule
+    fired at (a length that fired at 21 tokens and ended at 4, a truncation share that fired at 93 % and
+    ended at 99 %); else nothing."""
     value = e.evidence.get("value")
     if e.check not in _LEVEL_RULES or e.metric not in frame.columns or not isinstance(value, int | float):
         return ""
@@ -491,7 +492,7 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             first, last = rise
             lead_line = (
                 f"reward hacking suspected: the reward rose ({first:.3g} → {last:.3g}) while completions "
-                f"collapsed ({lead_line.split(': ', 1)[1]})"
+                f"collapsed ({lead_line.partition(': ')[2] or lead_line})"
             )
             causes, play = list(_HACKING_CAUSES), "symptom:reward_hacking"
             t = Template(topic, lead_line, _HACKING_CAUSES, _HACKING_CHECKS, play)
