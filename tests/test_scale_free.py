@@ -319,3 +319,23 @@ def _events(frame: pd.DataFrame) -> list:
     for row in frame.to_dict("records"):
         events += rules.update(int(row.pop("step")), row)
     return events + rules.finish()
+
+
+def test_a_streak_finding_names_where_the_state_began_and_how_long_it_held() -> None:
+    """A run dead from step 1 read "gradient norm exactly 0 from step 3" and "the mean reward stayed at 0
+    for 6 steps" (the steps that confirmed the rules); now from step 1, for the 40 steps it held."""
+    n = 40
+    dead = pd.DataFrame(
+        {
+            "step": np.arange(1, n + 1),
+            "reward": np.zeros(n),
+            "reward_std": np.zeros(n),
+            "grad_norm": np.zeros(n),
+            "loss": np.zeros(n),
+            "learning_rate": np.full(n, 1e-6),
+        }
+    )
+    verdict = load_detector().score_run(RunData("dead", None, dead))
+    lines = [line for f in findings_for(verdict, dead) for line in (f.symptom, *f.evidence)]
+    assert any("gradient norm exactly 0 from step 1" in line for line in lines), lines
+    assert any("the mean reward stayed at 0 for 40 steps" in line for line in lines), lines

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -427,6 +428,37 @@ def _since(e: Event, frame: pd.DataFrame) -> str:
     return f"; {shown} at the last step ({int(logged['step'].iloc[-1])})"
 
 
+# Hard rules that fire once a state has held for a few steps (`rules.PATIENCE`, `CONSTANT_STEPS`): the
+# finding names where the state began and how long it held, not the few steps that confirmed it.
+_STREAK_RULES = frozenset({"grad_norm_zero", "zero_std_groups", "all_clipped", "constant_reward", "lr_zero"})
+_FULL = 0.999  # a share at or above this is "every" (the rules' own bar)
+
+
+def _streak(e: Event, frame: pd.DataFrame) -> tuple[int, int | None]:
+    """(first step, logged steps) of the run of rows around a streak rule's firing step in which its
+    metric kept the state that fired it ("gradient norm exactly 0 from step 3" read for a run dead from
+    step 1, "stayed at 0 for 6 steps" for 200); (the event's step, None) for other rules."""
+    value = e.evidence.get("value")
+    if e.check not in _STREAK_RULES or e.metric not in frame.columns or not isinstance(value, int | float):
+        return e.step, None
+    logged = frame[["step", e.metric]].dropna()
+    held = (
+        (logged[e.metric] >= _FULL)
+        if value >= _FULL and e.check != "constant_reward"
+        else logged[e.metric] == value
+    )
+    steps, held = logged["step"].to_numpy(), held.to_numpy()
+    at = np.flatnonzero(steps == e.step)
+    if at.size == 0 or not held[at[0]]:
+        return e.step, None
+    first = last = int(at[0])
+    while first > 0 and held[first - 1]:
+        first -= 1
+    while last + 1 < len(held) and held[last + 1]:
+        last += 1
+    return int(steps[first]), last - first + 1
+
+
 _HACKING_CAUSES = (
     "the reward pays a shortcut (a format or keyword check, a verifier that accepts a bare or empty "
     "answer), which the policy found",
@@ -470,7 +502,9 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     for e in verdict.events:
         if e.source == "rule" and e.check in TEMPLATES:
             t = TEMPLATES[e.check]
-            line = _text(t.symptom, e.evidence, e.step, e.metric) + _since(e, frame)
+            start, length = _streak(e, frame)
+            evidence = {**e.evidence, "steps": length} if length else e.evidence
+            line = _text(t.symptom, evidence, start, e.metric) + _since(e, frame)
             by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
         elif e.source != "rule" and is_alarm(e, verdict.mode):
             topic = METRIC_TOPICS.get(e.metric, "other")
