@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rftfm_agent.errors import InputError
-from rftfm_agent.telemetry.schema import ImportedRun
+from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 HEAD_BYTES = 64 * 1024
 # Keys of the row `Trainer.train()` logs once at the end: a run summary (kept in config), not a step.
@@ -370,6 +370,46 @@ def resumed_note(rows: Rows) -> str | None:
 
 def restart_note(i: int, n: int, first: int) -> str:
     return f"run {i} of {n} in this file: the step counter started over at step {first}"
+
+
+def runs_of_log(
+    path: Path,
+    logged: Rows,
+    notes: list[str],
+    *,
+    format: str,
+    framework: str | None,
+    wall_of: dict[int, float] | None = None,
+    config: dict[str, Any] | None = None,
+) -> list[ImportedRun]:
+    """The runs of one log's (step, values) rows in file order: split where the step counter starts over
+    (`<stem>-run1`, …, each noted), a resume noted, a step's rows merged. `wall_of` maps the id of a row's
+    values to its wall time (a step keeps its last row's); every run shares `notes` and `config`."""
+    segments = split_restarts(logged)
+    digest = sha256_of([path])
+    runs = []
+    for i, segment in enumerate(segments, 1):
+        name = path.stem if len(segments) == 1 else f"{path.stem}-run{i}"
+        seg_notes = notes + ([restart_note(i, len(segments), segment[0][0])] if len(segments) > 1 else [])
+        if resumed := resumed_note(segment):
+            seg_notes.append(resumed)
+        rows = merge_steps(segment)
+        walls = {step: wall_of[id(v)] for step, v in segment if id(v) in wall_of} if wall_of else {}
+        runs.append(
+            ImportedRun(
+                name=name,
+                source=SourceInfo(
+                    format=format,
+                    framework=framework,
+                    paths=[str(path)],
+                    sha256=digest + ("" if name == path.stem else f":{name}"),
+                    notes=seg_notes,
+                ),
+                steps=[RawStep(step=s, values=v, wall_time=walls.get(s)) for s, v in sorted(rows.items())],
+                config=dict(config or {}),
+            )
+        )
+    return runs
 
 
 def ends_with_newline(text: str, newlines: tuple[str, ...] = ("\n",)) -> bool:

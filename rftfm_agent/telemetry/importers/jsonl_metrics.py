@@ -28,16 +28,12 @@ from rftfm_agent.telemetry.importers.base import (
     is_summary,
     json_lines,
     looks_binary,
-    merge_steps,
     numeric_items,
-    restart_note,
-    resumed_note,
-    sha256_of,
-    split_restarts,
+    runs_of_log,
     to_float,
     whole_step,
 )
-from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun
 
 NAME = "jsonl_metrics"
 
@@ -258,28 +254,6 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     notes.append(f"steps from the '{step_key}' key" if step_key else "steps are line numbers: no step key")
     if counters:
         notes.append(f"step counter key(s) not kept as metrics: {', '.join(counters)}")
-    segments = split_restarts(logged)
-    digest = sha256_of([path])
-    runs = []
-    for i, segment in enumerate(segments, 1):
-        name = path.stem if len(segments) == 1 else f"{path.stem}-run{i}"
-        seg_notes = notes + ([restart_note(i, len(segments), segment[0][0])] if len(segments) > 1 else [])
-        if resumed := resumed_note(segment):
-            seg_notes.append(resumed)
-        rows = merge_steps(segment)
-        walls = {step: wall_of[id(v)] for step, v in segment if id(v) in wall_of}  # a step's last row's
-        runs.append(
-            ImportedRun(
-                name=name,
-                source=SourceInfo(
-                    format=NAME,
-                    framework="verl" if verl else None,
-                    paths=[str(path)],
-                    sha256=digest + ("" if name == path.stem else f":{name}"),
-                    notes=seg_notes,
-                ),
-                steps=[RawStep(step=s, values=v, wall_time=walls.get(s)) for s, v in sorted(rows.items())],
-                config={f"summary/{k}": v for k, v in summary.items()},
-            )
-        )
-    return runs
+    config = {f"summary/{k}": v for k, v in summary.items()}
+    framework = "verl" if verl else None
+    return runs_of_log(path, logged, notes, format=NAME, framework=framework, wall_of=wall_of, config=config)

@@ -19,17 +19,13 @@ from pathlib import Path
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
     looks_binary,
-    merge_steps,
     read_text,
-    restart_note,
-    resumed_note,
+    runs_of_log,
     scan,
-    sha256_of,
-    split_restarts,
     strip_terminal,
     to_float,
 )
-from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun
 
 NAME = "openrlhf_console"
 
@@ -84,26 +80,4 @@ def read(path: Path) -> list[ImportedRun]:
     if not logged:
         raise InputError(path, "OpenRLHF episode bars without any metrics postfix")
     notes = ["steps from the episode bar's count when each status was first shown (its postfix)"]
-    segments = split_restarts(logged)
-    digest = sha256_of([path])
-    runs = []
-    for i, segment in enumerate(segments, 1):
-        name = path.stem if len(segments) == 1 else f"{path.stem}-run{i}"
-        seg_notes = notes + ([restart_note(i, len(segments), segment[0][0])] if len(segments) > 1 else [])
-        if resumed := resumed_note(segment):
-            seg_notes.append(resumed)
-        rows = merge_steps(segment)
-        runs.append(
-            ImportedRun(
-                name=name,
-                source=SourceInfo(
-                    format=NAME,
-                    framework="openrlhf",
-                    paths=[str(path)],
-                    sha256=digest + ("" if name == path.stem else f":{name}"),
-                    notes=seg_notes,
-                ),
-                steps=[RawStep(step=s, values=rows[s]) for s in sorted(rows)],
-            )
-        )
-    return runs
+    return runs_of_log(path, logged, notes, format=NAME, framework="openrlhf")

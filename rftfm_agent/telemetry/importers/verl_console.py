@@ -14,19 +14,15 @@ from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry.importers.base import (
     cut_short,
     looks_binary,
-    merge_steps,
     read_text,
-    restart_note,
-    resumed_note,
+    runs_of_log,
     scan,
-    sha256_of,
-    split_restarts,
     strip_terminal,
     to_float,
     unwrap_reprs,
     whole_step,
 )
-from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+from rftfm_agent.telemetry.schema import ImportedRun
 
 NAME = "verl_console"
 
@@ -96,29 +92,4 @@ def read(path: Path) -> list[ImportedRun]:
             logged.append((step, values))
     if not logged:
         raise InputError(path, "truncated: the only step record is incomplete")
-    segments = split_restarts(logged)
-    digest = sha256_of([path])
-    runs = []
-    for n, segment in enumerate(segments, 1):
-        seg_notes = list(notes)
-        if resumed := resumed_note(segment):
-            seg_notes.append(resumed)
-        name = path.stem
-        if len(segments) > 1:
-            seg_notes.append(restart_note(n, len(segments), segment[0][0]))
-            name = f"{path.stem}-run{n}"
-        rows = merge_steps(segment)
-        runs.append(
-            ImportedRun(
-                name=name,
-                source=SourceInfo(
-                    format=NAME,
-                    framework="verl",
-                    paths=[str(path)],
-                    sha256=digest + ("" if name == path.stem else f":{name}"),
-                    notes=seg_notes,
-                ),
-                steps=[RawStep(step=s, values=rows[s]) for s in sorted(rows)],
-            )
-        )
-    return runs
+    return runs_of_log(path, logged, notes, format=NAME, framework="verl")
