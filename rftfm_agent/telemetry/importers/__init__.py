@@ -36,6 +36,7 @@ from rftfm_agent.telemetry.importers.base import (
     STEP_RANGE,
     as_utf8,
     looks_binary,
+    merge_steps,
     provenance_beside,
     read_head,
 )
@@ -294,13 +295,10 @@ def _merge_panels(runs: list[ImportedRun]) -> list[ImportedRun]:
                 )
             continue
         first = panels[0]
-        by_step: dict[int, RawStep] = {}
-        for panel in panels:
-            for step in panel.steps:
-                by_step.setdefault(step.step, RawStep(step=step.step, values={})).values.update(step.values)
+        by_step = merge_steps([(step.step, step.values) for panel in panels for step in panel.steps])
         paths = sorted({p for panel in panels for p in panel.source.paths})
         digest = hashlib.sha256("".join(sorted(p.source.sha256 or "" for p in panels)).encode()).hexdigest()
-        first.steps = [by_step[s] for s in sorted(by_step)]
+        first.steps = [RawStep(step=s, values=by_step[s]) for s in sorted(by_step)]
         first.source.paths = paths
         first.source.sha256 = digest
         first.source.notes.append(
