@@ -81,6 +81,19 @@ def healthy(n: int, seed: int, r_lo: float = 0.2, r_hi: float = 0.7, len1: float
     }
 
 
+def saturating(n: int, seed: int) -> Series:
+    """A healthy run on data it masters: the reward rises to 1.0 within the first third and stays there,
+    and the prompt groups whose samples all succeed (identical rewards, no GRPO signal) come with it."""
+    d = healthy(n, seed, r_lo=0.3, r_hi=1.05)
+    s = np.arange(1, n + 1)
+    rng = np.random.default_rng(seed + 100)
+    solved = 1 / (1 + np.exp(-(s - 0.15 * n) / (0.04 * n)))
+    d["reward"] = np.clip(0.3 + 0.66 * solved + rng.normal(0, 0.02, n), 0, 1)
+    d["frac_reward_zero_std"] = np.clip(0.2 + 0.77 * solved + rng.normal(0, 0.01, n), 0, 0.99)
+    d["reward_std"] = np.clip(0.35 * (1 - solved) + rng.normal(0, 0.01, n), 0, 0.5)
+    return d
+
+
 def _after(n: int, step: int, width: float = 3.0) -> np.ndarray:
     """0 before `step`, 1 after it (a logistic step `width` steps wide)."""
     return 1 / (1 + np.exp(-(np.arange(1, n + 1) - step) / width))
@@ -194,6 +207,7 @@ class Case:
     series: Callable[[], Series]
     writer: Callable[[Path, Series, int], Path]
     expected: str  # "healthy", or a word the diagnosis's symptom must hold
+    says: str = ""  # for a healthy run, words its diagnosis's symptom must hold (a warning it explains)
     broke_at: int | None = None  # the step the failure starts (the first alarm must come within LATE)
     every: int = 1  # logged every this many steps
 
@@ -209,6 +223,13 @@ CASES: tuple[Case, ...] = (
     Case("h04_wandb.csv", lambda: healthy(200, 4), write_wandb_csv, "healthy"),
     Case("h05_plateau.log", lambda: healthy(250, 5, r_lo=0.3, r_hi=0.55), write_trl_console, "healthy"),
     Case("h06_every10", lambda: healthy(1000, 6), write_trainer_state, "healthy", every=10),
+    Case(
+        "h07_saturates.log",
+        lambda: saturating(200, 7),
+        write_trl_console,
+        "healthy",
+        says="solved its prompts",
+    ),
     Case(
         "b01_collapse.log", lambda: reward_collapse(200, 21, 120), write_trl_console, "reward collapse", 120
     ),
@@ -235,7 +256,9 @@ def evaluate(out: Path, cases: tuple[Case, ...] = CASES) -> list[dict[str, objec
         symptom = diagnosis.symptom or ""
         first = verdict.first_alarm_step
         ok = (
-            verdict.verdict == "healthy" and not symptom.startswith(("unknown", "anomalous"))
+            verdict.verdict == "healthy"
+            and not symptom.startswith(("unknown", "anomalous"))
+            and case.says in symptom
             if case.expected == "healthy"
             else verdict.verdict == "anomalous"
             and case.expected in symptom

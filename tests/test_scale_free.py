@@ -339,3 +339,44 @@ def test_a_streak_finding_names_where_the_state_began_and_how_long_it_held() -> 
     lines = [line for f in findings_for(verdict, dead) for line in (f.symptom, *f.evidence)]
     assert any("gradient norm exactly 0 from step 1" in line for line in lines), lines
     assert any("the mean reward stayed at 0 for 40 steps" in line for line in lines), lines
+
+
+def _saturating(n: int = 120, start: float = 0.3) -> pd.DataFrame:
+    """A run that masters its prompts: the reward rises to near 1 in its first fifth, and the groups whose
+    samples all succeed (no signal) come with it."""
+    rng = np.random.default_rng(3)
+    solved = 1 / (1 + np.exp(-(np.arange(n) - 0.15 * n) / (0.04 * n)))
+    return _with(
+        reward=start + (0.97 - start) * solved + rng.normal(0, 0.02, n),
+        frac_reward_zero_std=np.clip(0.2 + 0.77 * solved + rng.normal(0, 0.01, n), 0, 0.99),
+    )
+
+
+def test_groups_all_solved_as_the_reward_rose_are_a_saturated_run_not_a_failure() -> None:
+    fired = _fired(_saturating())
+    assert fired == {"reward_saturated": "warning"}, fired
+    assert _fired(_saturating(), online=True) == {"reward_saturated": "warning"}
+
+
+def test_groups_all_equal_without_a_rise_stay_critical() -> None:
+    """The same share of all-equal groups is no learning at all when the reward never rose: paid on every
+    sample from the start (too easy from step 1) or never paid (too hard)."""
+    n, rng = 120, np.random.default_rng(4)
+    frac = np.clip(0.9 + rng.normal(0, 0.02, n), 0, 0.99)
+    for reward in (0.95 + rng.normal(0, 0.01, n), 0.02 + rng.normal(0, 0.01, n)):
+        fired = _fired(_with(reward=reward, frac_reward_zero_std=frac))
+        assert fired.get("no_signal_most_steps") == "critical" and "reward_saturated" not in fired, fired
+    # a reward that fell while the groups went all-equal is not a saturated run either
+    falling = _saturating()
+    falling["reward"] = falling["reward"].to_numpy()[::-1]
+    fired = _fired(falling)
+    assert "reward_saturated" not in fired and any(s == "critical" for s in fired.values()), fired
+
+
+def test_a_saturated_run_reads_as_solved_with_the_too_easy_play() -> None:
+    frame = _saturating()
+    verdict = load_detector().score_run(RunData("sat", None, frame))
+    assert verdict.verdict == "healthy", verdict.events
+    (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "learning signal"]
+    assert finding.severity == "warning" and "solved its prompts" in finding.symptom
+    assert finding.play == "symptom:no_signal_too_easy"

@@ -65,6 +65,9 @@ COLLAPSE_RISE = 3.0  # … after a rise of 3 per-step noise levels or more (seen
 COLLAPSE_HELD = 1  # … held above half its gain for a smoothing window (a tenth of the run) before falling:
 # a 10-step excursion is not a level the run reached
 TRUNCATION_MOST = 0.9  # nearly every completion cut at the cap, and at least twice its start share
+SATURATED_TOP = 0.8  # a reward that rose from the bottom half of its range to its top fifth, while the
+# groups without signal came with the rise: the run solved its prompts (every sample paid), it did not fail;
+# read instead of the no-signal rules (a warning whatever the share: a person decides whether to stop)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -125,6 +128,15 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             severity="warning",
             description=f"≥ {NO_SIGNAL_WARNING:.0%} of prompt groups got identical rewards over the run: "
             "much of the rollout compute gives no learning signal",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=DAPO,
+        ),
+        ScaleFreeRule(
+            name="reward_saturated",
+            severity="warning",
+            description=f"≥ {NO_SIGNAL_WARNING:.0%} of prompt groups got identical rewards, and they came as "
+            f"the reward rose from the bottom half of its range to its top {1 - SATURATED_TOP:.0%}: the run "
+            "solved its prompts; little is left to learn from them (stop, or add harder prompts)",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=DAPO,
         ),
@@ -411,7 +423,21 @@ class ScaleFreeRules:
     def _whole_run(self, events: list[Event], step: int) -> None:
         n = len(self.zero_signal)
         share = sum(self.zero_signal) / n if n else 0.0
-        if n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL:
+        reward = self.history.get("reward", [])
+        if n >= FINISH_MIN and share >= NO_SIGNAL_WARNING and self._saturated(reward):
+            self._fire(
+                events,
+                "reward_saturated",
+                "reward_std",
+                step,
+                share,
+                share=share,
+                steps=n,
+                basis=self.signal_basis,
+                reward=float(np.median(reward[-CONFIRM:])),
+                first=float(np.median(reward[:EARLY])),
+            )
+        elif n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL:
             self._fire(
                 events,
                 "no_signal_most_steps",
@@ -438,7 +464,6 @@ class ScaleFreeRules:
             zero = sum(v == 0 for v in loss) / len(loss)
             if zero >= LOSS_ZERO_SHARE:
                 self._fire(events, "loss_zero_most_steps", "loss", step, zero, share=zero, steps=len(loss))
-        reward = self.history.get("reward", [])
         if len(reward) >= FINISH_MIN and max(reward) == min(reward):
             self._fire(events, "reward_never_changes", "reward", step, reward[0], steps=len(reward))
         varies = len(reward) >= FINISH_MIN and max(reward) > min(reward)
@@ -452,6 +477,30 @@ class ScaleFreeRules:
             ):
                 self._fire(events, "reward_component_stuck", metric, step, values[0], steps=len(values))
         self._trend(events, step, reward, share if n >= FINISH_MIN else 0.0)
+
+    def _saturated(self, reward: list[float]) -> bool:
+        """Whether the groups without signal are groups the run learned to solve: the reward started in the
+        bottom half of its range and ends in its top part, its rise is far outside its noise, and the
+        share of all-equal groups grew with it. A run whose reward never paid (too hard, a broken verifier)
+        or paid everything from its first step (too easy from the start) is not saturated: it learned
+        nothing."""
+        if len(reward) < FINISH_MIN or len(self.zero_signal) < FINISH_MIN:
+            return False
+        r, z = np.asarray(reward), np.asarray(self.zero_signal)
+        low, high = float(r.min()), float(r.max())
+        if high - low <= 0:
+            return False
+        early, now = float(np.median(r[:EARLY])), float(np.median(r[-CONFIRM:]))
+        third = max(3, len(r) // 3)
+        first, last = r[:third], r[-third:]
+        se = math.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
+        zt = max(3, len(z) // 3)
+        return (
+            early <= low + 0.5 * (high - low)
+            and now >= low + SATURATED_TOP * (high - low)
+            and float(last.mean() - first.mean()) > DECLINE_Z * se
+            and float(z[-zt:].mean()) > float(z[:zt].mean())
+        )
 
     def _trend(self, events: list[Event], step: int, reward: list[float], no_signal: float) -> None:
         if len(reward) < FINISH_MIN:

@@ -197,6 +197,21 @@ TEMPLATES: dict[str, Template] = {
         _NO_SIGNAL_CHECKS,
         "symptom:no_signal_too_hard",
     ),
+    "reward_saturated": Template(
+        "learning signal",
+        "the run solved its prompts: the reward rose ({first:.3g} → {reward:.3g}) and {share:.0%} of {basis} "
+        "got identical rewards over {steps} steps, so little is left to learn from them",
+        (
+            "the model has learned this data: its groups are all solved, and all-equal groups give GRPO no "
+            "gradient",
+            "the verifier pays too easily (check that a wrong answer still gets 0)",
+        ),
+        (
+            "evaluate on held-out prompts: if accuracy there has stopped rising too, stop the run",
+            "to go on learning, add harder prompts or filter solved groups (DAPO dynamic sampling)",
+        ),
+        "symptom:no_signal_too_easy",
+    ),
     "no_signal_many_steps": Template(
         "learning signal",
         "weak learning signal: {share:.0%} of {basis} got identical rewards over {steps} steps",
