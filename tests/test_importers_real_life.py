@@ -15,6 +15,7 @@ from rftfm_agent.cli import app
 from rftfm_agent.errors import InputError, RftfmError
 from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.store import Store
+from rftfm_agent.telemetry.vocabulary import map_row
 
 
 def _steps(run: importers.ImportedRun) -> dict[int, dict[str, float]]:
@@ -452,3 +453,84 @@ def test_an_evaluation_before_training_is_kept_at_step_0(tmp_path: Path) -> None
     (run,) = importers.load(path)
     assert _steps(run)[0] == {"eval_loss": 0.5, "eval_reward": 0.25, "epoch": 0.0}
     assert any("evaluation logged before the first training step is at step 0" in n for n in run.source.notes)
+
+
+def test_a_callback_printing_the_logs_does_not_double_the_steps(tmp_path: Path) -> None:
+    """A user's `on_log` that prints `[step N] {logs}` repeats each dict (with the epoch unrounded, where
+    the Trainer prints 2 digits): each step once, from the bar (it was every dict a row number)."""
+    out = []
+    for step in range(1, 61):
+        out.append(_bar(step))
+        if step % 5 == 0:
+            trainer = _hf_dict(step, 0.01 * step, epoch=round(step / 120, 2))
+            user = _hf_dict(step, 0.01 * step, epoch=step / 120)
+            out.append(f"\n{trainer}\n[step {step}] {user}\n" + _bar(step))
+    path = tmp_path / "printed.log"
+    path.write_text("".join(out) + "\n")
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == list(range(5, 61, 5))
+    assert _steps(run)[40]["reward"] == pytest.approx(0.4)
+    assert any("12 dict(s) printed twice in a row" in n for n in run.source.notes)
+
+
+def test_trl_ppo_console_dicts_start_with_eps_and_their_score_is_the_reward(tmp_path: Path) -> None:
+    """TRL's PPOTrainer / RLOOTrainer print `{'eps': 5, 'objective/kl': …, 'objective/scores': …}`: the
+    console reader took no dict starting with `eps` (unknown format), and the score was not the reward."""
+    rows = [
+        f"{{'eps': 5, 'objective/kl': {0.01 * s}, 'objective/entropy': 40.0, "
+        f"'objective/scores': {1 - 0.2 * s}, 'objective/rlhf_reward': {0.9 - 0.2 * s}, 'lr': 3e-06, "
+        f"'episode': {64 * s}, 'epoch': {s / 40}}}"
+        for s in range(1, 11)
+    ]
+    path = tmp_path / "ppo.log"
+    path.write_text("===training policy===\n" + "\n".join(rows) + "\n")
+    (run,) = importers.load(path)
+    assert run.source.format == "hf_console" and len(run.steps) == 10
+    mapped = {metric: key for metric, key, _ in map_row(run.steps[0].values)}
+    assert mapped["reward"] == "objective/scores" and mapped["kl"] == "objective/kl"
+
+
+def test_ms_swift_and_llama_factory_json_lines_give_their_steps(tmp_path: Path) -> None:
+    """ms-swift's logging.jsonl gives the step only as `"global_step/max_steps": "5/100"`, LLaMA-Factory's
+    trainer_log.jsonl as `current_steps` (with `total_steps` and `percentage`): both were line numbers."""
+    swift = tmp_path / "logging.jsonl"
+    swift.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "loss": 0.01,
+                    "reward": 0.1 * s,
+                    "entropy/mean": 0.6,
+                    "global_step/max_steps": f"{5 * s}/100",
+                    "elapsed_time": "0m 50s",
+                }
+            )
+            + "\n"
+            for s in range(1, 6)
+        )
+    )
+    (run,) = importers.load(swift)
+    assert sorted(_steps(run)) == [5, 10, 15, 20, 25]
+    assert {m for m, _, _ in map_row(run.steps[0].values)} >= {"reward", "entropy"}
+    factory = tmp_path / "trainer_log.jsonl"
+    factory.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "current_steps": 10 * s,
+                    "total_steps": 200,
+                    "loss": 0.3,
+                    "reward": 0.2 + 0.01 * s,
+                    "lr": 1e-5,
+                    "epoch": 0.03 * s,
+                    "percentage": 5.0 * s,
+                    "elapsed_time": "0:02:00",
+                }
+            )
+            + "\n"
+            for s in range(1, 6)
+        )
+    )
+    (run,) = importers.load(factory)
+    assert sorted(_steps(run)) == [10, 20, 30, 40, 50]
+    assert not {"total_steps", "percentage", "current_steps"} & set(run.steps[0].values)

@@ -14,6 +14,7 @@ from rftfm_agent.telemetry import importers
 from rftfm_agent.telemetry.importers import csv_table, html_table
 from rftfm_agent.telemetry.importers.base import read_head
 from rftfm_agent.telemetry.schema import ImportedRun
+from rftfm_agent.telemetry.vocabulary import map_row
 
 FOREIGN_CSV = "name,street,city,zip\nAda Lovelace,St James Sq,London,SW1Y\nAlan Turing,Sherborne,Dorset,DT9\n"
 
@@ -194,7 +195,30 @@ def test_tensorboard_scalar_csv(tmp_path: Path) -> None:
     path = _write(tmp_path, "run-.-tag-train_reward.csv", text)
     (run,) = importers.load(path)
     assert [(s.step, s.wall_time) for s in run.steps] == [(1, 1700000000.5), (2, 1700000001.5)]
-    assert run.steps[0].values == {"Value": 0.25} and math.isnan(run.steps[1].values["Value"])
+    # the tag comes from TensorBoard's file name (its '/' written '_'), not the column's 'Value'
+    assert run.steps[0].values == {"train/reward": 0.25} and math.isnan(run.steps[1].values["train/reward"])
+    other = _write(tmp_path, "scalars.csv", text)  # a name TensorBoard did not give: kept as 'Value'
+    assert importers.load(other)[0].steps[0].values == {"Value": 0.25}
+
+
+def test_a_folder_of_tensorboard_scalar_csvs_is_one_run_with_each_tag_named(tmp_path: Path) -> None:
+    """TensorBoard's "download CSV" writes one file per tag (`run-.-tag-train_kl.csv`): the folder is one
+    run, each file's tag spelled back (`train_completions_mean_length` → completions/mean_length)."""
+    folder = tmp_path / "grpo_run"
+    folder.mkdir()
+    for tag, values in {
+        "train_reward": (0.2, 0.3, 0.4),
+        "train_kl": (0.001, 0.002, 0.5),
+        "train_completions_mean_length": (200, 210, 220),
+        "train_rewards_accuracy_reward_mean": (0.1, 0.2, 0.3),
+    }.items():
+        rows = "".join(f"{1700000000 + s},{s * 5},{v}\n" for s, v in enumerate(values, 1))
+        _write(folder, f"run-.-tag-{tag}.csv", "Wall time,Step,Value\n" + rows)
+    (run,) = importers.load(folder)
+    assert run.name == "grpo_run" and [s.step for s in run.steps] == [5, 10, 15]
+    mapped = [{metric: value for metric, _, value in map_row(step.values)} for step in run.steps]
+    assert {"reward", "kl", "completion_length", "rewards/accuracy_reward/mean"} <= set(mapped[0])
+    assert [row["kl"] for row in mapped] == [0.001, 0.002, 0.5]
 
 
 def test_wandb_history_export(fixtures: Path) -> None:

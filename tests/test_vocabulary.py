@@ -21,6 +21,27 @@ def test_aliases_map_framework_names_to_one_vocabulary() -> None:
     assert v.resolve("test_score/openai/gsm8k")[0] == "eval/score"
 
 
+@pytest.mark.parametrize(
+    ("key", "metric"),
+    [
+        ("objective/scores", "reward"),  # TRL PPOTrainer / RLOOTrainer
+        ("actor/reward_kl_penalty", "kl"),  # verl with KL in the reward
+        ("train/approx_entropy", "entropy"),  # NeMo-RL
+        ("train/kl_penalty", "kl"),
+        ("train/mean_gen_tokens_per_sample", "completion_length"),
+        ("train/truncation_rate", "completions/clipped_ratio"),
+        ("train/actor_grad_norm", "grad_norm"),  # OpenRLHF
+        ("train/entropy_loss", "entropy"),
+        ("entropy/mean", "entropy"),  # ms-swift
+        ("val-core/openai/gsm8k/acc/mean@1", "eval/score"),  # verl
+    ],
+)
+def test_other_trainers_names_map_to_the_vocabulary(key: str, metric: str) -> None:
+    """Names other RL trainers log (found in their sources by an outside tester, 2026-12-03): a broken run
+    logged under them was `healthy`, its KL, entropy or reward 'not logged'."""
+    assert v.resolve(key)[0] == metric
+
+
 def test_scaled_alias_converts_units() -> None:
     metric, scale, _ = v.resolve("actor/lr(1e-4)")
     assert metric == "learning_rate" and scale == 1e-4

@@ -83,6 +83,14 @@ ALIASES: tuple[Alias, ...] = (
     Alias("reward_mean", "reward", "generic", priority=1),
     Alias("avg_reward", "reward", "generic", priority=2),
     Alias("mean_reward", "reward", "generic", "custom trainers", priority=2),
+    Alias(
+        "objective/scores",
+        "reward",
+        "trl",
+        "PPOTrainer / RLOOTrainer: the reward model's score before the KL penalty (trl ppo_trainer.py), as "
+        "verl's critic/score/mean",
+        priority=1,
+    ),
     Alias("reward_std", "reward_std", "trl"),
     Alias("frac_reward_zero_std", "frac_reward_zero_std", "trl", "TRL ≥ 0.16"),
     # --- KL ---------------------------------------------------------------------------------------
@@ -90,6 +98,20 @@ ALIASES: tuple[Alias, ...] = (
     Alias("objective/kl", "kl", "trl", "PPOTrainer / RLOOTrainer"),
     Alias("critic/kl", "kl", "verl", "old verl: KL to reference when KL is in the reward"),
     Alias("actor/kl_loss", "kl", "verl", "KL-loss term (use_kl_loss=True)", priority=1),
+    Alias(
+        "actor/reward_kl_penalty",
+        "kl",
+        "verl",
+        "KL to the reference when KL is in the reward (use_kl_in_reward; ray_trainer.apply_kl_penalty)",
+    ),
+    Alias(
+        "kl_penalty",
+        "kl",
+        "nemo-rl",
+        "ClippedPGLossFn's KL term (custom trainers log the same name for KL or β·KL: the ratio rules do not "
+        "depend on the scale)",
+        priority=2,
+    ),
     Alias("kl_divergence", "kl", "generic", priority=2),
     Alias("kl_div", "kl", "generic", "custom trainers", priority=2),
     Alias("mean_kl", "kl", "generic", "custom trainers", priority=2),
@@ -100,6 +122,17 @@ ALIASES: tuple[Alias, ...] = (
     Alias("actor/entropy_loss", "entropy", "verl", "old verl name; the value is the entropy", priority=1),
     Alias("policy_entropy", "entropy", "openrlhf", priority=1),
     Alias("mean_entropy", "entropy", "generic", "custom trainers", priority=2),
+    Alias("entropy/mean", "entropy", "ms-swift", "GRPO trainer's per-token entropy (log_entropy=True)"),
+    Alias(
+        "approx_entropy", "entropy", "nemo-rl", "ClippedPGLossFn's estimate from sampled tokens", priority=1
+    ),
+    Alias(
+        "entropy_loss",
+        "entropy",
+        "openrlhf",
+        "ppo_actor: the masked mean entropy (subtracted from the loss times its coefficient)",
+        priority=1,
+    ),
     # --- losses -----------------------------------------------------------------------------------
     Alias("loss", "loss", "trl"),
     Alias("training_loss", "loss", "hf", "notebook table header 'Training Loss'"),
@@ -117,6 +150,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("actor_lr", "learning_rate", "openrlhf"),
     Alias("lr", "learning_rate", "generic", priority=1),
     Alias("gradient_norm", "grad_norm", "generic", "custom trainers", priority=1),
+    Alias("actor_grad_norm", "grad_norm", "openrlhf", "ppo_actor status (newer OpenRLHF)"),
     # --- lengths ----------------------------------------------------------------------------------
     Alias("completions/mean_length", "completion_length", "trl", "TRL ≥ 0.16"),
     Alias("completion_length", "completion_length", "trl", "TRL ≤ 0.15 and Unsloth"),
@@ -129,6 +163,8 @@ ALIASES: tuple[Alias, ...] = (
     Alias("completions/clipped_ratio", "completions/clipped_ratio", "trl", "TRL ≥ 0.16"),
     Alias("response_length/clip_ratio", "completions/clipped_ratio", "verl"),
     Alias("truncated_ratio", "completions/clipped_ratio", "generic", priority=1),
+    Alias("mean_gen_tokens_per_sample", "completion_length", "nemo-rl", "rollout metrics", priority=1),
+    Alias("truncation_rate", "completions/clipped_ratio", "nemo-rl", "rollout metrics", priority=1),
     # --- PPO clipping, KL coefficient -------------------------------------------------------------
     Alias("clip_ratio/region_mean", "clip_ratio", "trl", "TRL ≥ 0.19"),
     Alias("clip_ratio", "clip_ratio", "trl", "TRL 0.16–0.18 / OpenRLHF"),
@@ -136,6 +172,7 @@ ALIASES: tuple[Alias, ...] = (
     Alias("actor/ppo_kl", "ppo_kl", "verl"),
     Alias("critic/kl_coeff", "kl_coef", "verl", "old verl"),
     Alias("actor/kl_coef", "kl_coef", "verl"),
+    Alias("actor/reward_kl_penalty_coeff", "kl_coef", "verl", "KL in the reward (use_kl_in_reward)"),
     Alias("beta", "kl_coef", "generic", priority=1),
     # --- advantages, returns, values --------------------------------------------------------------
     Alias("critic/advantages/mean", "advantages/mean", "verl"),
@@ -168,6 +205,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str, str, str], ...] = (
     (re.compile(r"^rewards/(?P<fn>[^/]+)$"), "rewards/{fn}/mean", "trl", "TRL ≤ 0.15 and Unsloth"),
     (re.compile(r"^test_score/(?P<ds>.+)$"), "eval/score", "verl", "old verl validation score"),
     (re.compile(r"^val-core/(?P<ds>.+)/reward/mean@1$"), "eval/score", "verl", "newer verl validation"),
+    (re.compile(r"^val-core/(?P<ds>.+)/acc/mean@1$"), "eval/score", "verl", "newer verl validation accuracy"),
     (re.compile(r"^val/test_score/(?P<ds>.+)$"), "eval/score", "verl", "verl validation score"),
 )
 
@@ -191,6 +229,15 @@ def normalise_key(key: str) -> str:
             k = k[len(prefix) :]
     k = re.sub(r"\s+", "_", k)
     return k
+
+
+def alias_rank(key: str) -> int | None:
+    """How specifically the vocabulary knows `key`: 0 for an alias, 1 + the family's place for a family
+    (rewards/<fn>/mean before rewards/<fn>), None for a name it does not know."""
+    k = normalise_key(key)
+    if k in _BY_KEY:
+        return 0
+    return next((1 + i for i, (pattern, *_) in enumerate(_PATTERNS) if pattern.match(k)), None)
 
 
 @functools.lru_cache(maxsize=8192)

@@ -264,15 +264,17 @@ def _store_folders(folder: Path, runs: list[Path]) -> set[Path]:
 
 
 def _merge_panels(runs: list[ImportedRun]) -> list[ImportedRun]:
-    """The W&B UI exports one panel (one metric) per CSV: a folder of panels held each run as several
-    one-metric runs. A run's panels on the same x-axis are merged into one run (its steps' values
-    together); on different axes (`Step` against `train/global_step`) they stay apart, with a note."""
+    """The W&B UI exports one panel (one metric) per CSV, TensorBoard one scalar tag per CSV: a folder of
+    them held each run as several one-metric runs. A run's panels on the same x-axis are merged into one
+    run (its steps' values together); on different axes (`Step` against `train/global_step`) they stay
+    apart, with a note."""
     groups: dict[tuple[str, str], list[ImportedRun]] = {}
     out: list[ImportedRun] = []
     for run in runs:
         notes = run.source.notes
         axis = next((n for n in notes if n.startswith(csv_table.PANEL_AXIS)), None)
-        if run.source.format != csv_table.NAME or csv_table.PANEL_NOTE not in notes or axis is None:
+        panel = any(n == csv_table.PANEL_NOTE or n.startswith(csv_table.TB_SCALAR_NOTE) for n in notes)
+        if run.source.format != csv_table.NAME or not panel or axis is None:
             out.append(run)
             continue
         group = groups.setdefault((run.name, axis), [])

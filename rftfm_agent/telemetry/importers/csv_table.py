@@ -415,6 +415,33 @@ def _merge(rows: list[tuple[int, float | None, dict[str, float]]], notes: list[s
 
 PANEL_NOTE = "W&B panel export"
 PANEL_AXIS = "panel x-axis: "  # a panel's run rows are merged with the same run's other panels on one axis
+TB_SCALAR_NOTE = "TensorBoard scalar CSV"  # one tag per file, merged with the run's other tags like panels
+
+# TensorBoard's "download CSV" names a scalar's file after its run and tag, the tag's '/' written as '_':
+# `run-.-tag-train_kl.csv` (run "." is the log folder itself), `run_PPO_1-tag-rollout_ep_rew_mean.csv`.
+_TB_FILE = re.compile(r"^run[-_](?P<run>.*?)-tag-(?P<tag>.+)$")
+_MAX_TAG_SPLITS = 10  # underscores tried as '/' in a tag's name (2^10 spellings at most)
+
+
+def tensorboard_tag(stem: str) -> tuple[str, str] | None:
+    """(run, tag) from a TensorBoard CSV's file name, the tag spelled back with '/' where that makes a
+    name the vocabulary knows (`train_completions_mean_length` → `train/completions/mean_length`); the
+    name as written when no spelling is known. None for a file not named the way TensorBoard names it."""
+    m = _TB_FILE.match(stem)
+    if m is None:
+        return None
+    run, tag = m.group("run"), m.group("tag")
+    parts = tag.split("_")
+    if len(parts) - 1 > _MAX_TAG_SPLITS:
+        return run, tag
+    known: list[tuple[int, int, str]] = []  # (how specifically known, slashes, spelling)
+    for mask in range(1 << (len(parts) - 1)):
+        spelled = parts[0]
+        for i, part in enumerate(parts[1:]):
+            spelled += ("/" if mask >> i & 1 else "_") + part
+        if (rank := vocabulary.alias_rank(spelled)) is not None:
+            known.append((rank, bin(mask).count("1"), spelled))
+    return run, (min(known)[2] if known else tag)
 
 
 def _panel_runs(path: Path, table: _Table, step_col: int) -> list[ImportedRun] | None:
@@ -502,7 +529,13 @@ def _read_table(path: Path, table: _Table, stepless: bool) -> list[ImportedRun]:
     if _WANDB_MARKERS & set(lowered):
         notes.append("W&B run-history export")
     elif lowered == ["wall time", "step", "value"]:
-        notes.append("TensorBoard scalar CSV: one metric per file, kept under the name 'Value'")
+        named_tag = tensorboard_tag(path.stem)
+        if named_tag is None:
+            notes.append("TensorBoard scalar CSV: one metric per file, kept under the name 'Value'")
+        else:
+            tag = named_tag[1]
+            table.header[2] = tag
+            notes += [f"{TB_SCALAR_NOTE} of tag {tag!r} (from the file name)", f"{PANEL_AXIS}'Step'"]
     else:
         notes.append("CSV metrics table")
     if stepless:
@@ -559,4 +592,7 @@ def _read_table(path: Path, table: _Table, stepless: bool) -> list[ImportedRun]:
     source = SourceInfo(
         format=NAME, framework=_framework(keys), paths=[str(path)], sha256=sha256_of([path]), notes=notes
     )
-    return [ImportedRun(name=path.stem, source=source, steps=steps, config=dict(config))]
+    name = path.stem
+    if TB_SCALAR_NOTE in " ".join(notes) and (named := tensorboard_tag(path.stem)) is not None:
+        name = named[0] if named[0] not in ("", ".") else path.parent.name or path.stem
+    return [ImportedRun(name=name, source=source, steps=steps, config=dict(config))]

@@ -37,7 +37,12 @@ from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
 
 NAME = "hf_console"
 
-_METRIC_KEYS = r"loss|grad_norm|learning_rate|reward|kl|completion_length|epoch|train_runtime|eval_loss"
+# The key a Trainer's dict starts with; TRL's PPOTrainer / RLOOTrainer put `eps` (episodes per second) first,
+# then `objective/kl` (trl ppo_trainer.py: `metrics["eps"] = …`).
+_METRIC_KEYS = (
+    r"loss|grad_norm|learning_rate|reward|kl|completion_length|epoch|train_runtime|eval_loss"
+    r"|eps|objective/\w+"
+)
 # Python's repr of a dict, as the Trainer prints it: single quotes (a JSON object is another format's).
 _SNIFF = re.compile(rb"\{'(?:" + _METRIC_KEYS.encode() + rb")'\s*:")
 _DICT_START = re.compile(r"\{'(?:" + _METRIC_KEYS + r")'\s*:")
@@ -76,14 +81,30 @@ def _literal(text: str) -> dict:
     return value
 
 
+def _same_dict(a: dict, b: dict) -> bool:
+    """The same logged values, the epoch compared as the Trainer's ProgressCallback prints it (2 digits)."""
+    if a.keys() != b.keys():
+        return False
+    for key, x in a.items():
+        y = b[key]
+        if key == "epoch" and isinstance(x, float | int) and isinstance(y, float | int):
+            x, y = round(x, 2), round(y, 2)
+        if x != y and not (x != x and y != y):  # NaN (x != x) equals NaN here
+            return False
+    return True
+
+
 def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict]]:
     """(offset, line number, dict) for every metrics dict in the log.
 
     A job killed mid-write leaves its last dict incomplete: that one is skipped with a note and the
     records before it are kept. An incomplete or unparseable dict with complete ones after it is
-    corruption, not a crash, and an error.
+    corruption, not a crash, and an error. A dict printed again right after itself (a user's callback that
+    prints the logs in `on_log`: `print(f"[step {step}] {logs}")`; the Trainer's own copy has its epoch
+    rounded to 2 digits) is the same step: kept once, noted.
     """
-    found = []
+    found: list[tuple[int, int, dict]] = []
+    repeats = 0
     starts = list(_DICT_START.finditer(text))
     for n, match in enumerate(starts):
         start = match.start()
@@ -96,9 +117,14 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
             problem = "is incomplete"
         else:
             try:
-                found.append((start, line_no, _literal(text[start : end + 1])))
+                logged = _literal(text[start : end + 1])
             except (ValueError, SyntaxError):
                 problem = "does not parse"
+            else:
+                if found and _same_dict(found[-1][2], logged):
+                    repeats += 1
+                    continue
+                found.append((start, line_no, logged))
         if problem is None:
             continue
         if is_last:
@@ -109,6 +135,8 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
             raise InputError(path, f"corrupt: unterminated metrics dict at line {line_no}")
         else:
             raise InputError(path, f"corrupt: metrics dict at line {line_no} does not parse")
+    if repeats:
+        notes.append(f"{repeats} dict(s) printed twice in a row (a callback printing the logs) kept once")
     return found
 
 
@@ -212,7 +240,7 @@ _RL_KEYS = frozenset(
 
 
 def _is_rl(values: dict[str, float]) -> bool:
-    return bool(_RL_KEYS & values.keys()) or any(k.startswith("rewards/") for k in values)
+    return bool(_RL_KEYS & values.keys()) or any(k.startswith(("rewards/", "objective/")) for k in values)
 
 
 def _phases(

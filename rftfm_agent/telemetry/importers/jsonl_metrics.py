@@ -47,7 +47,12 @@ STEP_KEYS = (
     "update",
     "_step",
     "epoch_step",
+    "current_steps",  # LLaMA-Factory's trainer_log.jsonl (train/callbacks.py LogCallback)
 )
+# Progress counters beside the step, not metrics: LLaMA-Factory's `total_steps` and `percentage`, ms-swift's
+# `global_step/max_steps` ("5/100": its step is read from it, `swift/trainers/patcher.py`).
+_PROGRESS_KEYS = frozenset({"total_steps", "percentage", "max_steps"})
+_SWIFT_PROGRESS = "global_step/max_steps"
 _FAULTBENCH_KEYS = {"rollout_step", "train_step", "metadata", "metrics", "flags"}
 _WALL_KEYS = ("wall_time", "_timestamp", "timestamp", "time")
 
@@ -68,9 +73,14 @@ def _is_verl_row(obj: Any) -> bool:
 def _lifted(obj: Any) -> Any:
     """verl's file logger (`trainer.logger=[..., 'file']`, VERL_FILE_LOGGER_PATH) writes each step as
     `{"step": 3, "data": {"actor/pg_loss": …}}`, and nothing else: its metrics, lifted beside the step
-    (which a `step` inside `data` does not replace). Other rows are left as they are."""
+    (which a `step` inside `data` does not replace). ms-swift's `logging.jsonl` gives its step only as
+    `"global_step/max_steps": "5/100"`: lifted to `global_step`. Other rows are left as they are."""
     if _is_verl_row(obj):
         return {**obj["data"], "step": obj["step"]}
+    if isinstance(obj, dict) and isinstance(progress := obj.get(_SWIFT_PROGRESS), str):
+        done = progress.partition("/")[0].strip()
+        if done.isdigit() and "global_step" not in obj:
+            return {**{k: v for k, v in obj.items() if k != _SWIFT_PROGRESS}, "global_step": int(done)}
     return obj
 
 
@@ -161,6 +171,7 @@ def _objects(path: Path, notes: list[str], bad: list[str] | None) -> tuple[list[
     verl = any(_is_verl_row(obj) for _, obj in out)
     if verl:
         notes.append("verl file-logger rows: the metrics under each row's 'data'")
+    if verl or any(isinstance(obj, dict) and _SWIFT_PROGRESS in obj for _, obj in out):
         out = [(line, _lifted(obj)) for line, obj in out]
     numbers = frozenset(
         k
@@ -215,7 +226,9 @@ def read(path: Path, skip_bad: bool = False) -> list[ImportedRun]:
     logged: list[tuple[int, dict[str, float]]] = []
     wall_of: dict[int, float] = {}  # id of a row's values → the row's wall time (W&B's `_timestamp`, …)
     summary: dict[str, float] = {}
-    counters = sorted({k for _, obj in rows for k in obj if k in STEP_KEYS and k != step_key})
+    counters = sorted(
+        {k for _, obj in rows for k in obj if (k in STEP_KEYS or k in _PROGRESS_KEYS) and k != step_key}
+    )
     for n, (line, obj) in enumerate(objects, 1):
         values = numeric_items(obj, skip=lambda k: k == step_key or k in _WALL_KEYS or k in counters)
         if is_summary(values):

@@ -265,6 +265,10 @@ def _framework(tags: set[str]) -> str | None:
     bare = {t.removeprefix("train/") for t in tags}
     if any(t.startswith(("actor/", "critic/", "response_length/")) for t in bare):
         return "verl"
+    # OpenRLHF's PPO actor logs its status under train/ (openrlhf/trainer/ray/ppo_actor.py): these names
+    # are its own, where TRL would write grad_norm, learning_rate and entropy.
+    if bare & {"actor_grad_norm", "actor_lr", "policy_loss", "entropy_loss", "ppo_clip_ratio"}:
+        return "openrlhf"
     if bare & {"reward", "kl", "completion_length", "reward_std"} or any(
         t.startswith(("rewards/", "completions/", "objective/")) for t in bare
     ):
