@@ -389,3 +389,43 @@ def test_cli_chat_without_an_endpoint_says_how_to_configure_one_and_triages(
     assert result.exit_code == 0, result.output
     assert "RFTFM_LLM_BASE_URL" in result.stderr and "llm.toml" in result.stderr
     assert SYMPTOM in result.stdout and "## Proposed fix" in result.stdout
+
+
+def test_completions_cut_at_the_cap_from_the_start_get_a_raised_cap_not_a_data_escalation(
+    store: Store,
+) -> None:
+    """98 % of completions cut at a 128-token cap from step 1, reward ~0.05, most groups all equal: the
+    run was "not learning" (at its last step) and triage escalated "prompts too hard: add easier data".
+    The cap leads, and a log without its config gets the cap read from it (the longest cut completion)."""
+    import numpy as np
+
+    from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+
+    rng = np.random.default_rng(1)
+    rows = [
+        RawStep(
+            step=s,
+            values={
+                "reward": 0.05 + float(rng.normal(0, 0.01)),
+                "reward_std": 0.05,
+                "frac_reward_zero_std": 0.8 + float(rng.normal(0, 0.02)),
+                "completions/clipped_ratio": 0.98 + float(rng.normal(0, 0.005)),
+                "completions/mean_length": 127.0,
+                "completions/max_length": 128.0,
+                "kl": 0.0005 + 0.01 * s / 200,
+                "grad_norm": 0.2 + abs(float(rng.normal(0, 0.05))),
+                "learning_rate": 1e-6,
+            },
+        )
+        for s in range(1, 201)
+    ]
+    run = ImportedRun(name="capped", source=SourceInfo(format="test", paths=["/tests/capped"]), steps=rows)
+    run_id = store.write_run(run)[0].run_id
+    state, _, _ = run_triage(_env(store), run_id)
+    symptom = state["report"].split("## Symptom\n")[1].splitlines()[0]
+    assert symptom.startswith("completions cut at the length cap from the start"), symptom
+    actions = [a for p in state["plan"]["proposals"] for a in p["actions"]]
+    assert {"kind": "set_completion_length", "max_completion_length": 256, "mask_truncated": True} in [
+        {k: v for k, v in a.items() if k in ("kind", "max_completion_length", "mask_truncated")}
+        for a in actions
+    ], actions

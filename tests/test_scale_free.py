@@ -181,8 +181,8 @@ def test_nearly_every_completion_cut_at_the_cap_is_critical() -> None:
     rising = np.concatenate([np.full(20, 0.01), np.linspace(0.01, 0.99, 30), np.full(70, 0.99)])
     fired = _fired(_with(**{"completions/clipped_ratio": rising}))
     assert fired == {"truncation_rising": "warning", "truncation_most": "critical"}
-    always = np.full(120, 0.95)  # cut from the start (a cap too small for the task): not a change in the run
-    assert _fired(_with(**{"completions/clipped_ratio": always})) == {}
+    always = np.full(120, 0.95)  # cut from the start: a cap too small for the task, its own rule
+    assert _fired(_with(**{"completions/clipped_ratio": always})) == {"truncation_from_start": "critical"}
 
 
 def test_whole_run_rules_wait_online_so_a_slow_start_is_not_an_incident() -> None:
@@ -355,7 +355,16 @@ def _saturating(n: int = 120, start: float = 0.3) -> pd.DataFrame:
 def test_groups_all_solved_as_the_reward_rose_are_a_saturated_run_not_a_failure() -> None:
     fired = _fired(_saturating())
     assert fired == {"reward_saturated": "warning"}, fired
-    assert _fired(_saturating(), online=True) == {"reward_saturated": "warning"}
+    # groups half all-equal at the top of the reward's range are mixed (all solved and all failed), not a
+    # solved run: the weak-signal warning, not "solved its prompts"
+    mixed = _saturating()
+    mixed["frac_reward_zero_std"] = mixed["frac_reward_zero_std"] * 0.5
+    assert _fired(mixed) == {"no_signal_many_steps": "warning"}
+    # online, the weak-signal warning comes first, before most of the run is solved
+    assert _fired(_saturating(), online=True) == {
+        "no_signal_many_steps": "warning",
+        "reward_saturated": "warning",
+    }
 
 
 def test_groups_all_equal_without_a_rise_stay_critical() -> None:
@@ -380,3 +389,68 @@ def test_a_saturated_run_reads_as_solved_with_the_too_easy_play() -> None:
     (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "learning signal"]
     assert finding.severity == "warning" and "solved its prompts" in finding.symptom
     assert finding.play == "symptom:no_signal_too_easy"
+
+
+def test_a_run_that_starts_without_signal_and_then_learns_is_a_slow_start_not_an_incident() -> None:
+    """Every group all 0 and a gradient of exactly 0 (β = 0) for the first 20 steps, then learning: the
+    streak rules fired critical at step 3 in self mode ("no learning signal from step 1") on a run that
+    learns. Held back while the run has been in the state since its start: a warning saying where it
+    left it; critical when it never does (to the end offline, for 50 rows online)."""
+    detector = load_detector()
+    frame = _healthy()
+    frame.loc[:19, ["reward", "rewards/correct/mean", "grad_norm"]] = 0.0
+    frame["frac_reward_zero_std"] = np.where(frame.index < 20, 1.0, 0.3)
+    verdict = detector.score_run(RunData("slow", None, frame))
+    assert verdict.verdict == "healthy", verdict.alarms
+    start = {e.check: e for e in verdict.events if e.check in ("zero_std_groups", "grad_norm_zero")}
+    assert set(start) == {"zero_std_groups", "grad_norm_zero"}
+    assert all(e.severity == "warning" and e.evidence["ended_at"] == 21 for e in start.values())
+    (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "learning signal"]
+    assert "from step 1; a learning signal from step 21 on (a slow start)" in finding.symptom
+
+    dead = frame.copy()
+    dead["grad_norm"], dead["frac_reward_zero_std"] = 0.0, 1.0
+    verdict = detector.score_run(RunData("dead", None, dead))
+    fired = {e.check: (e.severity, e.step) for e in verdict.events}
+    assert fired["grad_norm_zero"] == ("critical", 3) and fired["zero_std_groups"] == ("critical", 3)
+    monitor = detector.monitor(None, "dead")  # online: the supervisor's view
+    online = [(row["step"], e) for row in dead.to_dict("records") for e in monitor.update(row)]
+    first = {e.check: step for step, e in online if e.check in ("zero_std_groups", "grad_norm_zero")}
+    assert first == {"zero_std_groups": 50, "grad_norm_zero": 50}
+    # a run that had signal and lost it is judged at once, as before
+    lost = _healthy()
+    lost.loc[60:, "grad_norm"] = 0.0
+    verdict = detector.score_run(RunData("lost", None, lost))
+    assert ("grad_norm_zero", "critical", 63) in {(e.check, e.severity, e.step) for e in verdict.events}
+
+
+def test_a_reward_that_falls_from_the_start_is_critical_when_it_loses_half() -> None:
+    """A learning rate 100× too high from step 1: the reward only falls (0.40 → 0.07). It was "not
+    learning: the reward is flat (0.223 → 0.075)" at the run's last step. A curriculum that gets harder also
+    lowers the training reward, by less: a warning."""
+    n, rng = 120, np.random.default_rng(5)
+    t = np.linspace(0, 1, n)
+    fired = _fired(_with(reward=0.40 - 0.33 * t + rng.normal(0, 0.04, n)))
+    assert fired.get("reward_fell") == "critical", fired
+    assert not {"reward_plateau", "not_learning"} & set(fired)
+    harder = _fired(_with(reward=0.80 - 0.25 * t + rng.normal(0, 0.04, n)))
+    assert harder.get("reward_decline") == "warning" and "reward_fell" not in harder, harder
+    ppo_scores = _fired(_with(reward=0.9 - 10.5 * t**2 + rng.normal(0, 0.3, n)))  # TRL PPO's objective/scores
+    assert ppo_scores.get("reward_fell") == "critical", ppo_scores
+    frame = _with(reward=0.40 - 0.33 * t + rng.normal(0, 0.04, n))
+    verdict = load_detector().score_run(RunData("lr", None, frame))
+    fell = next(e for e in verdict.events if e.check == "reward_fell")
+    assert 40 <= fell.step <= 75  # where it went under halfway (0.235 at t ≈ 0.5), not the run's end
+    (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "progress"]
+    assert finding.symptom.startswith("reward fell from the start") and "learning rate" in finding.causes[0]
+
+
+def test_completions_cut_at_the_cap_from_the_start_are_critical_after_20_steps() -> None:
+    """98 % cut from step 1 never rises to twice its start, so `truncation_most` never fired; a model that
+    rambles at first and learns to stop is not this (its share falls well below 90 % by then)."""
+    n, rng = 120, np.random.default_rng(6)
+    stuck = np.clip(0.98 + rng.normal(0, 0.005, n), 0, 1)
+    fired = _fired(_with(**{"completions/clipped_ratio": stuck}), online=True)
+    assert fired == {"truncation_from_start": "critical"}, fired
+    learns = np.clip(0.95 * np.exp(-np.arange(n) / 8) + 0.02 + rng.normal(0, 0.005, n), 0, 1)
+    assert _fired(_with(**{"completions/clipped_ratio": learns})) == {}

@@ -58,6 +58,9 @@ CACHE_SIZE = 64
 _CACHE: dict[tuple[Any, ...], Analysis] = {}
 
 
+_NO_SIGNAL = ("no_signal_too_easy", "no_signal_too_hard")
+
+
 def _analyse(env: ToolEnv, run_id: str) -> Analysis:
     store: Store = env.store
     detector, diagnoser = models(env)
@@ -76,6 +79,8 @@ def _analyse(env: ToolEnv, run_id: str) -> Analysis:
         name = (f.play or "").removeprefix("symptom:")
         if f.severity == "critical" and f.play and f.play.startswith("symptom:") and name not in found:
             found.append(name)  # type: ignore[arg-type]
+    if "length_at_cap" in found:  # cut completions earn nothing: all-equal groups follow from the cap
+        found = ["length_at_cap", *(n for n in found if n not in ("length_at_cap", *_NO_SIGNAL))]
     if "reward_hacking" in found:  # groups "all solved" by a shortcut: not data too easy to filter
         found = ["reward_hacking", *(n for n in found if n not in ("reward_hacking", "no_signal_too_easy"))]
     if any(e.check == "reward_collapse" for e in verdict.events):  # the reward stopped paying: not hard data

@@ -70,6 +70,8 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
     manifest = env.store.manifest(a.run_id)
     config = manifest.config or {}
     configured = {k: config[k] for k in KNOWN_KNOBS if isinstance(config.get(k), int | float | str)}
+    if "max_completion_length" not in configured and (cap := _logged_cap(env, a.run_id)) is not None:
+        configured["max_completion_length"] = cap
     current = {**configured, **_logged_jumps(env, a.run_id, a.diagnosis.anchor_step, configured)}
     context = PlanContext(
         configured=configured,
@@ -144,6 +146,18 @@ def _logged_jumps(env: ToolEnv, run_id: str, anchor: int, configured: dict[str, 
         return {}
     base = configured.get("learning_rate")
     return {"learning_rate": float(base) * ratio if isinstance(base, int | float) else float(after.median())}
+
+
+def _logged_cap(env: ToolEnv, run_id: str) -> int | None:
+    """The completion cap a log shows without its config: the longest completion on steps where some were
+    cut at the cap (`completions/max_length` with `completions/clipped_ratio` > 0), so that a run whose
+    completions all hit the cap gets "raise the cap" with a number, not a bare escalation."""
+    steps = env.store.steps(run_id)
+    if not {"completions/max_length", "completions/clipped_ratio"} <= set(steps.columns):
+        return None
+    cut = steps[steps["completions/clipped_ratio"] > 0]["completions/max_length"].dropna()
+    cut = cut[cut.map(math.isfinite)]
+    return int(cut.max()) if not cut.empty and cut.max() >= 1 else None
 
 
 def candidate_of(proposal: Proposal) -> Candidate:

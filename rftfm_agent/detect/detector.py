@@ -30,8 +30,8 @@ from rftfm_agent.detect.band import HealthyBand, MetricMonitors, SelfReference
 from rftfm_agent.detect.events import SEVERITY_RANK, Event, Mode, RunVerdict, Severity
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.detect.profile import HealthyProfile
-from rftfm_agent.detect.rules import HardRules
-from rftfm_agent.detect.scale_free import ScaleFreeRules
+from rftfm_agent.detect.rules import NO_SIGNAL_STREAKS, HardRules, no_signal_state
+from rftfm_agent.detect.scale_free import WHOLE_RUN_MIN, ScaleFreeRules
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.store import LOGGED_NAN
@@ -79,13 +79,49 @@ class RunMonitor:
         self.peak = 0.0
         self.stats: dict[tuple[str, str], float] = {}
         self.recent: list[tuple[int, str, float]] = []  # (step, metric, score): corroboration in self mode
+        self.online = online
+        self.rows = 0
+        # No-signal streaks a run started in (self mode): held back until the run leaves them (a slow
+        # start: a warning) or stays in them for `WHOLE_RUN_MIN` rows online / to its end offline (critical).
+        self.from_start = dict.fromkeys(NO_SIGNAL_STREAKS, True)
+        self.held: dict[str, Event] = {}
 
     def finish(self) -> list[Event]:
-        """Events only a complete run can show (whole-run scale-free rules), at the end of an offline
-        scoring."""
+        """Events only a complete run can show (whole-run scale-free rules; a no-signal streak the run
+        started in and never left), at the end of an offline scoring."""
         if self.scale_free is None:
             return []
-        return [e.model_copy(update={"run": self.run}) for e in self.scale_free.finish()]
+        held, self.held = list(self.held.values()), {}
+        return [e.model_copy(update={"run": self.run}) for e in held + self.scale_free.finish()]
+
+    def _slow_start(self, step: int, values: Mapping[str, float | None], found: list[Event]) -> list[Event]:
+        """Without a healthy band, a run that starts with no learning signal (every group's rewards equal,
+        a gradient of exactly 0) is not yet an incident: models often earn nothing on their first steps and
+        then learn. The streak rule's event is held back while the state has held since the run's first
+        logged value; when the run leaves it, the event comes as a warning saying where it ended; when it
+        stays for `WHOLE_RUN_MIN` rows (online) or to the end of the run (offline), as the critical it is."""
+        self.rows += 1
+        out: list[Event] = []
+        for check, metric in NO_SIGNAL_STREAKS.items():
+            value = values.get(metric)
+            if value is None or not math.isfinite(value) or no_signal_state(check, value):
+                continue
+            self.from_start[check] = False
+            if (held := self.held.pop(check, None)) is not None:
+                evidence = {**held.evidence, "ended_at": step}
+                out.append(held.model_copy(update={"severity": "warning", "evidence": evidence}))
+        for event in found:
+            if event.check in NO_SIGNAL_STREAKS and self.from_start[event.check]:
+                self.held[event.check] = event
+            else:
+                out.append(event)
+        if self.online and self.rows >= WHOLE_RUN_MIN:
+            for check in list(self.held):
+                held = self.held.pop(check)
+                out.append(
+                    held.model_copy(update={"step": step, "evidence": {**held.evidence, "since": held.step}})
+                )
+        return out
 
     def z(self, metric: str, step: int, value: float) -> float | None:
         if self.band is not None:
@@ -97,6 +133,7 @@ class RunMonitor:
         values = {k: _number(v) for k, v in row.items() if k != "step"}
         found = self.rules.update(step, values)
         if self.scale_free is not None:
+            found = self._slow_start(step, values, found)
             found += self.scale_free.update(step, values)
         events = [e.model_copy(update={"run": self.run}) for e in found]
         zs = {}

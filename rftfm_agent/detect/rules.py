@@ -28,6 +28,17 @@ class Rule:
 PATIENCE = 3  # steps a condition must hold before its rule fires: one odd logged value is not an incident
 CONSTANT_STEPS = 6  # identical mean rewards in a row that make a reward "constant"
 BASELINE_LIMIT = 0.05  # mean |group mean of advantages| above which GRPO's baseline is not subtracted
+ZERO_STD = 0.999  # frac_reward_zero_std at or above this: every group's rewards equal
+
+
+def no_signal_state(check: str, value: float) -> bool:
+    """Whether a logged value is in the state of a no-signal streak rule (`grad_norm_zero`: a gradient
+    of exactly 0; `zero_std_groups`: every group's rewards equal). A run may start in these states and
+    leave them (models often earn nothing on their first steps; with β = 0 the gradient is then 0)."""
+    return value == 0.0 if check == "grad_norm_zero" else value >= ZERO_STD
+
+
+NO_SIGNAL_STREAKS = {"grad_norm_zero": "grad_norm", "zero_std_groups": "frac_reward_zero_std"}
 
 RULES: dict[str, Rule] = {
     r.name: r
@@ -144,7 +155,10 @@ class HardRules:
             elif metric.startswith("nan_frac/") and value > 0:
                 fire("non_finite", metric.removeprefix("nan_frac/"), value, nan_fraction=value)
         grad = row.get("grad_norm")
-        if grad is not None and self._streak("grad_zero", grad == 0.0) >= self.patience:
+        if (
+            grad is not None
+            and self._streak("grad_zero", no_signal_state("grad_norm_zero", grad)) >= self.patience
+        ):
             fire("grad_norm_zero", "grad_norm", grad, steps=self.patience)
         lr = row.get("learning_rate")
         if lr is not None:
@@ -155,7 +169,9 @@ class HardRules:
                 else:
                     fire("lr_logged_zero", "learning_rate", lr, steps=self.patience)
         zero_std = row.get("frac_reward_zero_std")
-        if zero_std is not None and self._streak("zero_std", zero_std >= 0.999) >= self.patience:
+        if zero_std is not None and self._streak(
+            "zero_std", no_signal_state("zero_std_groups", zero_std)
+        ) >= (self.patience):
             fire("zero_std_groups", "frac_reward_zero_std", zero_std, steps=self.patience)
         clipped = row.get("completions/clipped_ratio")
         if clipped is not None and self._streak("clipped", clipped >= 0.999) >= self.patience:

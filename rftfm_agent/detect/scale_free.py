@@ -64,10 +64,13 @@ COLLAPSE_RISE = 3.0  # … after a rise of 3 per-step noise levels or more (seen
 # on the smoothed one: a reward drifting 0.01 under noise of 0.01 did not learn anything to lose) …
 COLLAPSE_HELD = 1  # … held above half its gain for a smoothing window (a tenth of the run) before falling:
 # a 10-step excursion is not a level the run reached
-TRUNCATION_MOST = 0.9  # nearly every completion cut at the cap, and at least twice its start share
+TRUNCATION_MOST = 0.9  # nearly every completion cut at the cap, and at least twice its start share …
+TRUNCATION_STUCK = 20  # logged values a share that high since the start must hold (it never learned to stop)
 SATURATED_TOP = 0.8  # a reward that rose from the bottom half of its range to its top fifth, while the
 # groups without signal came with the rise: the run solved its prompts (every sample paid), it did not fail;
-# read instead of the no-signal rules (a warning whatever the share: a person decides whether to stop)
+# read instead of the critical no-signal rule (a person decides whether to stop). Below that share the
+# groups are mixed (some all solved, some all failed: a 0.46 reward with 46 % all-equal groups is not
+# "solved"), and the weak-signal warning stands.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,9 +137,9 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
         ScaleFreeRule(
             name="reward_saturated",
             severity="warning",
-            description=f"≥ {NO_SIGNAL_WARNING:.0%} of prompt groups got identical rewards, and they came as "
-            f"the reward rose from the bottom half of its range to its top {1 - SATURATED_TOP:.0%}: the run "
-            "solved its prompts; little is left to learn from them (stop, or add harder prompts)",
+            description=f"≥ {NO_SIGNAL_CRITICAL:.0%} of prompt groups got identical rewards, and they came "
+            f"as the reward rose from the bottom half of its range to its top {1 - SATURATED_TOP:.0%}: the "
+            "run solved its prompts; little is left to learn from them (stop, or add harder prompts)",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=DAPO,
         ),
@@ -256,6 +259,15 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             reference=LENGTH_REF,
         ),
         ScaleFreeRule(
+            name="truncation_from_start",
+            severity="critical",
+            description=f"≥ {TRUNCATION_MOST:.0%} of completions cut at the length cap from the start, still "
+            f"so after {TRUNCATION_STUCK} logged steps: the answers do not fit the cap (a model that rambles "
+            "at first and learns to stop falls well below it by then)",
+            window=f"median of the last {TRUNCATION_STUCK} logged values",
+            reference=LENGTH_REF,
+        ),
+        ScaleFreeRule(
             name="same_length",
             severity="critical",
             description="every completion has the same length (mean = max), sustained: all cut at the cap "
@@ -285,6 +297,15 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             description=f"the smoothed reward gave back ≥ {COLLAPSE_SHARE:.0%} of what it had gained, a fall "
             f"of more than {COLLAPSE_Z:g} standard errors, after a rise of ≥ {COLLAPSE_RISE:g} per-step "
             "noise levels held for a tenth of the run: the run learned and lost it",
+            window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
+            reference=COLLAPSE_REF,
+        ),
+        ScaleFreeRule(
+            name="reward_fell",
+            severity="critical",
+            description=f"the smoothed reward fell from its start by more than {COLLAPSE_Z:g} standard "
+            f"errors and lost at least {DECLINE_SHARE:.0%} of its starting level, without rising first: the "
+            "run got worse from its first steps",
             window=f"whole run (online after {WHOLE_RUN_MIN} steps; offline from {FINISH_MIN})",
             reference=COLLAPSE_REF,
         ),
@@ -408,7 +429,23 @@ class ScaleFreeRules:
             self._early("completions/clipped_ratio"),
         )
         if clipped is not None and clipped_early is not None:
+            logged = self.history["completions/clipped_ratio"]
+            stuck = (
+                len(logged) >= TRUNCATION_STUCK
+                and min(clipped_early, float(np.median(logged[-TRUNCATION_STUCK:]))) >= TRUNCATION_MOST
+            )
+            if stuck:
+                self._fire(
+                    events,
+                    "truncation_from_start",
+                    "completions/clipped_ratio",
+                    step,
+                    clipped,
+                    early=clipped_early,
+                )
             for rule, share in (("truncation_most", TRUNCATION_MOST), ("truncation_rising", TRUNCATION_RISE)):
+                if stuck or "truncation_from_start:completions/clipped_ratio" in self.fired:
+                    break
                 if clipped >= max(share, 2 * clipped_early):
                     self._fire(events, rule, "completions/clipped_ratio", step, clipped, early=clipped_early)
                     break
@@ -424,7 +461,7 @@ class ScaleFreeRules:
         n = len(self.zero_signal)
         share = sum(self.zero_signal) / n if n else 0.0
         reward = self.history.get("reward", [])
-        if n >= FINISH_MIN and share >= NO_SIGNAL_WARNING and self._saturated(reward):
+        if n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL and self._saturated(reward):
             self._fire(
                 events,
                 "reward_saturated",
@@ -505,7 +542,7 @@ class ScaleFreeRules:
     def _trend(self, events: list[Event], step: int, reward: list[float], no_signal: float) -> None:
         if len(reward) < FINISH_MIN:
             return
-        if self._fall(events, reward) == "reward_collapse":  # it learned and lost it: not a plateau
+        if self._fall(events, reward) in ("reward_collapse", "reward_fell"):  # it fell: not a plateau
             return
         r = np.asarray(reward)
         third = max(3, len(r) // 3)
@@ -540,8 +577,9 @@ class ScaleFreeRules:
         rise the run held fell by most of its gain, far outside its noise, and is still half lost at the end;
         else a decline (the rule that fired, or None). The event is dated at the first logged reward from
         which the reward stays below the rule's line, not where the smoothing or the run's end saw it."""
-        if "reward_collapse:reward" in self.fired:  # online: once collapsed, the run stays so judged
-            return "reward_collapse"
+        for rule in ("reward_collapse", "reward_fell"):  # online: once fallen, the run stays so judged
+            if f"{rule}:reward" in self.fired:
+                return rule
         r = np.asarray(reward)
         window = max(5, len(r) // 10)
         if len(r) < 3 * window:
@@ -552,7 +590,9 @@ class ScaleFreeRules:
         trough = float(smooth[peak:].min())  # a collapse may recover part of the way: judged at its bottom
         noise = float(np.std(np.diff(r))) / math.sqrt(2 * window)
         gain, drop = best - early, best - now
-        if not (gain > DECLINE_Z * noise and drop > DECLINE_Z * noise):
+        if gain <= DECLINE_Z * noise:  # it never rose: did it fall from where it started?
+            return self._fell_from_start(events, r, smooth, noise)
+        if drop <= DECLINE_Z * noise:
             return None
         step_noise = float(np.std(np.diff(r))) / math.sqrt(2)
         held = int((smooth[: peak + 1] >= early + gain / 2).sum()) >= COLLAPSE_HELD * window
@@ -579,6 +619,28 @@ class ScaleFreeRules:
                 self._fire(events, rule, "reward", at, value, best=best, early=early, now=now)
                 return rule
         return None
+
+    def _fell_from_start(
+        self, events: list[Event], r: np.ndarray, smooth: np.ndarray, noise: float
+    ) -> str | None:
+        """A reward that got worse from its first steps and never rose (a learning rate or KL setting too
+        strong from the start, a reward with the wrong sign): critical when the smoothed reward fell more
+        than `COLLAPSE_Z` standard errors and lost at least half its (positive) starting level; a decline
+        (warning) for a fall as clear that keeps more (a curriculum that gets harder also lowers the
+        training reward). Dated where the reward went below the halfway line."""
+        early, now = float(smooth[0]), float(smooth[-1])
+        lost = early - now
+        if lost <= COLLAPSE_Z * noise:
+            return None
+        rule = "reward_fell" if early > 0 and now <= (1 - DECLINE_SHARE) * early else "reward_decline"
+        if f"{rule}:reward" in self.fired:
+            return rule
+        medians = np.median(np.lib.stride_tricks.sliding_window_view(r, CONFIRM), axis=1)
+        below = np.flatnonzero(medians <= early - DECLINE_SHARE * lost)
+        fell_at = int(below[0]) if below.size else len(r) - 1
+        at = self.reward_steps[fell_at] if len(self.reward_steps) == len(r) else self.steps[-1]
+        self._fire(events, rule, "reward", at, now, best=early, early=early, now=now)
+        return rule
 
 
 def without_scale_free(verdict: RunVerdict) -> RunVerdict:

@@ -111,6 +111,13 @@ _LENGTH_CHECKS = (
     "read the shortest and longest completions with their rewards",
     "check max_completion_length against the answers the task needs; check length terms in the reward",
 )
+_CAP_CAUSES = (
+    "the completion cap (max_completion_length) too small for the answers the task needs",
+    "completions that never end (repetition, an end-of-sequence token suppressed or missing in the chat "
+    "template)",
+    "the length bias of GRPO's per-sequence loss normalisation (Dr. GRPO), or a reward term that pays long "
+    "answers",
+)
 _PROGRESS_CAUSES = (
     "the learning signal is too weak (see the other findings) or the learning rate too low",
     "the task is beyond the model, or the reward does not measure the task",
@@ -174,8 +181,9 @@ TEMPLATES: dict[str, Template] = {
     "all_clipped": Template(
         "length",
         "every completion hits the length cap from step {step}",
-        _LENGTH_CAUSES,
+        _CAP_CAUSES,
         _LENGTH_CHECKS,
+        "symptom:length_at_cap",
     ),
     "constant_reward": Template(
         "reward function",
@@ -315,8 +323,16 @@ TEMPLATES: dict[str, Template] = {
         "length",
         "length ran into the cap: {value:.0%} of completions cut at the length cap, from {early:.0%} at "
         "the start",
-        _LENGTH_CAUSES,
+        _CAP_CAUSES,
         _LENGTH_CHECKS,
+        "symptom:length_at_cap",
+    ),
+    "truncation_from_start": Template(
+        "length",
+        "completions cut at the length cap from the start: {value:.0%} of them ({early:.0%} at first)",
+        _CAP_CAUSES,
+        _LENGTH_CHECKS,
+        "symptom:length_at_cap",
     ),
     "truncation_rising": Template(
         "length",
@@ -342,6 +358,22 @@ TEMPLATES: dict[str, Template] = {
         "reward decline: {value:.3g} now, from a best of {best:.3g} (around step {step})",
         _FALL_CAUSES,
         _FALL_CHECKS,
+    ),
+    "reward_fell": Template(
+        "progress",
+        "reward fell from the start: {early:.3g} at first, under half of it from around step {step} "
+        "({now:.3g} at the end), never having risen: the run got worse from its first steps",
+        (
+            "a setting too strong from the start: the learning rate (grad norm and KL high from the first "
+            "steps), a clip range or a KL coefficient with the wrong sign",
+            "the reward's sign or scale is wrong: the policy optimises against the task",
+            *_FALL_CAUSES[1:],
+        ),
+        (
+            "compare grad norm, KL and entropy of the first steps with a run of this model that worked",
+            "restart from the initial model with a 10× smaller learning rate; score a correct and a wrong "
+            "answer with the reward function by hand",
+        ),
     ),
     "reward_collapse": Template(
         "progress",
@@ -420,6 +452,7 @@ def _text(template: str, evidence: dict[str, Any], step: int, metric: str) -> st
 # Rules whose `value` is the metric's level when they fired: a finding also says where it ended.
 _LEVEL_RULES = frozenset(
     {"entropy_collapse", "length_collapse", "length_explosion", "truncation_rising", "truncation_most"}
+    | {"truncation_from_start"}
     | {"kl_high", "kl_runaway"}
 )
 _MOVED = 0.2  # … when the last value is this share (or more) away from the one quoted
@@ -508,11 +541,16 @@ def _reward_rose(frame: pd.DataFrame) -> tuple[float, float] | None:
     return float(first.mean()), float(last.mean())
 
 
+# Plays of findings that explain others of the same severity, so they lead: completions cut at the cap earn
+# nothing (the groups are all equal, the reward flat), a reward paid for a shortcut makes groups "solved".
+_EXPLAINS_OTHERS = frozenset({"symptom:length_at_cap", "symptom:reward_hacking"})
+
+
 def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     """The run's findings, worst first: one per topic, from the detector's rule events; `unknown` when
     the log cannot tell; none for a run with nothing to report."""
     by_topic: dict[str, list[tuple[str, str, Severity, int, str]]] = {}
-    fell = any(e.check in ("reward_decline", "reward_collapse") for e in verdict.events)
+    fell = any(e.check in ("reward_decline", "reward_collapse", "reward_fell") for e in verdict.events)
     collapsed = any(e.check == "reward_collapse" for e in verdict.events)
     for e in verdict.events:
         if e.source == "rule" and e.check in TEMPLATES:
@@ -520,6 +558,9 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             start, length = _streak(e, frame)
             evidence = {**e.evidence, "steps": length} if length else e.evidence
             line = _text(t.symptom, evidence, start, e.metric) + _since(e, frame)
+            if isinstance(ended := e.evidence.get("ended_at"), int | float):
+                # A no-signal streak the run started in and left (the detector's slow start): say so.
+                line += f"; a learning signal from step {int(ended)} on (a slow start)"
             by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
         elif e.source != "rule" and is_alarm(e, verdict.mode):
             topic = METRIC_TOPICS.get(e.metric, "other")
@@ -577,7 +618,13 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
                 rules=rules,
             )
         )
-    out.sort(key=lambda f: (-SEVERITY_RANK[f.severity], {"high": 0, "medium": 1, "low": 2}[f.confidence]))
+    out.sort(
+        key=lambda f: (
+            -SEVERITY_RANK[f.severity],
+            f.play not in _EXPLAINS_OTHERS,
+            {"high": 0, "medium": 1, "low": 2}[f.confidence],
+        )
+    )
     if not any(f.severity == "critical" for f in out):
         unknown = _cannot_tell(frame)
         if unknown is not None:

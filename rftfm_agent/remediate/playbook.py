@@ -76,6 +76,31 @@ REWARD_ESCALATE = _escalate(
     "slow the run down on the wrong signal; fix or replace the verifier"
 )
 
+RESTORE_CAP = CandidateTemplate(
+    actions=[
+        {
+            "kind": "set_completion_length",
+            "max_completion_length": "$configured.max_completion_length",
+            "mask_truncated": True,
+        }
+    ],
+    why="the length cap was lowered mid-run: restore it, and keep cut completions out of the loss",
+    reference="TRL GRPOConfig docs: `max_completion_length`, `mask_truncated_completions`",
+    when=["changed:max_completion_length"],
+)
+RAISE_CAP = CandidateTemplate(
+    actions=[
+        {
+            "kind": "set_completion_length",
+            "max_completion_length": "$current.max_completion_length*2",
+            "mask_truncated": True,
+        }
+    ],
+    why="answers do not fit: raise the cap and mask truncated completions (overlong filtering)",
+    reference="Yu et al. 2025, DAPO (arXiv:2503.14476) §3.4: overlong filtering of truncated samples",
+    when=["unchanged:max_completion_length"],
+)
+
 PLAYS: list[Play] = [
     *[
         Play(applies_to=t, summary=s, candidates=[FALLBACK, REWARD_ESCALATE])
@@ -108,35 +133,7 @@ PLAYS: list[Play] = [
     Play(
         applies_to="pg_truncation",
         summary="completions cut at the length limit",
-        candidates=[
-            CandidateTemplate(
-                actions=[
-                    {
-                        "kind": "set_completion_length",
-                        "max_completion_length": "$configured.max_completion_length",
-                        "mask_truncated": True,
-                    }
-                ],
-                why="the length cap was lowered mid-run: restore it, and keep cut completions out of the "
-                "loss",
-                reference="TRL GRPOConfig docs: `max_completion_length`, `mask_truncated_completions`",
-                when=["changed:max_completion_length"],
-            ),
-            CandidateTemplate(
-                actions=[
-                    {
-                        "kind": "set_completion_length",
-                        "max_completion_length": "$current.max_completion_length*2",
-                        "mask_truncated": True,
-                    }
-                ],
-                why="answers do not fit: raise the cap and mask truncated completions (overlong filtering)",
-                reference="Yu et al. 2025, DAPO (arXiv:2503.14476) §3.4: overlong filtering of truncated "
-                "samples",
-                when=["unchanged:max_completion_length"],
-            ),
-            _escalate("completions still hit the cap"),
-        ],
+        candidates=[RESTORE_CAP, RAISE_CAP, _escalate("completions still hit the cap")],
     ),
     Play(
         applies_to="pg_degenerate",
@@ -333,6 +330,11 @@ PLAYS: list[Play] = [
             ),
             _escalate("prompts are too easy: add harder data"),
         ],
+    ),
+    Play(
+        applies_to="symptom:length_at_cap",
+        summary="nearly every completion cut at the length cap (the answers do not fit, or never end)",
+        candidates=[RESTORE_CAP, RAISE_CAP, _escalate("completions still hit the cap")],
     ),
     Play(
         applies_to="symptom:no_signal_too_hard",

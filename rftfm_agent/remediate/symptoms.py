@@ -24,9 +24,14 @@ from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 Symptom = Literal[
-    "no_signal_too_easy", "no_signal_too_hard", "entropy_collapse_kl_explosion", "reward_hacking"
+    "no_signal_too_easy",
+    "no_signal_too_hard",
+    "entropy_collapse_kl_explosion",
+    "reward_hacking",
+    "length_at_cap",
 ]
-# (reward_hacking comes from the findings, `diagnose.findings`: a length collapse while the reward rises)
+# (reward_hacking and length_at_cap come from the findings, `diagnose.findings`: a length collapse while
+# the reward rises; nearly every completion cut at the length cap)
 
 RECENT = 3  # logged rows the symptoms are read from (the newest ones)
 EARLY = 3  # logged rows the run's own baseline is read from (the oldest ones)
