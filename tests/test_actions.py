@@ -182,3 +182,32 @@ def test_tool_retry_sets_the_environments_policy_which_retries_a_failed_call() -
     assert call_with_retry(lambda _e: next(replies), "2+2", run.tool_policy) == ("4", False)
     replies = iter([("error", True)] * 3)
     assert call_with_retry(lambda _e: next(replies), "2+2", run.tool_policy) == ("error", True)
+
+
+def test_the_spike_guard_keeps_skipping_when_half_the_steps_spike_and_follows_a_new_level() -> None:
+    """The `od_grad` fault makes half the steps' gradients random and 100× the true norm. The guard's
+    reference was the median of every recent norm, spikes included: it filled with spikes and let about
+    half of them through (10 of 21 here), after the fix had been "verified". Now the reference is the lower
+    quartile of accepted updates; a norm that stays 20× higher for `SPIKE_HISTORY` steps is a new level."""
+    import random
+
+    from rftfm_agent.remediate.guards import SPIKE_HISTORY, UpdateGuard
+
+    random.seed(0)
+    guard = UpdateGuard(trainer=None, skip_nonfinite=True, spike_factor=10.0)
+    through, true_skipped, spikes = 0, 0, 0
+    for step in range(1, 61):
+        spike = random.random() < 0.5
+        guard.record((20.0 if spike else 0.2) * random.uniform(0.8, 1.2))
+        skipped = guard.should_skip(step) is not None
+        spikes += spike
+        through += spike and not skipped
+        true_skipped += skipped and not spike
+    assert spikes == 21 and through <= 2 and true_skipped == 0
+    level = UpdateGuard(trainer=None, skip_nonfinite=True, spike_factor=10.0)
+    skipped_steps = []
+    for step in range(1, 41):
+        level.record(0.2 if step < 10 else 4.0)
+        if level.should_skip(step) is not None:
+            skipped_steps.append(step)
+    assert skipped_steps == list(range(10, 10 + SPIKE_HISTORY - 1))
