@@ -417,6 +417,12 @@ def test_a_run_that_starts_without_signal_and_then_learns_is_a_slow_start_not_an
     online = [(row["step"], e) for row in dead.to_dict("records") for e in monitor.update(row)]
     first = {e.check: step for step, e in online if e.check in ("zero_std_groups", "grad_norm_zero")}
     assert first == {"zero_std_groups": 50, "grad_norm_zero": 50}
+    # a slow start, then the signal lost mid-run: that loss is an incident
+    later = frame.copy()
+    later.loc[80:, "grad_norm"] = 0.0
+    verdict = detector.score_run(RunData("later", None, later))
+    fired = [(e.check, e.severity, e.step) for e in verdict.events if e.check == "grad_norm_zero"]
+    assert fired == [("grad_norm_zero", "warning", 3), ("grad_norm_zero", "critical", 83)], fired
     # a run that had signal and lost it is judged at once, as before
     lost = _healthy()
     lost.loc[60:, "grad_norm"] = 0.0

@@ -110,6 +110,7 @@ class RunMonitor:
             if (held := self.held.pop(check, None)) is not None:
                 evidence = {**held.evidence, "ended_at": step}
                 out.append(held.model_copy(update={"severity": "warning", "evidence": evidence}))
+                self.rules.rearm(check, metric)  # losing the signal later is an incident
         for event in found:
             if event.check in NO_SIGNAL_STREAKS and self.from_start[event.check]:
                 self.held[event.check] = event

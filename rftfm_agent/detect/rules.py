@@ -123,6 +123,12 @@ class HardRules:
         self._rewards: list[float] = []
         self._lr_was_positive = False
 
+    def rearm(self, rule: str, metric: str) -> None:
+        """Let a rule that fired on `metric` fire again (a rule fires once per metric): the detector
+        re-arms a no-signal streak a run started in and left, so that losing the signal later still
+        fires."""
+        self._fired.discard(f"{rule}:{metric}")
+
     def _streak(self, name: str, condition: bool) -> int:
         self._runs[name] = self._runs.get(name, 0) + 1 if condition else 0
         return self._runs[name]
