@@ -471,6 +471,15 @@ def test_a_callback_printing_the_logs_does_not_double_the_steps(tmp_path: Path) 
     assert sorted(_steps(run)) == list(range(5, 61, 5))
     assert _steps(run)[40]["reward"] == pytest.approx(0.4)
     assert any("12 dict(s) printed twice in a row" in n for n in run.source.notes)
+    # A dead run logs the same values every step (epoch rounded alike): a bar between them, two steps.
+    dead = "".join(
+        _bar(s) + "\n{'loss': 0.0, 'grad_norm': 0.0, 'learning_rate': 1e-06, 'reward': 0.0, 'epoch': 0.0}\n"
+        for s in range(1, 61)
+    )
+    path = tmp_path / "dead.log"
+    path.write_text(dead + _bar(60) + "\n")
+    (run,) = importers.load(path)
+    assert len(run.steps) == 60 and not any("twice" in n for n in run.source.notes)
 
 
 def test_trl_ppo_console_dicts_start_with_eps_and_their_score_is_the_reward(tmp_path: Path) -> None:

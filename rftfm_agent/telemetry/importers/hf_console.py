@@ -81,13 +81,18 @@ def _literal(text: str) -> dict:
     return value
 
 
-def _same_dict(a: dict, b: dict) -> bool:
-    """The same logged values, the epoch compared as the Trainer's ProgressCallback prints it (2 digits)."""
-    if a.keys() != b.keys():
+def _printed_again(a: dict, b: dict, between: str, bars: bool) -> bool:
+    """Whether dict `b` is dict `a` printed again by a callback, not the next logged step: the same values
+    (the epoch compared as the Trainer's ProgressCallback prints it, 2 digits), and no progress bar drawn
+    between them; in a log without bars, only where the two epochs are printed differently (a run that
+    logs the same values at two steps, e.g. a dead one, is two steps)."""
+    if a.keys() != b.keys() or (bars and _BAR.search(between)):
         return False
     for key, x in a.items():
         y = b[key]
         if key == "epoch" and isinstance(x, float | int) and isinstance(y, float | int):
+            if not bars and x == y:
+                return False
             x, y = round(x, 2), round(y, 2)
         if x != y and not (x != x and y != y):  # NaN (x != x) equals NaN here
             return False
@@ -104,7 +109,7 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
     rounded to 2 digits) is the same step: kept once, noted.
     """
     found: list[tuple[int, int, dict]] = []
-    repeats = 0
+    repeats, bars, previous_end = 0, _BAR.search(text) is not None, 0
     starts = list(_DICT_START.finditer(text))
     for n, match in enumerate(starts):
         start = match.start()
@@ -121,10 +126,11 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
             except (ValueError, SyntaxError):
                 problem = "does not parse"
             else:
-                if found and _same_dict(found[-1][2], logged):
+                if found and _printed_again(found[-1][2], logged, text[previous_end:start], bars):
                     repeats += 1
                     continue
                 found.append((start, line_no, logged))
+                previous_end = end
         if problem is None:
             continue
         if is_last:
