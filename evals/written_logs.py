@@ -94,6 +94,42 @@ def saturating(n: int, seed: int) -> Series:
     return d
 
 
+def slow_start(n: int, seed: int, until: int = 20) -> Series:
+    """A healthy run whose model earns nothing at first: every group all 0 and, with β = 0, a gradient of
+    exactly 0 for its first `until` steps; then it learns."""
+    d = healthy(n, seed)
+    d["reward"][:until] = 0.0
+    d["reward_std"][:until] = 0.0
+    d["frac_reward_zero_std"][:until] = 1.0
+    d["grad_norm"][:until] = 0.0
+    return d
+
+
+def lr_too_high(n: int, seed: int, at: int = 1) -> Series:
+    """A learning rate far too high from step 1: grad norm and KL high from the first steps, entropy
+    rising, the reward only falling (0.40 → 0.07)."""
+    d = healthy(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    s = np.arange(1, n + 1)
+    d["reward"] = np.clip(0.07 + 0.33 * np.exp(-s / (0.25 * n)) + rng.normal(0, 0.04, n), 0, 1)
+    d["grad_norm"] = 50 * np.exp(rng.normal(0, 0.4, n))
+    d["kl"] = 2.0 * np.exp(rng.normal(0, 0.3, n))
+    d["entropy"] = 0.45 + 0.6 * s / n + rng.normal(0, 0.02, n)
+    return d
+
+
+def cap_from_start(n: int, seed: int, at: int = 1) -> Series:
+    """max_completion_length far too small from step 1: 98 % of completions cut, the reward near 0 and most
+    groups all equal."""
+    d = healthy(n, seed)
+    rng = np.random.default_rng(seed + 100)
+    d["clipped_ratio"] = np.clip(0.98 + rng.normal(0, 0.005, n), 0, 1)
+    d["completion_length"] = 127 + rng.normal(0, 0.5, n)
+    d["reward"] = np.clip(0.05 + rng.normal(0, 0.01, n), 0, 1)
+    d["frac_reward_zero_std"] = np.clip(0.8 + rng.normal(0, 0.02, n), 0, 1)
+    return d
+
+
 def _after(n: int, step: int, width: float = 3.0) -> np.ndarray:
     """0 before `step`, 1 after it (a logistic step `width` steps wide)."""
     return 1 / (1 + np.exp(-(np.arange(1, n + 1) - step) / width))
@@ -231,6 +267,13 @@ CASES: tuple[Case, ...] = (
         says="solved its prompts",
     ),
     Case(
+        "h08_slow_start.log",
+        lambda: slow_start(200, 8),
+        write_trl_console,
+        "healthy",
+        says="(a slow start)",
+    ),
+    Case(
         "b01_collapse.log", lambda: reward_collapse(200, 21, 120), write_trl_console, "reward collapse", 120
     ),
     Case("b02_collapse_verl.log", lambda: reward_collapse(200, 22, 120), write_verl, "reward collapse", 120),
@@ -240,6 +283,16 @@ CASES: tuple[Case, ...] = (
     Case("b06_nan.csv", lambda: nan_from(200, 26, 151), write_wandb_csv, "numerical failure", 151),
     Case("b07_hacking.log", lambda: reward_hacking(200, 27, 90), write_trl_console, "reward hacking", 90),
     Case("b08_dead.log", lambda: dead(200, 28, 1), write_verl, "no learning signal", 1),
+    Case(
+        "b09_lr_too_high", lambda: lr_too_high(200, 29), write_trainer_state, "reward fell from the start", 1
+    ),
+    Case(
+        "b10_cap_from_start.csv",
+        lambda: cap_from_start(200, 30),
+        write_wandb_csv,
+        "length cap from the start",
+        1,
+    ),
 )
 
 
