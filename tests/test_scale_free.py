@@ -460,3 +460,19 @@ def test_completions_cut_at_the_cap_from_the_start_are_critical_after_20_steps()
     assert fired == {"truncation_from_start": "critical"}, fired
     learns = np.clip(0.95 * np.exp(-np.arange(n) / 8) + 0.02 + rng.normal(0, 0.005, n), 0, 1)
     assert _fired(_with(**{"completions/clipped_ratio": learns})) == {}
+
+
+@pytest.mark.parametrize("per_step", [0.08, 0.2, 0.5])
+def test_a_steep_crash_after_a_rise_is_a_collapse_however_steep(per_step: float) -> None:
+    """The reward's noise was the standard deviation of its step differences, which the crash itself
+    inflates: a crash of 0.2-0.5 a step (TRL PPO's objective/scores 0.9 → -9.6) was a mere decline, or
+    "not learning: the reward is flat (0.318 → -6.45)"; one of 0.08 a step was a collapse."""
+    rng = np.random.default_rng(7)
+    rise = np.linspace(0.22, 0.58, 20) + rng.normal(0, 0.02, 20)
+    crash = 0.58 - per_step * np.arange(1, 21) + rng.normal(0, 0.02, 20)
+    frame = _healthy(40)
+    frame["reward"] = np.concatenate([rise, crash])
+    frame["rewards/correct/mean"] = frame["reward"]
+    fired = _fired(frame)
+    assert fired.get("reward_collapse") == "critical", fired
+    assert "not_learning" not in fired and "reward_plateau" not in fired

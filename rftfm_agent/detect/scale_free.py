@@ -325,6 +325,21 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def _sigma(values: np.ndarray) -> float:
+    """A curve's per-step noise σ, from its second differences (x[t+1] − 2x[t] + x[t−1] has variance 6σ²
+    for independent noise, and a rise or a fall at a steady pace cancels out of it) through their median
+    absolute deviation (× 1.4826: the standard deviation for Gaussian noise), so that the fall being judged
+    does not count as noise. The standard deviation of the first differences did: a reward that crashed by
+    0.3–0.5 a step had a "noise" so large that its crash was no collapse, and the steeper the crash the
+    less it was seen. Falls back to the plain standard deviation where most second differences are equal
+    (a coarse or noiseless reward)."""
+    if len(values) < 3:
+        return 0.0
+    second = np.diff(values, 2)
+    robust = 1.4826 * float(np.median(np.abs(second - np.median(second))))
+    return (robust if robust > 0 else float(np.std(second))) / math.sqrt(6)
+
+
 class ScaleFreeRules:
     """Streaming scale-free rules; `update(step, row)` returns the events that fire at this step and
     `finish()` the whole-run events an offline scoring adds at the end of the run."""
@@ -588,13 +603,14 @@ class ScaleFreeRules:
         peak = int(smooth.argmax())
         early, best, now = float(smooth[0]), float(smooth[peak]), float(smooth[-1])
         trough = float(smooth[peak:].min())  # a collapse may recover part of the way: judged at its bottom
-        noise = float(np.std(np.diff(r))) / math.sqrt(2 * window)
+        sigma = _sigma(r)
+        noise = sigma / math.sqrt(window)  # the standard error of a window's mean
         gain, drop = best - early, best - now
         if gain <= DECLINE_Z * noise:  # it never rose: did it fall from where it started?
             return self._fell_from_start(events, r, smooth, noise)
         if drop <= DECLINE_Z * noise:
             return None
-        step_noise = float(np.std(np.diff(r))) / math.sqrt(2)
+        step_noise = sigma
         held = int((smooth[: peak + 1] >= early + gain / 2).sum()) >= COLLAPSE_HELD * window
         learned = gain >= COLLAPSE_RISE * step_noise and held
         for rule, share, z, fall in (

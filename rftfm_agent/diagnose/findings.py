@@ -544,6 +544,9 @@ def _reward_rose(frame: pd.DataFrame) -> tuple[float, float] | None:
 # Plays of findings that explain others of the same severity, so they lead: completions cut at the cap earn
 # nothing (the groups are all equal, the reward flat), a reward paid for a shortcut makes groups "solved".
 _EXPLAINS_OTHERS = frozenset({"symptom:length_at_cap", "symptom:reward_hacking"})
+_FALLS = frozenset(
+    {"reward_collapse", "reward_fell"}
+)  # a reward that stopped paying: its groups go all equal
 
 
 def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
@@ -621,7 +624,7 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
     out.sort(
         key=lambda f: (
             -SEVERITY_RANK[f.severity],
-            f.play not in _EXPLAINS_OTHERS,
+            f.play not in _EXPLAINS_OTHERS and not _FALLS & set(f.rules),
             {"high": 0, "medium": 1, "low": 2}[f.confidence],
         )
     )
