@@ -451,15 +451,27 @@ def test_a_reward_that_falls_from_the_start_is_critical_when_it_loses_half() -> 
     assert finding.symptom.startswith("reward fell from the start") and "learning rate" in finding.causes[0]
 
 
-def test_completions_cut_at_the_cap_from_the_start_are_critical_after_20_steps() -> None:
+def test_completions_cut_at_the_cap_from_the_start_are_critical_after_30_steps() -> None:
     """98 % cut from step 1 never rises to twice its start, so `truncation_most` never fired; a model that
-    rambles at first and learns to stop is not this (its share falls well below 90 % by then)."""
+    rambles at first and learns to stop is not this: online its share is low again by step 30, and offline
+    a run still cut for its first 22 steps but not at its end is healthy (it was critical at step 20 with a
+    doubled cap proposed, which would have thrown away 177 good steps)."""
     n, rng = 120, np.random.default_rng(6)
     stuck = np.clip(0.98 + rng.normal(0, 0.005, n), 0, 1)
-    fired = _fired(_with(**{"completions/clipped_ratio": stuck}), online=True)
-    assert fired == {"truncation_from_start": "critical"}, fired
+    for online in (True, False):
+        rules, events = ScaleFreeRules(online=online), []
+        for step, share in enumerate(stuck, 1):
+            events += rules.update(step, {"completions/clipped_ratio": float(share)})
+        events += rules.finish()
+        assert [(e.check, e.step) for e in events] == [("truncation_from_start", 30)], events
     learns = np.clip(0.95 * np.exp(-np.arange(n) / 8) + 0.02 + rng.normal(0, 0.005, n), 0, 1)
     assert _fired(_with(**{"completions/clipped_ratio": learns})) == {}
+    late = np.where(np.arange(n) < 22, 0.95, 0.03) + rng.normal(0, 0.005, n)
+    assert _fired(_with(**{"completions/clipped_ratio": late})) == {}
+    assert _fired(_with(**{"completions/clipped_ratio": late}), online=True) == {}
+    every10 = _with(**{"completions/clipped_ratio": stuck})  # logged every 10 steps: steps, not rows, count
+    every10["step"] = every10["step"] * 10
+    assert _fired(every10) == {"truncation_from_start": "critical"}
 
 
 @pytest.mark.parametrize("per_step", [0.08, 0.2, 0.5])

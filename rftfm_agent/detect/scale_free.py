@@ -65,7 +65,9 @@ COLLAPSE_RISE = 3.0  # … after a rise of 3 per-step noise levels or more (seen
 COLLAPSE_HELD = 1  # … held above half its gain for a smoothing window (a tenth of the run) before falling:
 # a 10-step excursion is not a level the run reached
 TRUNCATION_MOST = 0.9  # nearly every completion cut at the cap, and at least twice its start share …
-TRUNCATION_STUCK = 20  # logged values a share that high since the start must hold (it never learned to stop)
+TRUNCATION_STUCK = 30  # training steps a share that high since the start must last (it never learned to
+# stop: models that ramble at first, as the testbed's warm-up and many SFT'd ones, stop within 10-30 steps;
+# offline, the run must also still be cut at its end)
 SATURATED_TOP = 0.8  # a reward that rose from the bottom half of its range to its top fifth, while the
 # groups without signal came with the rise: the run solved its prompts (every sample paid), it did not fail;
 # read instead of the critical no-signal rule (a person decides whether to stop). Below that share the
@@ -261,10 +263,12 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
         ScaleFreeRule(
             name="truncation_from_start",
             severity="critical",
-            description=f"≥ {TRUNCATION_MOST:.0%} of completions cut at the length cap from the start, still "
-            f"so after {TRUNCATION_STUCK} logged steps: the answers do not fit the cap (a model that rambles "
-            "at first and learns to stop falls well below it by then)",
-            window=f"median of the last {TRUNCATION_STUCK} logged values",
+            description=f"≥ {TRUNCATION_MOST:.0%} of completions cut at the length cap from the start, "
+            f"still so {TRUNCATION_STUCK} training steps later (and at the end of the run, offline): the "
+            "answers do not fit the cap (a model that rambles at first and learns to stop falls well below "
+            "it by then)",
+            window=f"the logged values of the first {TRUNCATION_STUCK} steps (their median) and the last "
+            f"{CONFIRM}",
             reference=LENGTH_REF,
         ),
         ScaleFreeRule(
@@ -353,6 +357,10 @@ class ScaleFreeRules:
         self.same_length_streak = 0
         self.reward_steps: list[int] = []  # the step of each logged reward (a fall is dated by them)
         self.fired: set[str] = set()
+        self.clip_steps: list[int] = []  # the first step a clipped share was logged at
+        self.stuck_at: tuple[int, float, float] | None = (
+            None  # offline: (step, share, early) cut from the start
+        )
 
     # ------------------------------------------------------------------ helpers
     def _fire(
@@ -407,6 +415,10 @@ class ScaleFreeRules:
         events: list[Event] = []
         if len(self.steps) >= FINISH_MIN:
             self._whole_run(events, self.steps[-1])
+        end = self._recent("completions/clipped_ratio")
+        if self.stuck_at is not None and end is not None and end >= TRUNCATION_MOST:
+            step, share, early = self.stuck_at  # still cut at the end: it never learned to stop
+            self._fire(events, "truncation_from_start", "completions/clipped_ratio", step, share, early=early)
         return events
 
     def _sustained(self, events: list[Event], step: int, row: Mapping[str, float | None]) -> None:
@@ -439,6 +451,11 @@ class ScaleFreeRules:
                 self._fire(events, "length_collapse", "completion_length", step, length, early=length_early)
             elif length > LENGTH_EXPLOSION * length_early:
                 self._fire(events, "length_explosion", "completion_length", step, length, early=length_early)
+        cut = row.get("completions/clipped_ratio")
+        if cut is not None and math.isfinite(cut) and not self.clip_steps:
+            self.clip_steps.append(
+                step
+            )  # the first step the share was logged: "from the start" counts from it
         clipped, clipped_early = (
             self._recent("completions/clipped_ratio"),
             self._early("completions/clipped_ratio"),
@@ -446,10 +463,10 @@ class ScaleFreeRules:
         if clipped is not None and clipped_early is not None:
             logged = self.history["completions/clipped_ratio"]
             stuck = (
-                len(logged) >= TRUNCATION_STUCK
-                and min(clipped_early, float(np.median(logged[-TRUNCATION_STUCK:]))) >= TRUNCATION_MOST
+                step - self.clip_steps[0] + 1 >= TRUNCATION_STUCK
+                and min(clipped, clipped_early, float(np.median(logged))) >= TRUNCATION_MOST
             )
-            if stuck:
+            if stuck and self.online:
                 self._fire(
                     events,
                     "truncation_from_start",
@@ -458,6 +475,8 @@ class ScaleFreeRules:
                     clipped,
                     early=clipped_early,
                 )
+            elif stuck and self.stuck_at is None:
+                self.stuck_at = (step, clipped, clipped_early)  # offline: judged at the run's end
             for rule, share in (("truncation_most", TRUNCATION_MOST), ("truncation_rising", TRUNCATION_RISE)):
                 if stuck or "truncation_from_start:completions/clipped_ratio" in self.fired:
                     break
