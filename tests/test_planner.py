@@ -151,3 +151,16 @@ def test_entropy_collapse_with_kl_explosion_fixes_entropy_first() -> None:
     assert unchanged.first_fix().actions[0].kind == "set_kl_coefficient"  # type: ignore[union-attr]
     alone = _rows(6, entropy=[2.0] * 6, kl=[0.01, 0.01, 0.02, 1.0, 2.5, 3.0])
     assert symptoms(alone) == [] and symptoms(alone, Band()) == []
+
+
+def test_a_reward_on_a_0_1_scale_is_judged_easy_or_hard_by_its_level_not_its_range() -> None:
+    """All-equal groups at a 0.05 reward that happens to be its run's best are failed groups (was "too
+    easy": filter them), at a 0.8 reward that is its run's lowest solved ones (was "too hard"). A reward off
+    the [0, 1] scale is still read by its place in the run's own range."""
+    frac = [0.5, 0.6, 0.7, 0.8, 0.9, 0.9]
+    low_at_best = _rows(6, reward=[0.03, 0.03, 0.04, 0.04, 0.05, 0.05], frac_reward_zero_std=frac)
+    high_at_low = _rows(6, reward=[0.85, 0.84, 0.83, 0.81, 0.80, 0.80], frac_reward_zero_std=frac)
+    assert symptoms(low_at_best) == ["no_signal_too_hard"]
+    assert symptoms(high_at_low) == ["no_signal_too_easy"]
+    points = _rows(6, reward=[-3.0, -2.0, 0.0, 2.0, 3.0, 3.0], frac_reward_zero_std=frac)
+    assert symptoms(points) == ["no_signal_too_easy"]

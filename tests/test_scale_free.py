@@ -346,10 +346,10 @@ def _saturating(n: int = 120, start: float = 0.3) -> pd.DataFrame:
     samples all succeed (no signal) come with it."""
     rng = np.random.default_rng(3)
     solved = 1 / (1 + np.exp(-(np.arange(n) - 0.15 * n) / (0.04 * n)))
-    return _with(
-        reward=start + (0.97 - start) * solved + rng.normal(0, 0.02, n),
-        frac_reward_zero_std=np.clip(0.2 + 0.77 * solved + rng.normal(0, 0.01, n), 0, 0.99),
-    )
+    frame = _healthy(n)
+    frame["reward"] = start + (0.97 - start) * solved + rng.normal(0, 0.02, n)
+    frame["frac_reward_zero_std"] = np.clip(0.2 + 0.77 * solved + rng.normal(0, 0.01, n), 0, 0.99)
+    return frame
 
 
 def test_groups_all_solved_as_the_reward_rose_are_a_saturated_run_not_a_failure() -> None:
@@ -488,3 +488,42 @@ def test_a_steep_crash_after_a_rise_is_a_collapse_however_steep(per_step: float)
     fired = _fired(frame)
     assert fired.get("reward_collapse") == "critical", fired
     assert "not_learning" not in fired and "reward_plateau" not in fired
+
+
+def test_rare_early_successes_are_still_a_slow_start_and_a_solved_run_is_not_critical() -> None:
+    """Reward ~0.004 for 50 steps (a success now and then: 97-99 % of groups all equal, and 3-step
+    stretches of 100 %), then learning: it was critical at step 12 ("every group got identical rewards from
+    step 10"). A run whose groups all went equal as its reward reached the top of its range (it solved its
+    prompts) was critical through the same streak rule; both are warnings now. A mid-run loss of signal at a
+    middling reward stays critical."""
+    detector = load_detector()
+    rng = np.random.default_rng(9)
+    frame = _healthy(200)
+    early = np.arange(200) < 50
+    frame["frac_reward_zero_std"] = np.where(early, rng.choice([0.97, 0.99, 1.0, 1.0], 200), 0.3)
+    frame.loc[early, ["reward", "rewards/correct/mean"]] = 0.004
+    verdict = detector.score_run(RunData("sparks", None, frame))
+    assert verdict.verdict == "healthy", verdict.alarms
+
+    solved = _saturating(200)
+    solved.loc[120:, "frac_reward_zero_std"] = 1.0
+    verdict = detector.score_run(RunData("solved", None, solved))
+    assert verdict.verdict == "healthy", verdict.alarms
+    (finding,) = [f for f in findings_for(verdict, solved) if f.topic == "learning signal"]
+    assert "the run solved its prompts" in finding.symptom and finding.play == "symptom:no_signal_too_easy"
+
+    lost = _healthy(200)
+    lost["frac_reward_zero_std"] = np.where(np.arange(200) < 100, 0.3, 1.0)
+    verdict = detector.score_run(RunData("lost", None, lost))
+    assert ("zero_std_groups", "critical") in {(e.check, e.severity) for e in verdict.events}
+
+
+def test_a_flat_reward_that_pays_most_samples_is_not_a_run_that_cannot_learn() -> None:
+    """A reward flat near 0.8 (on a [0, 1] scale) with 44 % of groups all equal: mostly solved groups,
+    little left to learn; it was critical "not learning". The same at 0.23 still is."""
+    rng = np.random.default_rng(11)
+    frac = np.clip(0.44 + rng.normal(0, 0.03, 120), 0, 1)
+    high = _fired(_with(reward=0.8 + rng.normal(0, 0.03, 120), frac_reward_zero_std=frac))
+    assert "not_learning" not in high and high.get("reward_plateau") == "warning", high
+    low = _fired(_with(reward=0.23 + rng.normal(0, 0.03, 120), frac_reward_zero_std=frac))
+    assert low.get("not_learning") == "critical", low

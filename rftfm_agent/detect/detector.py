@@ -31,7 +31,7 @@ from rftfm_agent.detect.events import SEVERITY_RANK, Event, Mode, RunVerdict, Se
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.detect.profile import HealthyProfile
 from rftfm_agent.detect.rules import NO_SIGNAL_STREAKS, HardRules, no_signal_state
-from rftfm_agent.detect.scale_free import WHOLE_RUN_MIN, ScaleFreeRules
+from rftfm_agent.detect.scale_free import NO_SIGNAL_CRITICAL, WHOLE_RUN_MIN, ScaleFreeRules
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.store import LOGGED_NAN
@@ -84,6 +84,10 @@ class RunMonitor:
         # No-signal streaks a run started in (self mode): held back until the run leaves them (a slow
         # start: a warning) or stays in them for `WHOLE_RUN_MIN` rows online / to its end offline (critical).
         self.from_start = dict.fromkeys(NO_SIGNAL_STREAKS, True)
+        self.out_since: dict[str, int | None] = dict.fromkeys(
+            NO_SIGNAL_STREAKS
+        )  # first step out of the state
+        self.out_rows = dict.fromkeys(NO_SIGNAL_STREAKS, 0)  # logged values in a row out of it
         self.held: dict[str, Event] = {}
 
     def finish(self) -> list[Event]:
@@ -96,26 +100,44 @@ class RunMonitor:
 
     def _slow_start(self, step: int, values: Mapping[str, float | None], found: list[Event]) -> list[Event]:
         """Without a healthy band, a run that starts with no learning signal (every group's rewards equal,
-        a gradient of exactly 0) is not yet an incident: models often earn nothing on their first steps and
-        then learn. The streak rule's event is held back while the state has held since the run's first
-        logged value; when the run leaves it, the event comes as a warning saying where it ended; when it
-        stays for `WHOLE_RUN_MIN` rows (online) or to the end of the run (offline), as the critical it is."""
+        a gradient of exactly 0) is not yet an incident: models often earn nothing on their first steps
+        (or a rare success now and then) and then learn. A streak rule's event is held back while the run
+        is still in its start, which ends when the metric has left it (`_starting`) for `CONFIRM_OUT`
+        logged values in a row (one lucky step is not a learning signal); the event then comes as a
+        warning saying where the signal came, and as the critical it is when the run stays in its start for
+        `WHOLE_RUN_MIN` rows (online) or to its end (offline). After the start, a streak that comes as the
+        reward reached the top of its range (the run solved its prompts) is a warning too."""
         self.rows += 1
         out: list[Event] = []
         for check, metric in NO_SIGNAL_STREAKS.items():
             value = values.get(metric)
-            if value is None or not math.isfinite(value) or no_signal_state(check, value):
+            if value is None or not math.isfinite(value) or not self.from_start[check]:
+                continue
+            if _starting(check, value):
+                self.out_since[check], self.out_rows[check] = None, 0
+                continue
+            self.out_since[check] = self.out_since[check] or step
+            self.out_rows[check] += 1
+            if self.out_rows[check] < CONFIRM_OUT:
                 continue
             self.from_start[check] = False
             if (held := self.held.pop(check, None)) is not None:
-                evidence = {**held.evidence, "ended_at": step}
+                evidence = {**held.evidence, "ended_at": self.out_since[check]}
                 out.append(held.model_copy(update={"severity": "warning", "evidence": evidence}))
                 self.rules.rearm(check, metric)  # losing the signal later is an incident
         for event in found:
             if event.check in NO_SIGNAL_STREAKS and self.from_start[event.check]:
-                self.held[event.check] = event
-            else:
-                out.append(event)
+                self.held.setdefault(event.check, event)
+                continue
+            if (
+                event.check in NO_SIGNAL_STREAKS
+                and self.scale_free is not None
+                and self.scale_free.saturated()
+            ):
+                event = event.model_copy(
+                    update={"severity": "warning", "evidence": {**event.evidence, "solved": 1.0}}
+                )
+            out.append(event)
         if self.online and self.rows >= WHOLE_RUN_MIN:
             for check in list(self.held):
                 held = self.held.pop(check)
@@ -200,6 +222,16 @@ class RunMonitor:
 
 
 SELF_FLOORS = {"shewhart": 6.0, "ewma": 6.0, "cusum": 10.0, "bocpd": 3.0}
+CONFIRM_OUT = 3  # logged values in a row with a learning signal that end a run's no-signal start
+
+
+def _starting(check: str, value: float) -> bool:
+    """Whether a logged value keeps a run in its no-signal start: the streak rule's own state, or, for the
+    share of all-equal groups, most of them (a rare success leaves 97-99 % of groups all equal: a spark,
+    not yet a learning signal, and a 3-step stretch without one is no incident then)."""
+    if check == "zero_std_groups":
+        return value >= NO_SIGNAL_CRITICAL
+    return no_signal_state(check, value)
 
 
 FORMAT_VERSION = 1  # of detector.json; files written before the field existed are version 1

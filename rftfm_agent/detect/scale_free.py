@@ -329,6 +329,23 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def reward_position(level: float, run: np.ndarray | list[float]) -> float:
+    """Where a reward level sits between "nothing paid" (0) and "everything paid" (1). A reward that stays
+    within [0, 1] over the run is read on its own scale (an accuracy, a pass rate: 0.42 is not "solved"
+    because it is the run's best so far); any other reward by its place in the run's own range. A reward
+    that never moved sits at 1 when positive (everything paid) and 0 otherwise (nothing paid)."""
+    values = np.asarray(run, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and high <= 1.0:
+        return min(1.0, max(0.0, level))
+    if high - low < 1e-9:
+        return 1.0 if level > 0 else 0.0
+    return (level - low) / (high - low)
+
+
 def _sigma(values: np.ndarray) -> float:
     """A curve's per-step noise σ, from its second differences (x[t+1] − 2x[t] + x[t−1] has variance 6σ²
     for independent noise, and a rise or a fall at a steady pace cancels out of it) through their median
@@ -549,6 +566,10 @@ class ScaleFreeRules:
                 self._fire(events, "reward_component_stuck", metric, step, values[0], steps=len(values))
         self._trend(events, step, reward, share if n >= FINISH_MIN else 0.0)
 
+    def saturated(self) -> bool:
+        """Whether the run so far has solved its prompts (see `_saturated`)."""
+        return self._saturated(self.history.get("reward", []))
+
     def _saturated(self, reward: list[float]) -> bool:
         """Whether the groups without signal are groups the run learned to solve: the reward started in the
         bottom half of its range and ends in its top part, its rise is far outside its noise, and the
@@ -558,8 +579,7 @@ class ScaleFreeRules:
         if len(reward) < FINISH_MIN or len(self.zero_signal) < FINISH_MIN:
             return False
         r, z = np.asarray(reward), np.asarray(self.zero_signal)
-        low, high = float(r.min()), float(r.max())
-        if high - low <= 0:
+        if float(r.max()) - float(r.min()) <= 0:
             return False
         early, now = float(np.median(r[:EARLY])), float(np.median(r[-CONFIRM:]))
         third = max(3, len(r) // 3)
@@ -567,8 +587,8 @@ class ScaleFreeRules:
         se = math.sqrt(first.var(ddof=1) / first.size + last.var(ddof=1) / last.size)
         zt = max(3, len(z) // 3)
         return (
-            early <= low + 0.5 * (high - low)
-            and now >= low + SATURATED_TOP * (high - low)
+            reward_position(early, r) <= 0.5
+            and reward_position(now, r) >= SATURATED_TOP
             and float(last.mean() - first.mean()) > DECLINE_Z * se
             and float(z[-zt:].mean()) > float(z[:zt].mean())
         )
@@ -587,7 +607,11 @@ class ScaleFreeRules:
             self._fire(
                 events, "reward_plateau", "reward", step, float(last.mean()), first=float(first.mean())
             )
-            if no_signal >= NO_SIGNAL_WARNING:
+            # A flat reward that pays most samples (on a [0, 1] scale, at half or more) has little left to
+            # learn from its all-equal groups: mostly solved ones (too easy data, a warning), not a run
+            # that cannot learn.
+            solved = r.min() >= 0 and r.max() <= 1 and reward_position(float(last.mean()), r) >= 0.5
+            if no_signal >= NO_SIGNAL_WARNING and not solved:
                 self._fire(
                     events,
                     "not_learning",

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rftfm_agent.detect.events import SEVERITY_RANK, Event, RunVerdict, Severity, is_alarm
 from rftfm_agent.detect.rules import RULES
-from rftfm_agent.detect.scale_free import FINISH_MIN, SCALE_FREE_RULES
+from rftfm_agent.detect.scale_free import FINISH_MIN, SCALE_FREE_RULES, reward_position
 
 Confidence = Literal["high", "medium", "low"]
 
@@ -564,6 +564,8 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             if isinstance(ended := e.evidence.get("ended_at"), int | float):
                 # A no-signal streak the run started in and left (the detector's slow start): say so.
                 line += f"; a learning signal from step {int(ended)} on (a slow start)"
+            if e.evidence.get("solved"):
+                line += ", as the reward reached the top of its range: the run solved its prompts"
             by_topic.setdefault(t.topic, []).append((e.check, line, e.severity, e.step, e.metric))
         elif e.source != "rule" and is_alarm(e, verdict.mode):
             topic = METRIC_TOPICS.get(e.metric, "other")
@@ -636,13 +638,13 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
 
 
 def _solved(frame: pd.DataFrame) -> bool:
-    """Whether the recent reward sits in the upper half of the run's own reward range."""
+    """Whether the recent reward sits in the upper half between nothing paid and everything paid."""
     if "reward" not in frame:
         return False
     r = pd.to_numeric(frame["reward"], errors="coerce").dropna()
-    if r.empty or r.max() == r.min():
-        return bool(not r.empty and r.max() > 0)
-    return bool((r.tail(3).median() - r.min()) / (r.max() - r.min()) >= 0.5)
+    if r.empty:
+        return False
+    return reward_position(float(r.tail(3).median()), r.to_numpy()) >= 0.5
 
 
 TOO_EARLY = 30  # optimizer steps: fewer than this and a run without a critical finding is "unknown"

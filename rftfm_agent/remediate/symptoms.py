@@ -23,6 +23,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
+from rftfm_agent.detect.scale_free import reward_position
+
 Symptom = Literal[
     "no_signal_too_easy",
     "no_signal_too_hard",
@@ -112,14 +114,10 @@ def _median(rows: Sequence[dict[str, Any]], metric: str) -> float | None:
 
 
 def _reward_share(rows: Sequence[dict[str, Any]], recent: Sequence[dict[str, Any]]) -> float:
-    """Where the recent reward sits in the run's own reward range (0: its lowest, 1: its highest).
-
-    A run whose reward never moved sits at 1 when that reward is positive (everything paid) and 0 when it
-    is zero or negative (nothing paid)."""
+    """Where the recent reward sits between nothing paid (0) and everything paid (1): on its own scale for
+    a reward within [0, 1], else in the run's own range (`detect.scale_free.reward_position`). The range
+    alone read a 0.05 reward at its run's best as "all solved" and a 0.8 one at its low as "all failed"."""
     everything, now = _values(rows, "reward"), _median(recent, "reward")
     if not everything or now is None:
         return 0.0
-    low, high = min(everything), max(everything)
-    if high - low < 1e-9:
-        return 1.0 if now > 0 else 0.0
-    return (now - low) / (high - low)
+    return reward_position(now, everything)
