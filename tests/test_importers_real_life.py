@@ -482,6 +482,35 @@ def test_a_callback_printing_the_logs_does_not_double_the_steps(tmp_path: Path) 
     assert len(run.steps) == 60 and not any("twice" in n for n in run.source.notes)
 
 
+def test_dicts_printed_by_every_rank_or_again_in_a_log_without_bars_are_each_step_once(
+    tmp_path: Path,
+) -> None:
+    """`python train.py > log` keeps no bar (tqdm draws on stderr): a user's callback printing the logs, or
+    every rank printing them (`[rank0]:`, `[rank1]:`, interleaved as they come), doubled every step (120
+    for 60). A dead run's identical dicts (epoch rounded alike, one prefix) stay 60 steps."""
+
+    def row(s: int, epoch: float) -> str:
+        return _hf_dict(s, 0.01 * s, epoch=epoch)
+
+    user = "".join(f"{row(s, s / 1000)}\n[step {s}] {row(s, s / 1000)}\n" for s in range(1, 61))
+    ranks = "".join(
+        f"[rank0]:{row(s, s / 1000)}\n" + (f"[rank1]:{row(s - 1, (s - 1) / 1000)}\n" if s > 1 else "")
+        for s in range(1, 61)
+    )
+    dead = "{'loss': 0.0, 'grad_norm': 0.0, 'learning_rate': 1e-06, 'reward': 0.0, 'epoch': 0.0}\n" * 60
+    for name, text, notes in (
+        ("user.log", user, "60 dict(s) printed twice"),
+        ("ranks.log", ranks, "dicts printed by 2 ranks: rank 0's kept"),
+        ("dead.log", dead, None),
+    ):
+        path = tmp_path / name
+        path.write_text(text)
+        (run,) = importers.load(path)
+        assert len(run.steps) == 60, name
+        said = "; ".join(run.source.notes)
+        assert (notes in said) if notes else ("twice" not in said and "ranks" not in said), said
+
+
 def test_trl_ppo_console_dicts_start_with_eps_and_their_score_is_the_reward(tmp_path: Path) -> None:
     """TRL's PPOTrainer / RLOOTrainer print `{'eps': 5, 'objective/kl': …, 'objective/scores': …}`: the
     console reader took no dict starting with `eps` (unknown format), and the score was not the reward."""

@@ -197,6 +197,8 @@ def test_tensorboard_scalar_csv(tmp_path: Path) -> None:
     assert [(s.step, s.wall_time) for s in run.steps] == [(1, 1700000000.5), (2, 1700000001.5)]
     # the tag comes from TensorBoard's file name (its '/' written '_'), not the column's 'Value'
     assert run.steps[0].values == {"train/reward": 0.25} and math.isnan(run.steps[1].values["train/reward"])
+    again = _write(tmp_path, "run-.-tag-train_kl (1).csv", text)  # a browser's second download
+    assert importers.load(again)[0].steps[0].values == {"train/kl": 0.25}
     other = _write(tmp_path, "scalars.csv", text)  # a name TensorBoard did not give: kept as 'Value'
     assert importers.load(other)[0].steps[0].values == {"Value": 0.25}
 

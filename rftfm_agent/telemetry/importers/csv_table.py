@@ -420,6 +420,7 @@ TB_SCALAR_NOTE = "TensorBoard scalar CSV"  # one tag per file, merged with the r
 # TensorBoard's "download CSV" names a scalar's file after its run and tag, the tag's '/' written as '_':
 # `run-.-tag-train_kl.csv` (run "." is the log folder itself), `run_PPO_1-tag-rollout_ep_rew_mean.csv`.
 _TB_FILE = re.compile(r"^run[-_](?P<run>.*?)-tag-(?P<tag>.+)$")
+_BROWSER_COPY = re.compile(r"\s*\(\d+\)$")  # a browser's name for a second download: `… (1).csv`
 _MAX_TAG_SPLITS = 10  # underscores tried as '/' in a tag's name (2^10 spellings at most)
 
 
@@ -427,7 +428,7 @@ def tensorboard_tag(stem: str) -> tuple[str, str] | None:
     """(run, tag) from a TensorBoard CSV's file name, the tag spelled back with '/' where that makes a
     name the vocabulary knows (`train_completions_mean_length` → `train/completions/mean_length`); the
     name as written when no spelling is known. None for a file not named the way TensorBoard names it."""
-    m = _TB_FILE.match(stem)
+    m = _TB_FILE.match(_BROWSER_COPY.sub("", stem))
     if m is None:
         return None
     run, tag = m.group("run"), m.group("tag")

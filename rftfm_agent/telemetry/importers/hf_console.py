@@ -81,22 +81,46 @@ def _literal(text: str) -> dict:
     return value
 
 
-def _printed_again(a: dict, b: dict, between: str, bars: bool) -> bool:
-    """Whether dict `b` is dict `a` printed again by a callback, not the next logged step: the same values
-    (the epoch compared as the Trainer's ProgressCallback prints it, 2 digits), and no progress bar drawn
-    between them; in a log without bars, only where the two epochs are printed differently (a run that
-    logs the same values at two steps, e.g. a dead one, is two steps)."""
+def _printed_again(a: dict, b: dict, between: str, bars: bool, prefixes: tuple[str, str]) -> bool:
+    """Whether dict `b` is dict `a` printed again (by a user's callback, or by a second process), not the
+    next logged step: the same values (the epoch compared as the Trainer's ProgressCallback prints it, 2
+    digits) and no progress bar drawn between them. In a log without bars (stdout alone: tqdm draws on
+    stderr) a run that logs the same values at two steps (a dead one, epoch rounded alike) is two steps, so
+    there the repeat must also show: its epoch printed with other digits, or unrounded and equal (two steps
+    never share an unrounded epoch), or its line behind another prefix (`[rank1]:`, `[step 5]`)."""
     if a.keys() != b.keys() or (bars and _BAR.search(between)):
         return False
     for key, x in a.items():
         y = b[key]
         if key == "epoch" and isinstance(x, float | int) and isinstance(y, float | int):
-            if not bars and x == y:
-                return False
             x, y = round(x, 2), round(y, 2)
         if x != y and not (x != x and y != y):  # NaN (x != x) equals NaN here
             return False
-    return True
+    if bars:
+        return True
+    ea, eb = a.get("epoch"), b.get("epoch")
+    return prefixes[0] != prefixes[1] or (
+        isinstance(ea, float) and isinstance(eb, float) and (ea != eb or _decimals(ea) > 2)
+    )
+
+
+def _decimals(x: float) -> int:
+    """Digits after the point in a float's shortest repr (1e-05: many)."""
+    text = repr(x)
+    return 17 if "e" in text else len(text.partition(".")[2])
+
+
+_RANK = re.compile(r"\[(?:rank|default)(\d+)\]")  # torchrun --tee's `[default0]:`, `[rank0]:` prefixes
+
+
+def _rank(prefix: str) -> int | None:
+    match = _RANK.search(prefix)
+    return int(match.group(1)) if match else None
+
+
+def _line_prefix(text: str, start: int) -> str:
+    """What precedes a dict on its line (`[rank1]:`, `[step 5] `), stripped."""
+    return text[text.rfind("\n", 0, start) + 1 : start].strip()
 
 
 def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict]]:
@@ -126,7 +150,8 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
             except (ValueError, SyntaxError):
                 problem = "does not parse"
             else:
-                if found and _printed_again(found[-1][2], logged, text[previous_end:start], bars):
+                prefixes = (_line_prefix(text, found[-1][0]) if found else "", _line_prefix(text, start))
+                if found and _printed_again(found[-1][2], logged, text[previous_end:start], bars, prefixes):
                     repeats += 1
                     continue
                 found.append((start, line_no, logged))
@@ -143,6 +168,14 @@ def _dicts(path: Path, text: str, notes: list[str]) -> list[tuple[int, int, dict
             raise InputError(path, f"corrupt: metrics dict at line {line_no} does not parse")
     if repeats:
         notes.append(f"{repeats} dict(s) printed twice in a row (a callback printing the logs) kept once")
+    ranks = [_rank(_line_prefix(text, start)) for start, _, _ in found]
+    if len({r for r in ranks if r is not None}) > 1:
+        # Every process of a launch prints the same dicts (`[rank0]:` … `[rank1]:`, torchrun's `--tee`),
+        # interleaved as they come: the first rank's are the log.
+        first = min(r for r in ranks if r is not None)
+        kept = [f for f, r in zip(found, ranks, strict=True) if r in (first, None)]
+        notes.append(f"dicts printed by {len(set(ranks) - {None})} ranks: rank {first}'s kept")
+        found = kept
     return found
 
 
