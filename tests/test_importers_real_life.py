@@ -572,3 +572,18 @@ def test_ms_swift_and_llama_factory_json_lines_give_their_steps(tmp_path: Path) 
     (run,) = importers.load(factory)
     assert sorted(_steps(run)) == [10, 20, 30, 40, 50]
     assert not {"total_steps", "percentage", "current_steps"} & set(run.steps[0].values)
+
+
+def test_ms_swift_console_steps_come_from_its_train_bar(tmp_path: Path) -> None:
+    """ms-swift's ProgressCallbackNew draws `tqdm(desc='Train')`: a bar with a description, which the reader
+    took for another loop's, so the steps were row numbers (1…20 for 5…100)."""
+    out = []
+    for step in range(1, 101):
+        bar = f"\rTrain: {step:3d}%|#         | {step}/100 [00:05<00:35, 10.05s/it]"
+        out.append(bar)
+        if step % 5 == 0:
+            out.append("\n" + _hf_dict(step, 0.01 * step, epoch=step / 100) + "\n" + bar)
+    path = tmp_path / "swift.log"
+    path.write_text("".join(out) + "\n")
+    (run,) = importers.load(path)
+    assert sorted(_steps(run)) == list(range(5, 101, 5)) and _steps(run)[40]["reward"] == pytest.approx(0.4)

@@ -49,7 +49,9 @@ _DICT_START = re.compile(r"\{'(?:" + _METRIC_KEYS + r")'\s*:")
 _BARE = re.compile(r"(?<=[:\[,]\s)(-?)(nan|inf)(?=\s*[,}\]])")
 # A tqdm bar at the start of a line, or behind a launcher's prefix (torchrun --tee's `[default0]:`, Ray's
 # `(pid=…)`); a bar with a description (`Map: 100%|`) is another loop's.
-_BAR = re.compile(r"(?m)^\s*(?:(?:\[[^\]\n]*\]|\([^)\n]*\)):?\s*)*\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \[")
+_BAR = re.compile(
+    r"(?m)^\s*(?:(?:\[[^\]\n]*\]|\([^)\n]*\)):?\s*)*(?:Train:\s*)?\d+%\|[^|\n]*\|\s*(\d+)/(\d+) \["
+)  # ms-swift's ProgressCallbackNew describes its training bar `Train` (tqdm(desc='Train')); others not
 # The Trainer's header (`Total optimization steps = 936`) and Unsloth's banner (`Num Epochs = 1 | Total
 # steps = 60`, `Gradient accumulation steps = 5`).
 _HEADER = {
