@@ -527,3 +527,11 @@ def test_a_flat_reward_that_pays_most_samples_is_not_a_run_that_cannot_learn() -
     assert "not_learning" not in high and high.get("reward_plateau") == "warning", high
     low = _fired(_with(reward=0.23 + rng.normal(0, 0.03, 120), frac_reward_zero_std=frac))
     assert low.get("not_learning") == "critical", low
+
+
+def test_an_entropy_logged_negated_is_read_by_its_size() -> None:
+    """An entropy term logged as a loss (-H, as Stable-Baselines3's entropy_loss) read as a collapse
+    ("-1.18, under 5 % of its start (1.19)") on a steady entropy."""
+    rng = np.random.default_rng(12)
+    assert "entropy_collapse" not in _fired(_with(entropy=-1.19 + rng.normal(0, 0.01, 120)))
+    assert _fired(_with(entropy=-1.19 * np.exp(-np.arange(120) / 10)))["entropy_collapse"] == "critical"

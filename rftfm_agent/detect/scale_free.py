@@ -460,6 +460,9 @@ class ScaleFreeRules:
             elif ratio >= BLOWUP_WARNING:
                 self._fire(events, spike, metric, step, value, early=early, ratio=ratio)
         entropy, entropy_early = self._recent("entropy"), self._early("entropy")
+        # Some trainers log the entropy term of the loss under an entropy name, negated (Stable-Baselines3's
+        # entropy_loss = -H): its size is the entropy (`_early` already reads sizes).
+        entropy = abs(entropy) if entropy is not None else None
         if entropy is not None and entropy_early and entropy < ENTROPY_COLLAPSE * entropy_early:
             self._fire(events, "entropy_collapse", "entropy", step, entropy, early=entropy_early)
         length, length_early = self._recent("completion_length"), self._early("completion_length")
