@@ -374,9 +374,9 @@ class ScaleFreeRules:
         self.same_length_streak = 0
         self.reward_steps: list[int] = []  # the step of each logged reward (a fall is dated by them)
         self.fired: set[str] = set()
-        self.clip_steps: list[int] = []  # the first step a clipped share was logged at
+        self.first_clip_step: int | None = None  # where the clipped share was first logged: "the start"
         self.stuck_at: tuple[int, float, float] | None = (
-            None  # offline: (step, share, early) cut from the start
+            None  # offline: (step, share, early), judged at the end
         )
 
     # ------------------------------------------------------------------ helpers
@@ -472,10 +472,8 @@ class ScaleFreeRules:
             elif length > LENGTH_EXPLOSION * length_early:
                 self._fire(events, "length_explosion", "completion_length", step, length, early=length_early)
         cut = row.get("completions/clipped_ratio")
-        if cut is not None and math.isfinite(cut) and not self.clip_steps:
-            self.clip_steps.append(
-                step
-            )  # the first step the share was logged: "from the start" counts from it
+        if cut is not None and math.isfinite(cut) and self.first_clip_step is None:
+            self.first_clip_step = step
         clipped, clipped_early = (
             self._recent("completions/clipped_ratio"),
             self._early("completions/clipped_ratio"),
@@ -483,7 +481,7 @@ class ScaleFreeRules:
         if clipped is not None and clipped_early is not None:
             logged = self.history["completions/clipped_ratio"]
             stuck = (
-                step - self.clip_steps[0] + 1 >= TRUNCATION_STUCK
+                step - (self.first_clip_step or step) + 1 >= TRUNCATION_STUCK
                 and min(clipped, clipped_early, float(np.median(logged))) >= TRUNCATION_MOST
             )
             if stuck and self.online:
@@ -575,10 +573,10 @@ class ScaleFreeRules:
 
     def _saturated(self, reward: list[float]) -> bool:
         """Whether the groups without signal are groups the run learned to solve: the reward started in the
-        bottom half of its range and ends in its top part, its rise is far outside its noise, and the
-        share of all-equal groups grew with it. A run whose reward never paid (too hard, a broken verifier)
-        or paid everything from its first step (too easy from the start) is not saturated: it learned
-        nothing."""
+        bottom half between nothing paid and everything paid and ends in its top part (`reward_position`),
+        its rise is far outside its noise, and the share of all-equal groups grew with it. A run whose
+        reward never paid (too hard, a broken verifier) or paid everything from its first step (too easy
+        from the start) is not saturated: it learned nothing."""
         if len(reward) < FINISH_MIN or len(self.zero_signal) < FINISH_MIN:
             return False
         r, z = np.asarray(reward), np.asarray(self.zero_signal)
