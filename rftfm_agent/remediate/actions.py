@@ -119,6 +119,12 @@ class SetSampling(_Action):
         trainer.add_callback(Pin(trainer, self._apply))
 
 
+# A sample left out of the loss gets no advantage (`guards.mask_rows`), so its group's advantages no longer
+# average 0: the group statistics move by design while a masking fix works (a kept `mask_truncated` fix
+# raised a "critical" jump of traj/advantage_group_mean_abs, a new incident that ended in an escalation).
+MASKED_ADVANTAGES = ("traj/advantage_group_mean_abs", "traj/advantage_group_std_mean")
+
+
 class SetCompletionLength(_Action):
     """Cap or raise `max_completion_length`, and/or leave truncated completions out of the loss (DAPO's
     overlong filtering; TRL's `mask_truncated_completions`)."""
@@ -135,7 +141,7 @@ class SetCompletionLength(_Action):
 
     def absorbs(self) -> tuple[str, ...]:
         if self.mask_truncated:
-            return ("completions/clipped_ratio", "traj/truncated_frac")
+            return ("completions/clipped_ratio", "traj/truncated_frac", *MASKED_ADVANTAGES)
         return ()
 
     def install(self, trainer: Any, run: RunContext) -> None:
@@ -252,6 +258,8 @@ class TrajectoryFilter(_Action):
             out += ("traj/repetition_ratio_mean", "traj/unique_token_ratio_mean", "completion_length")
         if self.zero_variance_groups:
             out += ("frac_reward_zero_std", "traj/zero_std_group_frac")
+        if self.tool_errors or self.empty or self.degenerate or self.zero_variance_groups:
+            out += MASKED_ADVANTAGES
         return out
 
     def install(self, trainer: Any, run: RunContext) -> None:

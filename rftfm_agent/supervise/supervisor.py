@@ -365,7 +365,9 @@ class Supervisor:
         if row.get("traj/tool_calls_mean", 0.0) and row.get("traj/tool_calls_mean", 0.0) > 0:
             self.uses_tools = True
         events = self.monitor.update({k: v for k, v in row.items() if k != HELDOUT})
-        critical = [e for e in events if e.severity == "critical"]
+        # What a kept fix changes by design (a guard's spikes, masked samples' advantages) is no new fault.
+        kept = {m for a in self.kept for m in a.absorbs()}
+        critical = [e for e in events if e.severity == "critical" and e.metric not in kept]
         if self.verifying is not None:
             return self._verify(step, critical)
         if self.incident is None:
