@@ -211,3 +211,21 @@ def test_the_spike_guard_keeps_skipping_when_half_the_steps_spike_and_follows_a_
         if level.should_skip(step) is not None:
             skipped_steps.append(step)
     assert skipped_steps == list(range(10, 10 + SPIKE_HISTORY - 1))
+
+
+def test_masking_actions_absorb_the_advantage_statistics_they_move() -> None:
+    """A masked sample gets no advantage, so its group's advantages no longer average 0: a kept
+    mask_truncated fix raised a critical jump of traj/advantage_group_mean_abs (a new incident, diagnosed
+    'unknown', escalated). Masking actions declare it; the supervisor leaves kept fixes' absorbed metrics
+    out of later incidents."""
+    from rftfm_agent.remediate.actions import MASKED_ADVANTAGES
+
+    assert set(MASKED_ADVANTAGES) <= set(SetCompletionLength(mask_truncated=True).absorbs())
+    assert not set(MASKED_ADVANTAGES) & set(SetCompletionLength(max_completion_length=16).absorbs())
+    for masking in (
+        TrajectoryFilter(tool_errors=True),
+        TrajectoryFilter(empty=True),
+        TrajectoryFilter(degenerate=True),
+        TrajectoryFilter(zero_variance_groups=True),
+    ):
+        assert set(MASKED_ADVANTAGES) <= set(masking.absorbs())
