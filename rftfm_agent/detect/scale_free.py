@@ -513,40 +513,26 @@ class ScaleFreeRules:
         n = len(self.zero_signal)
         share = sum(self.zero_signal) / n if n else 0.0
         reward = self.history.get("reward", [])
-        if n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL and self._saturated(reward):
+        if n >= FINISH_MIN and share >= NO_SIGNAL_WARNING:
+            rule, extra = "no_signal_many_steps", {}
+            if share >= NO_SIGNAL_CRITICAL and self._saturated(reward):
+                rule = "reward_saturated"
+                extra = {
+                    "reward": float(np.median(reward[-CONFIRM:])),
+                    "first": float(np.median(reward[:EARLY])),
+                }
+            elif share >= NO_SIGNAL_CRITICAL:
+                rule = "no_signal_most_steps"
             self._fire(
                 events,
-                "reward_saturated",
+                rule,
                 "reward_std",
                 step,
                 share,
                 share=share,
                 steps=n,
                 basis=self.signal_basis,
-                reward=float(np.median(reward[-CONFIRM:])),
-                first=float(np.median(reward[:EARLY])),
-            )
-        elif n >= FINISH_MIN and share >= NO_SIGNAL_CRITICAL:
-            self._fire(
-                events,
-                "no_signal_most_steps",
-                "reward_std",
-                step,
-                share,
-                share=share,
-                steps=n,
-                basis=self.signal_basis,
-            )
-        elif n >= FINISH_MIN and share >= NO_SIGNAL_WARNING:
-            self._fire(
-                events,
-                "no_signal_many_steps",
-                "reward_std",
-                step,
-                share,
-                share=share,
-                steps=n,
-                basis=self.signal_basis,
+                **extra,
             )
         loss = self.history.get("loss", [])
         if len(loss) >= FINISH_MIN and "grad_norm" not in self.history:
