@@ -70,6 +70,19 @@ def test_warm_model_is_about_a_million_parameters_and_cached(warm_folder: Path) 
     for task, accuracy in report["heldout_accuracy_sampled"].items():
         assert 0.05 <= accuracy <= 0.5, (task, accuracy)
     assert warm_model(WarmupConfig()) == warm_folder  # a second call finds the cache
+    assert report["cpu"] == str(torch.backends.cpu.get_cpu_capability())
+
+
+def test_warm_model_cache_key_names_the_cpu_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Trained with AVX-512 kernels and with AVX2 ones, the same config gave different weights: a cache
+    # shared between two kinds of CPU must not hand one machine's model to the other.
+    import rftfm_agent.testbed.model as model
+
+    keys = set()
+    for kernels in ("AVX512", "AVX2"):
+        monkeypatch.setattr(model, "cpu_kernels", lambda kernels=kernels: kernels)
+        keys.add(WarmupConfig().key())
+    assert len(keys) == 2
 
 
 def test_tool_rollout_masks_the_environment_text(warm_folder: Path) -> None:

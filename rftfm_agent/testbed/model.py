@@ -72,8 +72,17 @@ class WarmupConfig:
     extra: dict[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
-        payload = {**asdict(self), "torch": torch.__version__}
+        # The CPU's kernel set is part of what decides the weights: the same seed trained with AVX-512
+        # kernels and with AVX2 ones (ATEN_CPU_CAPABILITY=avx2) gave different models, whose healthy runs
+        # learn to different levels (control held-out 27.9 % → 79.1 % vs 20.9 % → 49.8 %, 2026-12-03).
+        payload = {**asdict(self), "torch": torch.__version__, "cpu": cpu_kernels()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cpu_kernels() -> str:
+    """The vector instruction set torch's CPU kernels use here ("AVX512", "AVX2", …): float results, and so
+    the warmed-up weights, differ between them."""
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def model_config(
@@ -200,6 +209,7 @@ def _train(cfg: WarmupConfig, out: Path, *, quiet: bool) -> dict:
             "heldout_accuracy_greedy": greedy,
             "heldout_accuracy_sampled": sampled,
             "torch": torch.__version__,
+            "cpu": cpu_kernels(),
         }
     finally:
         torch.set_num_threads(threads)
