@@ -535,3 +535,53 @@ def test_an_entropy_logged_negated_is_read_by_its_size() -> None:
     rng = np.random.default_rng(12)
     assert "entropy_collapse" not in _fired(_with(entropy=-1.19 + rng.normal(0, 0.01, 120)))
     assert _fired(_with(entropy=-1.19 * np.exp(-np.arange(120) / 10)))["entropy_collapse"] == "critical"
+
+
+def _evaluated(scores: list[float], every: int = 10, n: int = 120, **columns: object) -> pd.DataFrame:
+    """`_healthy` with a held-out score logged every `every` steps from step 1 (NaN between)."""
+    frame = _with(**columns)
+    frame["eval/score"] = np.nan
+    at = [i * every for i in range(len(scores))]
+    frame.loc[at, "eval/score"] = scores
+    return frame.iloc[: max(n, at[-1] + 1)]
+
+
+def test_the_held_out_score_judges_the_outcome() -> None:
+    """A validation score in the log is the outcome a practitioner judges by: a run that ends below where
+    it started made the model worse (critical), one that rose and gave most of it back left its best
+    checkpoint behind, one that never rose did not learn the task (warnings). Its noise is not logged: an
+    accuracy's error is read from its level on 200 samples, or from the scores' own scatter."""
+    rng = np.random.default_rng(3)
+    rising = list(np.linspace(0.30, 0.60, 12) + rng.normal(0, 0.01, 12))
+    assert _fired(_evaluated(rising)) == {}
+    fell = _fired(_evaluated([0.29, 0.14, 0.055, 0.03]))
+    assert fell == {"heldout_fell": "critical"}, fell
+    within_noise = _fired(_evaluated([0.29, 0.33, 0.27, 0.25]))  # a fall within the noise of 200 samples
+    assert within_noise == {"heldout_flat": "warning"}, within_noise
+    gave_back = _fired(_evaluated([0.23, 0.30, 0.42, 0.26]))
+    assert gave_back == {"heldout_decline": "warning"}, gave_back
+    flat = _fired(_evaluated([0.281, 0.281, 0.282, 0.283]))
+    assert flat == {"heldout_flat": "warning"}, flat
+    # verl_ppo_qwen25_7b_gsm8k_resumed (healthy, already trained): 34 evaluations drifting 0.892 → 0.867.
+    drift = list(np.linspace(0.895, 0.872, 34) + rng.normal(0, 0.008, 34))
+    assert _fired(_evaluated(drift, every=3, n=120)) == {"heldout_flat": "warning"}
+    unbounded = _fired(_evaluated([3.0, -2.0, -8.0]))  # a mean reward, 3 values: no noise known
+    assert unbounded == {}
+    assert _fired(_evaluated([0.29, 0.14, 0.03], every=3)) == {}  # 3 evaluations over 7 steps: too close
+
+
+def test_a_training_reward_rising_while_the_held_out_score_falls_reads_as_a_reward_that_is_not_the_task() -> (
+    None
+):
+    frame = _evaluated([0.29, 0.14, 0.055, 0.03])
+    verdict = load_detector().score_run(RunData("flip", None, frame))
+    fell = next(e for e in verdict.events if e.check == "heldout_fell")
+    assert fell.severity == "critical" and fell.step == 11  # below the start from the second evaluation
+    lead = findings_for(verdict, frame)[0]
+    assert lead.symptom.startswith("the training reward rose (") and "held-out score fell" in lead.symptom
+    assert lead.play == "symptom:reward_hacking" and "sign" in lead.causes[0]
+    flat = _evaluated([0.29, 0.14, 0.055, 0.03], reward=0.3 + np.random.default_rng(1).normal(0, 0.03, 120))
+    verdict = load_detector().score_run(RunData("lr", None, flat))
+    lead = findings_for(verdict, flat)[0]
+    assert lead.symptom.startswith("held-out score fell: 0.29 at the first evaluation, 0.03 at the last")
+    assert lead.play is None and "learning rate" in lead.causes[0]

@@ -31,7 +31,12 @@ from rftfm_agent.detect.events import SEVERITY_RANK, Event, Mode, RunVerdict, Se
 from rftfm_agent.detect.features import WATCHED
 from rftfm_agent.detect.profile import HealthyProfile
 from rftfm_agent.detect.rules import NO_SIGNAL_STREAKS, HardRules, no_signal_state
-from rftfm_agent.detect.scale_free import NO_SIGNAL_CRITICAL, WHOLE_RUN_MIN, ScaleFreeRules
+from rftfm_agent.detect.scale_free import (
+    HELDOUT_METRICS,
+    NO_SIGNAL_CRITICAL,
+    WHOLE_RUN_MIN,
+    ScaleFreeRules,
+)
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.store import LOGGED_NAN
@@ -417,7 +422,7 @@ def _rows(frame: pd.DataFrame) -> Iterable[dict[str, Any]]:
 
 
 # Read by the rules though not watched by the change detectors.
-_RULE_INPUTS = frozenset({"completions/max_length"})
+_RULE_INPUTS = frozenset({"completions/max_length", *HELDOUT_METRICS})
 # Metrics whose logged NaN is news (the hard rules report it); elsewhere a logged NaN is left out like a
 # value not logged (kept as before the flags: the scale-free rules were calibrated on real logs so).
 _KEEP_NAN = {"loss", "reward", "kl", "entropy", "grad_norm"}

@@ -74,6 +74,21 @@ SATURATED_TOP = 0.8  # a reward that rose from the bottom half of its range to i
 # groups are mixed (some all solved, some all failed: a 0.46 reward with 46 % all-equal groups is not
 # "solved"), and the weak-signal warning stands.
 
+# The held-out (validation) score, where the log has one: the outcome a practitioner judges a run by. Its
+# noise is not logged, so an accuracy's standard error is taken from its level and a modest evaluation set
+# (GSM8K's test set has 1,319 problems, MATH-500 500; a set of 200 is small), and from the scores' own
+# scatter when there are enough of them; the larger of the two counts.
+HELDOUT_METRICS = ("eval/score", "heldout/accuracy")  # the canonical validation score; the testbed's own
+HELDOUT_MIN = 3  # evaluations a run needs before its held-out score is judged
+HELDOUT_SAMPLES = 200  # an accuracy is read as measured on at least this many samples
+HELDOUT_Z = 3.0  # a fall judged real beyond this many standard errors of the difference of two scores
+HELDOUT_FALL_SHARE = 0.25  # … and when it lost at least a quarter of the score it started from
+HELDOUT_DECLINE_SHARE = 0.5  # a score that rose and gave back half its gain (or more)
+HELDOUT_FLAT_Z = 1.0  # the last score less than one standard error above the first: no gain
+# (verl_ppo_qwen25_7b_gsm8k_resumed, healthy, drifts 0.892 → 0.867 over 34 evaluations: no alarm, a
+# no-gain warning; the testbed's healthy controls gain ≥ 0.17 in 30 steps; faults that made the model
+# worse fell 0.1–0.3 from ~0.28, 2026-12-03)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScaleFreeRule:
@@ -115,6 +130,12 @@ COLLAPSE_REF = (
 PLATEAU_REF = (
     "Andrychowicz et al., 2021, 'What Matters in On-Policy RL' (ICLR): judge a run by its return curve; "
     "a curve that does not rise above its noise has not learned"
+)
+
+HELDOUT_REF = (
+    "Gao, Schulman & Hilton, 2023 (ICML), 'Scaling Laws for Reward Model Overoptimization' "
+    "(arXiv:2210.10760): the optimised reward keeps rising while the true objective peaks and falls; "
+    "Prechelt, 1998, 'Early Stopping — But When?': judge training by its validation score"
 )
 
 SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
@@ -314,6 +335,34 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             reference=COLLAPSE_REF,
         ),
         ScaleFreeRule(
+            name="heldout_fell",
+            severity="critical",
+            description=f"the held-out score ended below where it started, by at least "
+            f"{HELDOUT_FALL_SHARE:.0%} of its first value and {HELDOUT_Z:g} standard errors: the training "
+            "made the model worse at the task",
+            window=f"the first and last of ≥ {HELDOUT_MIN} evaluations (online after {WHOLE_RUN_MIN} steps; "
+            f"offline from {FINISH_MIN})",
+            reference=HELDOUT_REF,
+        ),
+        ScaleFreeRule(
+            name="heldout_decline",
+            severity="warning",
+            description=f"the held-out score rose, then gave back ≥ {HELDOUT_DECLINE_SHARE:.0%} of its gain, "
+            f"by more than {HELDOUT_Z:g} standard errors: a better checkpoint lies behind",
+            window=f"≥ {HELDOUT_MIN} evaluations (online after {WHOLE_RUN_MIN} steps; offline from "
+            f"{FINISH_MIN})",
+            reference=HELDOUT_REF,
+        ),
+        ScaleFreeRule(
+            name="heldout_flat",
+            severity="warning",
+            description=f"the held-out score did not improve over the run (its last value less than "
+            f"{HELDOUT_FLAT_Z:g} standard error above its first)",
+            window=f"the first and last of ≥ {HELDOUT_MIN} evaluations (online after {WHOLE_RUN_MIN} steps; "
+            f"offline from {FINISH_MIN})",
+            reference=HELDOUT_REF,
+        ),
+        ScaleFreeRule(
             name="reward_decline",
             severity="warning",
             description=f"the smoothed reward gave back ≥ {DECLINE_SHARE:.0%} of its gain, by more than "
@@ -373,6 +422,7 @@ class ScaleFreeRules:
         self.signal_basis = "steps (reward std 0)"
         self.same_length_streak = 0
         self.reward_steps: list[int] = []  # the step of each logged reward (a fall is dated by them)
+        self.heldout_steps: dict[str, list[int]] = {}  # the step of each held-out evaluation, per metric
         self.fired: set[str] = set()
         self.first_clip_step: int | None = None  # where the clipped share was first logged: "the start"
         self.stuck_at: tuple[int, float, float] | None = (
@@ -416,6 +466,8 @@ class ScaleFreeRules:
                 self.history.setdefault(metric, []).append(float(value))
                 if metric == "reward":
                     self.reward_steps.append(step)
+                elif metric in HELDOUT_METRICS:
+                    self.heldout_steps.setdefault(metric, []).append(step)
         std, frac = row.get("reward_std"), row.get("frac_reward_zero_std")
         if frac is not None and math.isfinite(frac):
             self.zero_signal.append(min(1.0, max(0.0, float(frac))))
@@ -552,6 +604,48 @@ class ScaleFreeRules:
             ):
                 self._fire(events, "reward_component_stuck", metric, step, values[0], steps=len(values))
         self._trend(events, step, reward, share if n >= FINISH_MIN else 0.0)
+        self._heldout(events)
+
+    def _heldout(self, events: list[Event]) -> None:
+        """The held-out score's course, where the log has one: fell below its start (critical), gave back
+        most of a gain (warning), or never rose (warning). One evaluation's standard error is the larger of
+        an accuracy's binomial error on `HELDOUT_SAMPLES` samples (for a score within [0, 1]) and the
+        scores' own per-evaluation noise (`_sigma`, from five evaluations on); a score outside [0, 1] with
+        fewer has no known noise and is not judged."""
+        metric = next((m for m in HELDOUT_METRICS if len(self.history.get(m, [])) >= HELDOUT_MIN), None)
+        if metric is None:
+            return
+        v, at = np.asarray(self.history[metric]), self.heldout_steps[metric]
+        if at[-1] - at[0] + 1 < FINISH_MIN:
+            return
+        bounded = float(v.min()) >= 0.0 and float(v.max()) <= 1.0
+        noise = _sigma(v) if len(v) >= 5 else 0.0
+        if bounded:
+            p = float(np.clip(v, 0.0, 1.0)[np.argmin(np.abs(v - 0.5))])  # the level with the widest error
+            noise = max(noise, math.sqrt(max(p * (1 - p), 0.01) / HELDOUT_SAMPLES))
+        if noise <= 0:
+            return
+        se = noise * math.sqrt(2)  # of the difference of two evaluations
+        start, end = float(v[0]), float(v[-1])
+        peak = int(v.argmax())
+        best = float(v[peak])
+        line = start - max(HELDOUT_FALL_SHARE * abs(start), HELDOUT_Z * se)
+        if start - end > HELDOUT_Z * se and start - end >= HELDOUT_FALL_SHARE * abs(start):
+            below = np.flatnonzero(v > line)  # dated at the evaluation from which it stayed below the line
+            since = int(below[-1]) + 1 if below.size else 0
+            self._fire(
+                events, "heldout_fell", metric, at[min(since, len(v) - 1)], end, first=start, best=best
+            )
+        elif (
+            best - start > HELDOUT_Z * se
+            and best - end > HELDOUT_Z * se
+            and best - end >= HELDOUT_DECLINE_SHARE * (best - start)
+        ):
+            self._fire(
+                events, "heldout_decline", metric, at[-1], end, first=start, best=best, best_step=at[peak]
+            )
+        elif end - start < HELDOUT_FLAT_Z * se:
+            self._fire(events, "heldout_flat", metric, at[-1], end, first=start, evaluations=len(v))
 
     def saturated(self) -> bool:
         """Whether the run so far has solved its prompts (see `_saturated`)."""

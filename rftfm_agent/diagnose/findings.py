@@ -375,6 +375,42 @@ TEMPLATES: dict[str, Template] = {
             "answer with the reward function by hand",
         ),
     ),
+    "heldout_fell": Template(
+        "progress",
+        "held-out score fell: {first:.3g} at the first evaluation, {value:.3g} at the last, below the start "
+        "from step {step}: the training made the model worse at the task",
+        (
+            "an update too large for the policy (learning rate, clip range) or a KL penalty too weak: grad "
+            "norm, KL and entropy move with the fall",
+            "the reward does not measure the task (a wrong sign, a shortcut it pays, a wrong answer key)",
+            "the training prompts differ from the held-out task (another format or domain)",
+        ),
+        (
+            "roll back to the checkpoint with the best held-out score; resume from it with a 10× smaller "
+            "learning rate",
+            "plot the training reward beside the held-out score: moving apart, the reward is wrong; falling "
+            "together, the update is",
+        ),
+    ),
+    "heldout_decline": Template(
+        "progress",
+        "held-out score declined: {value:.3g} at the end, from a best of {best:.3g} at step {best_step} (it "
+        "started at {first:.3g})",
+        (
+            "the policy over-optimises the training reward past the point where it tracks the task",
+            *_FALL_CAUSES,
+        ),
+        (
+            "keep the checkpoint with the best held-out score",
+            "resume from it with a smaller learning rate or a stronger KL penalty",
+        ),
+    ),
+    "heldout_flat": Template(
+        "progress",
+        "held-out score did not improve: {first:.3g} → {value:.3g} over {evaluations} evaluations",
+        _PROGRESS_CAUSES,
+        _PROGRESS_CHECKS,
+    ),
     "reward_collapse": Template(
         "progress",
         "reward collapse: the reward fell from a best of {best:.3g} to {value:.3g} around step {step} "
@@ -520,6 +556,16 @@ _STOPPED_PAYING = (
     "the reward stopped paying after the run had learned (its reward collapsed): a verifier or reward "
     "server failing, a changed answer format, not data that got harder"
 )
+_DIVERGED_CAUSES = (
+    "the reward pays for something other than the task: a shortcut (a format or keyword check, a lenient "
+    "verifier), a wrong answer key, or a sign flipped somewhere between the verifier and the trainer",
+    "the training prompts differ from the held-out task: the run learns them and not the task",
+)
+_DIVERGED_CHECKS = (
+    "read completions that got the highest rewards: are they right? score them with the held-out grader",
+    "score a correct and a wrong answer with the training reward function by hand",
+)
+_HELDOUT_RULES = frozenset({"heldout_fell", "heldout_decline", "heldout_flat"})
 HACKING_Z = 3.0  # the reward's last third this many standard errors above its first third
 
 
@@ -591,6 +637,14 @@ def findings_for(verdict: RunVerdict, frame: pd.DataFrame) -> list[Finding]:
             )
             causes, play = list(_HACKING_CAUSES), "symptom:reward_hacking"
             t = Template(topic, lead_line, _HACKING_CAUSES, _HACKING_CHECKS, play)
+        if lead_rule in _HELDOUT_RULES and (rise := _reward_rose(frame)) is not None:
+            # The training reward rose while the held-out score did not follow: the reward is not the task
+            # (over-optimisation of a proxy, Gao et al. 2023), whatever the update does.
+            first, last = rise
+            what, _, numbers = lead_line.partition(": ")
+            lead_line = f"the training reward rose ({first:.3g} → {last:.3g}) while the {what} ({numbers})"
+            causes, play = list(_DIVERGED_CAUSES), "symptom:reward_hacking"
+            t = Template(topic, lead_line, _DIVERGED_CAUSES, _DIVERGED_CHECKS, play)
         if play == "symptom:no_signal_too_hard" and collapsed:
             # Groups all equal after the run had learned and its reward collapsed: the reward stopped paying
             # (a verifier or reward server failing), not data that got harder; no data play.

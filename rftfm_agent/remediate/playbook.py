@@ -347,7 +347,8 @@ PLAYS: list[Play] = [
     ),
     Play(
         applies_to="symptom:reward_hacking",
-        summary="the reward rose while completions collapsed: it pays a shortcut",
+        summary="the reward rose while the task did not (completions collapsed, or the held-out score stayed "
+        "or fell): it pays a shortcut or the wrong thing",
         candidates=[
             _escalate(
                 "the reward pays a shortcut: fix the verifier or reward (a stricter check, a fallback "
