@@ -194,7 +194,11 @@ def test_whole_run_rules_wait_online_so_a_slow_start_is_not_an_incident() -> Non
     assert "reward_never_changes" not in _fired(frame, online=True)
 
 
-def test_the_detector_uses_them_in_self_mode_only_and_the_fingerprint_ignores_them() -> None:
+def test_whole_run_rules_are_for_self_mode_sustained_ones_for_both_and_the_fingerprint_ignores_them() -> None:
+    """With a healthy band the whole-run judgements stay with the band; the sustained rules run too, since
+    the band's thresholds come from healthy runs whose KL has heavy tails: a KL of 1.2–2.0 nats (over
+    1,000× its start) after an optimizer rebuilt at 10× the learning rate was no alarm in band mode
+    (`mid` seed 7, od_optimizer_reset easy: its run lost 42 % of the control's held-out gain)."""
     detector = load_detector()
     dead = _with(reward=np.zeros(120), reward_std=np.zeros(120))
     verdict = detector.score_run(RunData("dead", None, dead))
@@ -205,6 +209,13 @@ def test_the_detector_uses_them_in_self_mode_only_and_the_fingerprint_ignores_th
     task = next(iter(detector.bands))
     banded = detector.score_run(RunData("dead", task, dead))
     assert banded.mode == "band" and not any(e.check in SCALE_FREE_RULES for e in banded.events)
+    runaway = _with(kl=np.r_[np.full(60, 0.001), np.linspace(0.01, 2.0, 60)])
+    banded = detector.score_run(RunData("reset", task, runaway))
+    fired = [e for e in banded.events if e.check in SCALE_FREE_RULES]
+    assert [(e.check, e.severity) for e in fired] == [("kl_runaway", "critical")], fired
+    assert banded.verdict == "anomalous" and not any(
+        e.check in SCALE_FREE_RULES for e in without_scale_free(banded).events
+    )
 
 
 def test_findings_say_the_symptom_causes_and_checks() -> None:
@@ -585,3 +596,22 @@ def test_a_training_reward_rising_while_the_held_out_score_falls_reads_as_a_rewa
     lead = findings_for(verdict, flat)[0]
     assert lead.symptom.startswith("held-out score fell: 0.29 at the first evaluation, 0.03 at the last")
     assert lead.play is None and "learning rate" in lead.causes[0]
+
+
+def test_a_gradient_norm_sustained_an_order_of_magnitude_up_is_a_warning() -> None:
+    """Healthy runs' gradient norms drift (real logs: ≤ 5.1× their start sustained; the `mid` controls:
+    ≤ 8.4×); corrupted gradients or a KL term with the wrong sign put them 12–300× up for good, under the
+    100× single-value spike rule."""
+    n = 120
+    base = 0.4 + np.abs(np.random.default_rng(4).normal(0, 0.05, n))
+    shifted = np.where(np.arange(n) < 60, base, 25 * base)
+    fired = _fired(_with(grad_norm=shifted))
+    assert fired == {"grad_norm_shift": "warning"}, fired
+    assert _fired(_with(grad_norm=np.where(np.arange(n) < 60, base, 8 * base))) == {}
+    one_spike = base.copy()
+    one_spike[70] *= 60
+    assert _fired(_with(grad_norm=one_spike)) == {}
+    frame = _with(grad_norm=shifted)
+    verdict = load_detector().score_run(RunData("shift", None, frame))
+    (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "numerics"]
+    assert finding.symptom.startswith("gradient norm up 2") and finding.play == "od_grad"

@@ -74,8 +74,12 @@ class RunMonitor:
         self.run = run
         self.band = detector.bands.get(task) if task else None
         self.mode: Mode = "band" if self.band is not None else "self"
-        # Without a healthy band, the scale-free rules compare the run with its own start.
-        self.scale_free = ScaleFreeRules(online=online) if self.mode == "self" else None
+        # Without a healthy band, the scale-free rules compare the run with its own start. With one, their
+        # sustained rules run too (a KL 1,000× its start, a loss 1,000× its start, every completion cut):
+        # the band's thresholds are calibrated on healthy runs whose KL and gradient norm have heavy tails
+        # (the `mid` benchmark's KL reference is ~9 z, so a KL of 1.2–2.0 nats at 13 z was no alarm), and
+        # such states are broken whatever a band says. Whole-run judgements stay with the band there.
+        self.scale_free = ScaleFreeRules(online=online, whole_run=self.mode == "self")
         self.thresholds = detector.thresholds[self.mode]
         self.self_ref = SelfReference(detector.warmup)
         self.rules = HardRules()
@@ -98,8 +102,6 @@ class RunMonitor:
     def finish(self) -> list[Event]:
         """Events only a complete run can show (whole-run scale-free rules; a no-signal streak the run
         started in and never left), at the end of an offline scoring."""
-        if self.scale_free is None:
-            return []
         held, self.held = list(self.held.values()), {}
         return [e.model_copy(update={"run": self.run}) for e in held + self.scale_free.finish()]
 
@@ -134,11 +136,7 @@ class RunMonitor:
             if event.check in NO_SIGNAL_STREAKS and self.from_start[event.check]:
                 self.held.setdefault(event.check, event)
                 continue
-            if (
-                event.check in NO_SIGNAL_STREAKS
-                and self.scale_free is not None
-                and self.scale_free.saturated()
-            ):
+            if event.check in NO_SIGNAL_STREAKS and self.scale_free.saturated():
                 event = event.model_copy(
                     update={"severity": "warning", "evidence": {**event.evidence, "solved": 1.0}}
                 )
@@ -160,9 +158,9 @@ class RunMonitor:
         step = int(row["step"])
         values = {k: _number(v) for k, v in row.items() if k != "step"}
         found = self.rules.update(step, values)
-        if self.scale_free is not None:
+        if self.mode == "self":
             found = self._slow_start(step, values, found)
-            found += self.scale_free.update(step, values)
+        found += self.scale_free.update(step, values)
         events = [e.model_copy(update={"run": self.run}) for e in found]
         zs = {}
         for metric in WATCHED:

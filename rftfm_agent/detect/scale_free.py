@@ -6,8 +6,9 @@ looks "normal" to them. These rules need no fitting: each compares the run with 
 how often a state that gives no learning occurs, and is stated in units that do not depend on the model,
 the task or the reward's scale (shares of steps, ratios to the run's own early level, orders of magnitude).
 They are data like the hard rules (`RULES`): a name, a severity, what it means, a confirmation window and
-a reference. `ScaleFreeRules` evaluates them on a stream of step rows; the detector uses them only for runs
-it judges in self mode (no healthy band for their task).
+a reference. `ScaleFreeRules` evaluates them on a stream of step rows; the detector uses all of them for runs
+it judges in self mode (no healthy band for their task), and the sustained ones for runs judged against a
+band too (a KL 1,000× its start is broken whatever the band's calibrated thresholds say).
 
 Two kinds of window:
 * *sustained* rules look at a rolling median of the last `CONFIRM` logged values (one odd value is not an
@@ -46,6 +47,9 @@ KL_RUNAWAY = 100.0  # … and this many times the run's early KL: a runaway, not
 BLOWUP_WARNING = 100.0  # loss or grad norm this many times its early level (healthy real runs: ≤ 31×)
 BLOWUP_CRITICAL = 1000.0  # three orders of magnitude: numerically broken
 BLOWUP_FLOOR = 0.01  # early levels below this count as this (GRPO's loss starts near 0)
+GRAD_SHIFT = 20.0  # gradient norm sustained (median of `CONFIRM`) this many times its early level: the
+# updates changed scale (healthy real runs: ≤ 5.1× sustained; `mid` seed 7's 48 controls: ≤ 8.4×; its
+# corrupted-gradient and KL-sign runs: 12–300×, 2026-12-03). The loss has no such rule: GRPO's starts at 0.
 ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpening: ≥ 10 %)
 LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
 LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
@@ -243,6 +247,14 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             reference=BLOWUP_REF,
         ),
         ScaleFreeRule(
+            name="grad_norm_shift",
+            severity="warning",
+            description=f"gradient norm ≥ {GRAD_SHIFT:g}× its early level, sustained: the updates changed "
+            "scale",
+            window=f"{CONFIRM} logged values (their median)",
+            reference=BLOWUP_REF,
+        ),
+        ScaleFreeRule(
             name="entropy_collapse",
             severity="critical",
             description=f"entropy under {ENTROPY_COLLAPSE:.0%} of its start, sustained: the sampler stopped "
@@ -414,8 +426,9 @@ class ScaleFreeRules:
     """Streaming scale-free rules; `update(step, row)` returns the events that fire at this step and
     `finish()` the whole-run events an offline scoring adds at the end of the run."""
 
-    def __init__(self, online: bool = True) -> None:
+    def __init__(self, online: bool = True, whole_run: bool = True) -> None:
         self.online = online  # offline (a whole run scored at once), whole-run rules wait for `finish`
+        self.whole_run = whole_run  # False: the sustained rules only (a run judged against a healthy band)
         self.history: dict[str, list[float]] = {}
         self.steps: list[int] = []
         self.zero_signal: list[float] = []  # per step: share of groups without signal
@@ -475,14 +488,14 @@ class ScaleFreeRules:
         elif std is not None and math.isfinite(std):
             self.zero_signal.append(1.0 if abs(std) <= 1e-12 else 0.0)
         self._sustained(events, step, row)
-        if self.online and len(self.steps) >= WHOLE_RUN_MIN:
+        if self.whole_run and self.online and len(self.steps) >= WHOLE_RUN_MIN:
             self._whole_run(events, step)
         return events
 
     def finish(self) -> list[Event]:
         """Whole-run rules judged once more on the complete run (offline scoring)."""
         events: list[Event] = []
-        if len(self.steps) >= FINISH_MIN:
+        if self.whole_run and len(self.steps) >= FINISH_MIN:
             self._whole_run(events, self.steps[-1])
         end = self._recent("completions/clipped_ratio")
         if self.stuck_at is not None and end is not None and end >= TRUNCATION_MOST:
@@ -511,6 +524,11 @@ class ScaleFreeRules:
                 self._fire(events, blowup, metric, step, value, early=early, ratio=ratio)
             elif ratio >= BLOWUP_WARNING:
                 self._fire(events, spike, metric, step, value, early=early, ratio=ratio)
+        grad, grad_early = self._recent("grad_norm"), self._early("grad_norm", nonzero=True)
+        if grad is not None and grad_early is not None:
+            ratio = abs(grad) / max(grad_early, BLOWUP_FLOOR)
+            if ratio >= GRAD_SHIFT:
+                self._fire(events, "grad_norm_shift", "grad_norm", step, grad, early=grad_early, ratio=ratio)
         entropy, entropy_early = self._recent("entropy"), self._early("entropy")
         # Some trainers log the entropy term of the loss under an entropy name, negated (Stable-Baselines3's
         # entropy_loss = -H): its size is the entropy (`_early` already reads sizes).

@@ -300,6 +300,14 @@ TEMPLATES: dict[str, Template] = {
         _NUMERIC_CHECKS,
         "od_grad",
     ),
+    "grad_norm_shift": Template(
+        "numerics",
+        "gradient norm up {ratio:.0f}× from its early level ({early:.3g} → {value:.3g} sustained, from step "
+        "{step})",
+        _NUMERIC_CAUSES,
+        _NUMERIC_CHECKS,
+        "od_grad",
+    ),
     "entropy_collapse": Template(
         "entropy",
         "entropy collapse: {value:.3g}, under 5 % of its start ({early:.3g})",
@@ -489,7 +497,7 @@ def _text(template: str, evidence: dict[str, Any], step: int, metric: str) -> st
 _LEVEL_RULES = frozenset(
     {"entropy_collapse", "length_collapse", "length_explosion", "truncation_rising", "truncation_most"}
     | {"truncation_from_start"}
-    | {"kl_high", "kl_runaway"}
+    | {"kl_high", "kl_runaway", "grad_norm_shift"}
 )
 _MOVED = 0.2  # … when the last value is this share (or more) away from the one quoted
 
