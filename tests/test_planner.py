@@ -108,6 +108,23 @@ def test_a_changed_knob_is_restored_an_unchanged_one_adjusted() -> None:
     assert tried.decision == "escalate"  # the only fix was tried: nothing blind after it
 
 
+def test_an_incident_diagnosed_healthy_is_inconclusive_and_a_changed_setting_is_restored_first() -> None:
+    """An optimizer rebuilt at 10× the learning rate ran KL to 1,000× its start; the fault types read the
+    run as healthy (p=0.44) and the planner escalated it as a type without a play, stopping a run whose
+    fix was in the log: the learning rate differed from the configured one."""
+    healthy = _diagnosis("healthy", p=0.44)
+    young = make_plan(healthy, _context(observed_steps=1))
+    assert young.decision == "observe" and "healthy" in young.reason
+    assert make_plan(healthy, _context(observed_steps=MAX_OBSERVE_STEPS)).decision == "escalate"
+    lr_changed = _context(current={**SETTINGS, "learning_rate": 2e-3})
+    for diagnosis in (healthy, _diagnosis("od_kl", p=0.2), _diagnosis("od_lr", unknown=True)):
+        plan = make_plan(diagnosis, lr_changed)
+        assert plan.decision == "fix" and "configured" in plan.reason, plan
+        assert plan.first_fix().actions == [SetLearningRate(value=2e-4)]  # type: ignore[union-attr]
+    tried = _context(current={**SETTINGS, "learning_rate": 2e-3}, exclude=["symptom:settings_changed#0"])
+    assert make_plan(healthy, tried).decision == "observe"  # restored once: no blind second guess
+
+
 def _rows(n: int, **columns: list[float]) -> list[dict[str, float]]:
     return [{"step": float(i + 1), **{k: v[i] for k, v in columns.items()}} for i in range(n)]
 

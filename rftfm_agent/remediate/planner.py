@@ -80,13 +80,21 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
         symptom = _symptom_plan(context, top.type if top else None, confidence, escalations=True)
         if symptom is not None:
             return symptom
-    if diagnosis.unknown or top is None or confidence < context.min_confidence:
+    # "healthy" on top during an incident: the alarm saw what the labelled faults do not explain (a KL
+    # runaway after an optimizer rebuilt at 10× the rate was diagnosed healthy, p=0.44, and escalated as a
+    # type without a play): inconclusive, like a diagnosis under the bar.
+    if diagnosis.unknown or top is None or top.type == HEALTHY or confidence < context.min_confidence:
         symptom = _symptom_plan(context, top.type if top else None, confidence)
         if symptom is not None:
             return symptom
+        restore = _restore_plan(context, top.type if top else None, confidence)
+        if restore is not None:
+            return restore
         why = (
             "the run is unlike every labelled fault"
             if diagnosis.unknown or top is None
+            else f"the fault types read the incident as a healthy run (p={confidence:.2f})"
+            if top.type == HEALTHY
             else (
                 f"the best diagnosis ({top.type}, p={confidence:.2f}) is under the confidence bar "
                 f"{context.min_confidence}"
@@ -130,6 +138,28 @@ def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
         decision="fix",
         reason=f"{top.type} (p={confidence:.2f}): {play.summary}",
         fault_type=top.type,
+        confidence=confidence,
+        candidates=candidates,
+    )
+
+
+HEALTHY = "healthy"  # the library's label for healthy runs (a false alarm can be named as one)
+SETTINGS_CHANGED = "symptom:settings_changed"
+
+
+def _restore_plan(context: PlanContext, fault_type: str | None, confidence: float) -> Plan | None:
+    """Without a diagnosis to act on, the first thing a practitioner checks: did a setting change from its
+    configured value? If so, restore it (no guess at a cause: the change is measured). None when nothing
+    changed."""
+    play = PLAYBOOK[SETTINGS_CHANGED]
+    candidates = candidates_for(play, context)
+    if all(c.escalates for c in candidates):
+        return None
+    changed = ", ".join(a.summary() for c in candidates if not c.escalates for a in c.actions)
+    return Plan(
+        decision="fix",
+        reason=f"no confident diagnosis, but {play.summary} ({changed})",
+        fault_type=fault_type,
         confidence=confidence,
         candidates=candidates,
     )

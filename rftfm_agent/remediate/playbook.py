@@ -100,6 +100,26 @@ RAISE_CAP = CandidateTemplate(
     reference="Yu et al. 2025, DAPO (arXiv:2503.14476) §3.4: overlong filtering of truncated samples",
     when=["unchanged:max_completion_length"],
 )
+RESTORE_TEMPERATURE = CandidateTemplate(
+    actions=[{"kind": "set_sampling", "temperature": "$configured.temperature"}],
+    why="the sampling temperature changed mid-run: restore the configured value",
+    reference="TRL GRPOConfig docs: `temperature` (default 1.0) sets the sampler's randomness",
+    when=["changed:temperature"],
+)
+RESTORE_LR = CandidateTemplate(
+    actions=[{"kind": "set_learning_rate", "value": "$configured.learning_rate"}],
+    why="the learning rate changed mid-run: restore the configured value",
+    reference="HF Trainer docs: the optimizer and scheduler state restored on resume carry the learning "
+    "rate; a changed one persists until set",
+    when=["changed:learning_rate"],
+)
+RESTORE_BETA = CandidateTemplate(
+    actions=[{"kind": "set_kl_coefficient", "beta": "$configured.beta"}],
+    why="β changed mid-run (a sign bug or a huge value): restore the configured coefficient",
+    reference="TRL GRPO docs: `beta`, the KL coefficient; Ouyang et al. 2022 (InstructGPT): the KL penalty "
+    "keeps the policy near the reference",
+    when=["changed:beta"],
+)
 
 PLAYS: list[Play] = [
     *[
@@ -115,12 +135,7 @@ PLAYS: list[Play] = [
         applies_to="pg_temperature",
         summary="sampling temperature far from the configured one",
         candidates=[
-            CandidateTemplate(
-                actions=[{"kind": "set_sampling", "temperature": "$configured.temperature"}],
-                why="the sampling temperature changed mid-run: restore the configured value",
-                reference="TRL GRPOConfig docs: `temperature` (default 1.0) sets the sampler's randomness",
-                when=["changed:temperature"],
-            ),
+            RESTORE_TEMPERATURE,
             CandidateTemplate(
                 actions=[{"kind": "set_sampling", "temperature": 1.0}],
                 why="sample at temperature 1.0, the policy's own distribution, as GRPO and DAPO do",
@@ -165,13 +180,7 @@ PLAYS: list[Play] = [
         applies_to="od_lr",
         summary="learning rate far from what the run can take",
         candidates=[
-            CandidateTemplate(
-                actions=[{"kind": "set_learning_rate", "value": "$configured.learning_rate"}],
-                why="the learning rate changed mid-run: restore the configured value",
-                reference="HF Trainer docs: the optimizer and scheduler state restored on resume carry "
-                "the learning rate; a changed one persists until set",
-                when=["changed:learning_rate"],
-            ),
+            RESTORE_LR,
             CandidateTemplate(
                 actions=[{"kind": "set_learning_rate", "value": "$current.learning_rate*0.5"}],
                 why="updates too large for the policy: halve the learning rate and resume from before the "
@@ -187,13 +196,7 @@ PLAYS: list[Play] = [
         applies_to="od_kl",
         summary="the KL penalty is wrong: the policy drifts or is frozen",
         candidates=[
-            CandidateTemplate(
-                actions=[{"kind": "set_kl_coefficient", "beta": "$configured.beta"}],
-                why="β changed mid-run (a sign bug or a huge value): restore the configured coefficient",
-                reference="TRL GRPO docs: `beta`, the KL coefficient; Ouyang et al. 2022 (InstructGPT): "
-                "the KL penalty keeps the policy near the reference",
-                when=["changed:beta"],
-            ),
+            RESTORE_BETA,
             CandidateTemplate(
                 actions=[{"kind": "set_kl_coefficient", "beta": 0.04}],
                 why="use the KL coefficient GRPO was published with",
@@ -354,6 +357,17 @@ PLAYS: list[Play] = [
                 "the reward pays a shortcut: fix the verifier or reward (a stricter check, a fallback "
                 "verifier); no data filter or knob can see it"
             )
+        ],
+    ),
+    Play(
+        applies_to="symptom:settings_changed",
+        summary="a setting differs from its configured value at the incident: restore it first",
+        candidates=[
+            RESTORE_LR,
+            RESTORE_BETA,
+            RESTORE_TEMPERATURE,
+            RESTORE_CAP,
+            _escalate("the run stays broken with its settings restored"),
         ],
     ),
     Play(
