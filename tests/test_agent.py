@@ -374,6 +374,15 @@ def test_a_logged_learning_rate_jump_is_the_current_knob(store: Store) -> None:
     }
     decaying = run("decaying", [2e-4 * (1 - i / 20) for i in range(15)])  # a schedule, not a change
     assert _logged_jumps(_env(store), decaying, 10, {"learning_rate": 2e-4}) == {}
+    # A linear warm-up (TRL's constant_with_warmup, 5 steps): an incident at step 3 or 4 sees the schedule
+    # move ×2 across it; that is not a changed learning rate to restore.
+    warm = run("warm-up", [2e-4 * min(1.0, (i + 1) / 5) for i in range(15)])
+    for anchor in range(2, 12):
+        assert _logged_jumps(_env(store), warm, anchor, {"learning_rate": 2e-4}) == {}, anchor
+    warm_then_jump = run("warm-up then jump", [2e-4 * min(1.0, (i + 1) / 5) for i in range(9)] + [2e-2] * 6)
+    assert _logged_jumps(_env(store), warm_then_jump, 10, {"learning_rate": 2e-4}) == {
+        "learning_rate": pytest.approx(2e-2)
+    }
 
 
 def test_cli_chat_without_an_endpoint_says_how_to_configure_one_and_triages(
