@@ -312,3 +312,26 @@ def test_the_nan_flags_are_not_metrics_of_an_export_or_a_plot(tmp_path: Path) ->
     export_run(store, run_id, tmp_path / "out")
     (steps,) = (tmp_path / "out").rglob("*train_step.jsonl")
     assert all("nan/" not in line for line in steps.read_text().splitlines())
+
+
+def test_a_rare_event_share_that_healthy_runs_logged_as_zero_is_not_measured_in_millionths() -> None:
+    """A profile whose healthy runs never repeated a token must not make a run with a handful of repeated
+    tokens (another seed, another machine) an outlier, while a share that is 0 by construction (rewards
+    that disagree with the answer) stays exact, and a real rise in repetition still stands out."""
+    from rftfm_agent.detect.profile import HealthyProfile
+
+    def frame(seed: int, repetition: float = 0.0, mismatch: float = 0.0) -> pd.DataFrame:
+        f = _healthy_frame(seed)
+        f["traj/repetition_ratio_mean"] = repetition
+        f["traj/reward_mismatch_frac"] = mismatch
+        return f
+
+    profile = HealthyProfile().fit([frame(i) for i in range(20)])
+    noise = profile.zscores(frame(100, repetition=0.0003))
+    assert max(abs(noise[f"traj/repetition_ratio_mean|{s}"]) for s in ("mean", "last")) < 1
+    assert profile.zscores(frame(101, repetition=0.1))["traj/repetition_ratio_mean|mean"] >= 10
+    assert profile.zscores(frame(102, mismatch=0.0003))["traj/reward_mismatch_frac|mean"] >= 100
+    # A profile saved before the floor existed (a spread of 1e-6) is read with it.
+    old = HealthyProfile.from_dict(profile.to_dict())
+    old.scale = {f: (1e-6 if f.startswith("traj/repetition") else s) for f, s in old.scale.items()}
+    assert abs(old.zscores(frame(100, repetition=0.0003))["traj/repetition_ratio_mean|mean"]) < 1

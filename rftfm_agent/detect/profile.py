@@ -20,6 +20,26 @@ from rftfm_agent.detect.robust import MIN_SCALE, robust_location_scale, robust_z
 
 TOP = 3
 
+# Shares of completions or tokens that are rare events in a healthy run: a completion cut at the length cap,
+# a repeated token, a failed tool call. Healthy runs of a task can log such a share as exactly 0 on every
+# seed a profile was fitted on (the shipped profile's `arith_b` runs never repeated a token), which leaves
+# a spread of ~0 and turns a handful of events on another seed or machine into hundreds of z: two of the
+# 48 healthy runs of `mid` seed 7, made on another CPU than the shipped profile's runs, scored 5-7× the
+# alarm limit on a repetition share of 0.0003. A run-level share is therefore given a spread of at least
+# half a percentage point, about one completion in three steps of a 64-completion batch (those 48 runs
+# log these shares up to 0.005 away from the profile's medians). Shares that are 0 in a healthy run by
+# construction (rewards below 0, rewards that disagree with the answer, advantages against rewards) keep
+# their exact spread: any of them is a bug.
+RARE_EVENT_SHARES = frozenset(
+    {"traj/truncated_frac", "completions/clipped_ratio", "traj/repetition_ratio_mean", "traj/tool_error_rate"}
+)
+RARE_EVENT_RESOLUTION = 0.005
+
+
+def resolution(feature: str) -> float:
+    """The smallest spread a run summary (`metric|summary`) is measured against, whatever healthy runs log."""
+    return RARE_EVENT_RESOLUTION if feature.split("|")[0] in RARE_EVENT_SHARES else 0.0
+
 
 def run_summary(frame: pd.DataFrame, start: int = 1) -> dict[str, float]:
     """Summaries of the steps from `start` on (mean, last-third mean, last-minus-first-third change)."""
@@ -66,14 +86,16 @@ class HealthyProfile:
                 continue
             spread = float(np.nanstd(values))
             magnitude = max(abs(center), size.get(feature.split("|")[0], 0.0))
-            floor = max(MIN_SCALE, 1e-3 * magnitude, 0.25 * spread)
+            floor = max(MIN_SCALE, 1e-3 * magnitude, 0.25 * spread, resolution(feature))
             self.center[feature], self.scale[feature] = center, max(scale, floor)
         return self
 
     def zscores(self, frame: pd.DataFrame) -> dict[str, float]:
+        """Robust z of each run summary; spreads are floored again here (`resolution`), so that a profile
+        fitted and saved before a floor existed is read with it."""
         summary = run_summary(frame)
         return {
-            f: float(robust_z(v, self.center[f], self.scale[f]))
+            f: float(robust_z(v, self.center[f], max(self.scale[f], resolution(f))))
             for f, v in summary.items()
             if f in self.center and math.isfinite(v)
         }
