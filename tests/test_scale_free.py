@@ -615,3 +615,52 @@ def test_a_gradient_norm_sustained_an_order_of_magnitude_up_is_a_warning() -> No
     verdict = load_detector().score_run(RunData("shift", None, frame))
     (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "numerics"]
     assert finding.symptom.startswith("gradient norm up 2") and finding.play == "od_grad"
+
+
+def _schedule(kind: str, n: int = 120, warmup: int = 10, **kwargs: object) -> np.ndarray:
+    """The learning rate transformers' scheduler `kind` gives at each of `n` steps (peak 1e-6)."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-6)
+    scheduler = get_scheduler(kind, optimizer, warmup, n, scheduler_specific_kwargs=kwargs or None)
+    rates = []
+    for _ in range(n):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return np.array(rates)
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs"),
+    [
+        ("linear", {}),
+        ("cosine", {}),
+        ("cosine_with_restarts", {"num_cycles": 3}),
+        ("polynomial", {}),
+        ("constant", {}),
+        ("constant_with_warmup", {}),
+        ("inverse_sqrt", {}),
+        ("cosine_with_min_lr", {"min_lr_rate": 0.1}),
+        ("warmup_stable_decay", {"num_decay_steps": 30}),
+    ],
+)
+def test_a_learning_rate_schedule_is_not_a_jump(kind: str, kwargs: dict[str, object]) -> None:
+    """Every schedule transformers offers (warm-up, decay, restarts from 0) moves the rate without a jump
+    between steady stretches."""
+    assert "lr_jump" not in _fired(_with(learning_rate=_schedule(kind, **kwargs)), online=True)
+
+
+def test_a_learning_rate_that_jumps_between_steady_stretches_is_critical() -> None:
+    """A resume with another rate (od_lr): ×0.1 or ×10 from one step to the next, steady on both sides, is
+    critical and reads as a changed configuration with the learning-rate play; a ×3 step is not."""
+    rates = _schedule("constant_with_warmup")
+    for factor, way in ((0.1, "fell"), (10.0, "rose")):
+        changed = np.where(np.arange(len(rates)) < 60, rates, factor * rates)
+        assert _fired(_with(learning_rate=changed), online=True) == {"lr_jump": "critical"}
+        frame = _with(learning_rate=changed)
+        verdict = load_detector().score_run(RunData("lr", None, frame))
+        (finding,) = [f for f in findings_for(verdict, frame) if "lr_jump" in f.rules]
+        assert finding.symptom.startswith(f"learning rate {way} 10×") and finding.play == "od_lr"
+    assert _fired(_with(learning_rate=np.where(np.arange(len(rates)) < 60, rates, 3 * rates))) == {}

@@ -50,6 +50,12 @@ BLOWUP_FLOOR = 0.01  # early levels below this count as this (GRPO's loss starts
 GRAD_SHIFT = 20.0  # gradient norm sustained (median of `CONFIRM`) this many times its early level: the
 # updates changed scale (healthy real runs: ≤ 5.1× sustained; `mid` seed 7's 48 controls: ≤ 8.4×; its
 # corrupted-gradient and KL-sign runs: 12–300×, 2026-12-03). The loss has no such rule: GRPO's starts at 0.
+LR_JUMP = 4.0  # the logged learning rate moved this many times (up or down) from one logged value to the
+# next, between two steady stretches: a changed configuration (a resume with another rate, an optimizer
+# rebuilt, a scheduler's state lost), not a schedule; transformers' schedules (linear, cosine, constant,
+# warm-up, WSD) move it smoothly after warm-up, and a warm-up ramp is not steady
+LR_STEADY = 1.5  # a stretch of `CONFIRM` logged rates is steady when its largest is at most this × its
+# smallest (the ×2 steps of a linear warm-up are not; tools/fixes reads a logged jump the same way)
 ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpening: ≥ 10 %)
 LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
 LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
@@ -253,6 +259,17 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             "scale",
             window=f"{CONFIRM} logged values (their median)",
             reference=BLOWUP_REF,
+        ),
+        ScaleFreeRule(
+            name="lr_jump",
+            severity="critical",
+            description=f"learning rate moved ≥ {LR_JUMP:g}× from one logged value to the next, steady "
+            "before and after: the run's configuration changed mid-run (a scheduler that cuts on a "
+            "plateau does this on purpose: ReduceLROnPlateau's default factor is 0.1)",
+            window=f"{CONFIRM} logged values each side, each within {LR_STEADY:g}×",
+            reference="transformers optimizer schedules (smooth after warm-up): "
+            "https://huggingface.co/docs/transformers/main_classes/optimizer_schedules; RFT-FaultBench "
+            "od_lr (a learning rate misconfigured mid-run)",
         ),
         ScaleFreeRule(
             name="entropy_collapse",
@@ -529,6 +546,7 @@ class ScaleFreeRules:
             ratio = abs(grad) / max(grad_early, BLOWUP_FLOOR)
             if ratio >= GRAD_SHIFT:
                 self._fire(events, "grad_norm_shift", "grad_norm", step, grad, early=grad_early, ratio=ratio)
+        self._lr_jump(events, step)
         entropy, entropy_early = self._recent("entropy"), self._early("entropy")
         # Some trainers log the entropy term of the loss under an entropy name, negated (Stable-Baselines3's
         # entropy_loss = -H): its size is the entropy (`_early` already reads sizes).
@@ -578,6 +596,23 @@ class ScaleFreeRules:
             self._fire(
                 events, "same_length", "completion_length", step, float(mean or 0.0), cap=float(top or 0.0)
             )
+
+    def _lr_jump(self, events: list[Event], step: int) -> None:
+        """`lr_jump`: the last `CONFIRM` logged rates and the `CONFIRM` before them are each steady, all
+        positive, and their medians differ by `LR_JUMP`× or more (fires when the new rate has held)."""
+        rates = self.history.get("learning_rate", [])
+        if len(rates) < 2 * CONFIRM:
+            return
+        before, after = rates[-2 * CONFIRM : -CONFIRM], rates[-CONFIRM:]
+        if min(before) <= 0 or min(after) <= 0:
+            return  # a rate of 0 is `lr_zero`'s
+        if max(before) > LR_STEADY * min(before) or max(after) > LR_STEADY * min(after):
+            return
+        old, new = _median(before) or 0.0, _median(after) or 0.0
+        factor = max(new / old, old / new)
+        if factor >= LR_JUMP:
+            way = "rose" if new > old else "fell"
+            self._fire(events, "lr_jump", "learning_rate", step, new, before=old, factor=factor, way=way)
 
     def _whole_run(self, events: list[Event], step: int) -> None:
         n = len(self.zero_signal)

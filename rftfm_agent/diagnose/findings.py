@@ -172,6 +172,18 @@ TEMPLATES: dict[str, Template] = {
         ),
         ("check the scheduler's total steps against the run's", "resume with a fresh schedule"),
     ),
+    "lr_jump": Template(
+        "optimiser",
+        "learning rate {way} {factor:.0f}× ({before:.3g} → {value:.3g}) between steady stretches, by step "
+        "{step}",
+        (
+            "a resume with another learning rate (a config or a command line that changed)",
+            "an optimizer or scheduler rebuilt mid-run (its state lost, its rate set again)",
+            "a scheduler that cuts on a plateau (deliberate: check the run's lr_scheduler_type)",
+        ),
+        ("compare the rate with the run's configured one", "restore the configured rate and resume"),
+        "od_lr",
+    ),
     "lr_logged_zero": Template(
         "optimiser",
         "learning rate logged as 0 from the start",

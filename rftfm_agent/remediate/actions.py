@@ -63,6 +63,9 @@ class SetLearningRate(_Action):
     def changes(self) -> dict[str, Any]:
         return {"learning_rate": self.value}
 
+    def absorbs(self) -> tuple[str, ...]:
+        return ("learning_rate",)  # the rate it sets is a jump in the logged rate, by design
+
     def install(self, trainer: Any, run: RunContext) -> None:
         from rftfm_agent.remediate.callbacks import Pin
 
