@@ -229,3 +229,17 @@ def test_masking_actions_absorb_the_advantage_statistics_they_move() -> None:
         TrajectoryFilter(zero_variance_groups=True),
     ):
         assert set(MASKED_ADVANTAGES) <= set(masking.absorbs())
+
+
+def test_a_learning_rate_fix_absorbs_the_jump_it_makes() -> None:
+    """Restoring a rate that was cut ×0.1 is itself a ×10 jump in the logged rate (when the checkpoint
+    resumed from lies after the cut): the `lr_jump` rule fires on it, and the kept fix declares the metric,
+    so the supervisor does not read its own fix as a new incident."""
+    from rftfm_agent.detect.scale_free import ScaleFreeRules
+
+    rules = ScaleFreeRules(whole_run=False)
+    events = [
+        e for step in range(1, 13) for e in rules.update(step, {"learning_rate": 3e-5 if step < 7 else 3e-4})
+    ]
+    (jump,) = [e for e in events if e.check == "lr_jump"]
+    assert jump.metric in SetLearningRate(value=3e-4).absorbs()
