@@ -335,3 +335,23 @@ def test_a_rare_event_share_that_healthy_runs_logged_as_zero_is_not_measured_in_
     old = HealthyProfile.from_dict(profile.to_dict())
     old.scale = {f: (1e-6 if f.startswith("traj/repetition") else s) for f, s in old.scale.items()}
     assert abs(old.zscores(frame(100, repetition=0.0003))["traj/repetition_ratio_mean|mean"]) < 1
+
+
+def test_a_short_run_s_warm_up_is_not_an_unusual_learning_rate() -> None:
+    """The logged rate of a warm-up starts at 0 (1e-12 on the log scale): over a 12-step run, its first
+    third is mostly warm-up, so the rate's first-to-last-third change scored ~100 z against runs of 30
+    steps. The change of a scheduled metric is not summarised; its level still is (a rate 10× off)."""
+    from rftfm_agent.detect.profile import HealthyProfile
+
+    def frame(seed: int, steps: int, peak: float = 5e-5) -> pd.DataFrame:
+        f = _healthy_frame(seed, steps)
+        f["learning_rate"] = np.minimum(np.arange(steps) / 5, 1.0) * peak  # 0 at step 1, then a warm-up
+        return f
+
+    peaks = (1e-4, 2e-4, 3e-4)  # healthy runs' configured rates differ, as the benchmark's cells do
+    profile = HealthyProfile().fit([frame(i, 30, peaks[i % 3]) for i in range(21)])
+    short = profile.zscores(frame(100, 12, 2e-4))
+    assert "learning_rate|change" not in short
+    assert max(abs(z) for f, z in short.items() if f.startswith("learning_rate")) < 3
+    wrong = profile.zscores(frame(101, 30, peak=2e-3))  # a rate set 10× too high from the start
+    assert min(wrong["learning_rate|mean"], wrong["learning_rate|last"]) >= 3
