@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from rftfm_agent.detect.scale_free import steady_rate
 from rftfm_agent.remediate.planner import Candidate, PlanContext, make_plan
 from rftfm_agent.supervise.policy import KNOWN_KNOBS, Situation
 from rftfm_agent.telemetry import io
@@ -128,9 +129,10 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
 
 JUMP = 2.0  # a logged learning rate that moves ×/÷ this between the steps before and after the incident was
 # changed, not scheduled: warm-up and decay schedules move it gradually, never by a factor within a step
-STEADY = 1.5  # ...provided it was steady on both sides (max/min of the three steps each side within this): a
-# linear warm-up from 0 doubles the rate from its first logged step to its second, so at an early incident the
-# schedule itself moves ×2 across the boundary (triage then "restored" a warm-up as a changed learning rate)
+# ...provided it was steady on both sides (the three steps each side, `detect.scale_free.steady_rate`, the
+# `lr_jump` rule's test): a linear warm-up from 0 doubles the rate from its first logged step to its second,
+# so at an early incident the schedule itself moves ×2 across the boundary (triage then "restored" a warm-up
+# as a changed learning rate)
 
 
 def _logged_jumps(env: ToolEnv, run_id: str, anchor: int, configured: dict[str, Any]) -> dict[str, Any]:
@@ -142,17 +144,13 @@ def _logged_jumps(env: ToolEnv, run_id: str, anchor: int, configured: dict[str, 
     lr = lr[lr["learning_rate"].map(lambda v: math.isfinite(v) and v > 0)]
     before = lr[lr["step"] < anchor]["learning_rate"].tail(3)
     after = lr[lr["step"] >= anchor]["learning_rate"].head(3)
-    if before.empty or after.empty or not (_steady(before) and _steady(after)):
+    if before.empty or after.empty or not (steady_rate(before) and steady_rate(after)):
         return {}
     ratio = float(after.median()) / float(before.median())
     if max(ratio, 1 / ratio) < JUMP:
         return {}
     base = configured.get("learning_rate")
     return {"learning_rate": float(base) * ratio if isinstance(base, int | float) else float(after.median())}
-
-
-def _steady(values: Any) -> bool:
-    return float(values.max()) <= STEADY * float(values.min())
 
 
 def _logged_cap(env: ToolEnv, run_id: str) -> int | None:

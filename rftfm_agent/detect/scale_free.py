@@ -25,7 +25,7 @@ critical level (see evals/realrun_labels.toml and docs/peers.md for the measured
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +55,7 @@ LR_JUMP = 4.0  # the logged learning rate moved this many times (up or down) fro
 # rebuilt, a scheduler's state lost), not a schedule; transformers' schedules (linear, cosine, constant,
 # warm-up, WSD) move it smoothly after warm-up, and a warm-up ramp is not steady
 LR_STEADY = 1.5  # a stretch of `CONFIRM` logged rates is steady when its largest is at most this × its
-# smallest (the ×2 steps of a linear warm-up are not; tools/fixes reads a logged jump the same way)
+# smallest (the ×2 steps of a linear warm-up are not; `steady_rate`, which triage's tools/fixes also reads)
 ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpening: ≥ 10 %)
 LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
 LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
@@ -606,7 +606,7 @@ class ScaleFreeRules:
         before, after = rates[-2 * CONFIRM : -CONFIRM], rates[-CONFIRM:]
         if min(before) <= 0 or min(after) <= 0:
             return  # a rate of 0 is `lr_zero`'s
-        if max(before) > LR_STEADY * min(before) or max(after) > LR_STEADY * min(after):
+        if not (steady_rate(before) and steady_rate(after)):
             return
         old, new = _median(before) or 0.0, _median(after) or 0.0
         factor = max(new / old, old / new)
@@ -834,6 +834,13 @@ class ScaleFreeRules:
         at = self.reward_steps[fell_at] if len(self.reward_steps) == len(r) else self.steps[-1]
         self._fire(events, rule, "reward", at, now, best=early, early=early, now=now)
         return rule
+
+
+def steady_rate(rates: Iterable[float]) -> bool:
+    """Whether logged learning rates hold within `LR_STEADY`× of each other (a warm-up's steps do not):
+    what makes a move between two stretches a changed setting rather than a schedule."""
+    values = [float(r) for r in rates]
+    return max(values) <= LR_STEADY * min(values)
 
 
 def without_scale_free(verdict: RunVerdict) -> RunVerdict:
