@@ -96,13 +96,13 @@ class HealthyProfile:
                 continue
             spread = float(np.nanstd(values))
             magnitude = max(abs(center), size.get(feature.split("|")[0], 0.0))
-            floor = max(MIN_SCALE, 1e-3 * magnitude, 0.25 * spread, resolution(feature))
+            floor = max(MIN_SCALE, 1e-3 * magnitude, 0.25 * spread)
             self.center[feature], self.scale[feature] = center, max(scale, floor)
         return self
 
     def zscores(self, frame: pd.DataFrame) -> dict[str, float]:
-        """Robust z of each run summary; spreads are floored again here (`resolution`), so that a profile
-        fitted and saved before a floor existed is read with it."""
+        """Robust z of each run summary. The rare-event floor (`resolution`) is applied here, where every
+        profile is read, so that one fitted and saved before the floor existed gets it too."""
         summary = run_summary(frame)
         return {
             f: float(robust_z(v, self.center[f], max(self.scale[f], resolution(f))))
