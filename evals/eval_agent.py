@@ -11,8 +11,10 @@ answering the approval question. Scores, never an LLM judge:
 - named: benchmark fault: the top hypothesis's type (and family) is the injected one; control: the run is
   called healthy; real log: a labelled symptom appears in the report's Symptom line ("healthy" logs: the
   verdict is healthy);
-- fix allowed: the chosen fix is one the policy allowed for that diagnosis; fits: it is in the playbook's
-  play for the true fault type (benchmark faults only);
+- fix allowed: the chosen fix is one the policy allowed for that diagnosis; fits: its actions are one of
+  the candidates of the playbook's play for the true fault type (benchmark faults only), whichever play
+  proposed it: a symptom's play that restores the learning rate or guards the gradient proposes what the
+  `od_lr` or `od_grad` play would;
 - unapproved actions: fixes written or applied without a person's approval (must be 0);
 - tool calls and seconds per triage.
 Runs with the deterministic planner always, and with an LLM when one is configured.
@@ -143,6 +145,25 @@ def real_scenarios(realruns: Path, store: Store, labels: Path = LABELS) -> list[
     return out
 
 
+def _same_fix(actions: list[dict[str, Any]], template: list[dict[str, Any]]) -> bool:
+    """Whether proposed actions are a playbook candidate's: the same kinds in order, and every literal value
+    of the template the same (a `$configured.…` or `$current.…` value is the run's, whatever it is)."""
+    return len(actions) == len(template) and all(
+        a.get("kind") == t["kind"] and all(_run_value(v) or _equal(a.get(k), v) for k, v in t.items())
+        for a, t in zip(actions, template, strict=True)
+    )
+
+
+def _run_value(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith("$")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+    return a == b
+
+
 def score(scenario: Scenario, state: dict[str, Any], store: Store) -> dict[str, Any]:
     d, det = state.get("diagnosis") or {}, state.get("detection") or {}
     top = (d.get("hypotheses") or [{}])[0]
@@ -162,7 +183,7 @@ def score(scenario: Scenario, state: dict[str, Any], store: Store) -> dict[str, 
     fits = None
     if scenario.kind == "fault" and chosen is not None:
         play = PLAYBOOK.get(scenario.fault_type or "")
-        fits = play is not None and chosen["id"].startswith(f"{play.applies_to}#")
+        fits = play is not None and any(_same_fix(chosen["actions"], c.actions) for c in play.candidates)
     journal = store.journal(state["run"])
     unapproved = 0 if journal.empty else int(journal["decision"].isin(["fix_written", "applied"]).sum())
     return {
@@ -257,7 +278,8 @@ def render(report: dict[str, Any]) -> str:
         "flagged: the detector called the run anomalous. named: fault → top hypothesis is the injected type "
         "(the report lists it even when the detector did not flag the run); control / healthy log → called "
         "healthy; broken log → a labelled symptom in the Symptom line. family: fault family right. "
-        "fix fits: the chosen fix is in the true type's play. asked: approval questions left waiting "
+        "fix fits: the chosen fix's actions are a candidate of the true type's play (whichever play proposed "
+        "it). asked: approval questions left waiting "
         "(mode ask). unapproved: fixes written without approval (must be 0). LLM picks: triages whose fix "
         "the LLM chose (the rest fell back to the deterministic planner, or had nothing to choose).",
         "",

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from rftfm_agent.diagnose.hypothesis import Diagnosis, Hypothesis
-from rftfm_agent.remediate.actions import FallbackReward, SetLearningRate, SetSampling, TrajectoryFilter
+from rftfm_agent.remediate.actions import (
+    FallbackReward,
+    GradientGuard,
+    SetLearningRate,
+    SetSampling,
+    TrajectoryFilter,
+)
 from rftfm_agent.remediate.planner import MAX_OBSERVE_STEPS, PlanContext, candidates_for, make_plan
 from rftfm_agent.remediate.playbook import PLAYBOOK, PLAYS
 from rftfm_agent.remediate.symptoms import symptoms
@@ -181,3 +187,51 @@ def test_a_reward_on_a_0_1_scale_is_judged_easy_or_hard_by_its_level_not_its_ran
     assert symptoms(high_at_low) == ["no_signal_too_easy"]
     points = _rows(6, reward=[-3.0, -2.0, 0.0, 2.0, 3.0, 3.0], frac_reward_zero_std=frac)
     assert symptoms(points) == ["no_signal_too_easy"]
+
+
+def test_repeated_gradient_spikes_get_the_gradient_guard_when_the_diagnosis_is_unsure() -> None:
+    """`mid-s7-0055` (corrupted gradients from step 1, 2026-12-04): the diagnosis stayed under the bar (a
+    KL fault p=0.32, then a tool fault p=0.35) and the run was escalated with nothing tried, ending at
+    held-out 0.068. Its logged gradient norms: one spike by step 5 (a hard batch, not yet a pattern), two
+    in the newest six rows by step 9."""
+    logged = [0.406, 0.550, 35.5, 0.301, 0.434, 0.414, 0.336, 38.9, 39.4]
+    assert symptoms(_rows(5, grad_norm=logged[:5])) == []
+    spiking = symptoms(_rows(9, grad_norm=logged))
+    assert spiking == ["gradient_spikes"]
+    unsure = _diagnosis("od_kl", p=0.32)
+    plan = make_plan(unsure, _context(symptoms=spiking))
+    assert plan.decision == "fix" and "gradient_spikes" in plan.reason
+    guard = plan.first_fix().actions  # type: ignore[union-attr]
+    assert guard == [GradientGuard(max_grad_norm=1.0, skip_nonfinite=True, spike_factor=10)]
+    sure = make_plan(_diagnosis("od_kl", p=0.8), _context(symptoms=spiking))
+    assert sure.first_fix().actions[0].kind == "set_kl_coefficient"  # type: ignore[union-attr]
+    # Healthy shapes stay quiet: norms that rise as a run learns (14× at most on `mid`'s 48 healthy runs),
+    # isolated spikes far apart, a run whose gradient is exactly 0 (no signal), NaN (the non-finite rule's).
+    rising = [0.3, 0.4, 0.5, 0.8, 1.2, 2.0, 3.5, 4.2, 4.0]
+    assert symptoms(_rows(9, grad_norm=rising)) == []
+    isolated = [0.5, 0.6, 40.0, 0.5, 0.6, 0.5, 0.4, 0.6, 45.0]
+    assert symptoms(_rows(9, grad_norm=isolated)) == []
+    assert symptoms(_rows(9, grad_norm=[0.0] * 7 + [1.0, 1.0])) == []
+    assert symptoms(_rows(9, grad_norm=[0.4] * 7 + [float("nan")] * 2)) == []
+
+
+def test_the_agent_eval_judges_a_fix_by_its_actions_not_by_the_play_that_proposed_it() -> None:
+    """A symptom's play can propose exactly a fault type's fix (the gradient guard, a restored rate): it
+    fits that type. The same kind of action with other literal settings does not."""
+    from rftfm_agent.evals.eval_agent import _same_fix
+
+    spiking = make_plan(_diagnosis("od_kl", p=0.32), _context(symptoms=["gradient_spikes"])).first_fix()
+    restored = make_plan(
+        _diagnosis("od_kl", p=0.1), _context(current={**SETTINGS, "learning_rate": 2e-3})
+    ).first_fix()
+    assert spiking is not None and restored is not None
+    assert not spiking.id.startswith("od_grad#") and not restored.id.startswith("od_lr#")
+
+    def fits(candidate: object, fault: str) -> bool:
+        actions = [a.model_dump(mode="json") for a in candidate.actions]  # type: ignore[attr-defined]
+        return any(_same_fix(actions, t.actions) for t in PLAYBOOK[fault].candidates)
+
+    assert fits(spiking, "od_grad") and not fits(spiking, "od_kl")
+    assert fits(restored, "od_lr") and not fits(restored, "pg_temperature")
+    zero_variance = candidates_for(PLAYBOOK["symptom:no_signal_too_easy"], _context())[0]
+    assert not fits(zero_variance, "pg_degenerate")  # a trajectory filter, but of other samples

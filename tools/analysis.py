@@ -28,6 +28,8 @@ SYMPTOM_WORDS: dict[str, str] = {
     "no_signal_too_easy": "no learning signal: most groups get identical rewards, nearly all solved",
     "no_signal_too_hard": "no learning signal: most groups get identical rewards, nearly all failed",
     "entropy_collapse_kl_explosion": "entropy collapse with KL explosion: the sampler stopped exploring",
+    "gradient_spikes": "gradient spikes: the gradient norm jumps tens of times its usual level, again and "
+    "again",
     "reward_hacking": "reward hacking suspected: the reward rose while completions collapsed or the held-out "
     "score did not follow",
 }

@@ -168,7 +168,8 @@ class SetCompletionLength(_Action):
 
 class GradientGuard(_Action):
     """Clip gradients to `max_grad_norm`; skip an update whose gradient is not finite, or whose norm
-    before clipping is more than `spike_factor` times the median of the last ones."""
+    before clipping is more than `spike_factor` times the lower quartile of the last accepted ones
+    (`guards.UpdateGuard`)."""
 
     kind: Literal["gradient_guard"] = "gradient_guard"
     max_grad_norm: float = Field(default=1.0, gt=0)

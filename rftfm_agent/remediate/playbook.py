@@ -120,6 +120,12 @@ RESTORE_BETA = CandidateTemplate(
     "keeps the policy near the reference",
     when=["changed:beta"],
 )
+GRADIENT_GUARD = CandidateTemplate(
+    actions=[{"kind": "gradient_guard", "max_grad_norm": 1.0, "skip_nonfinite": True, "spike_factor": 10}],
+    why="clip gradients and skip updates that are not finite or spike far above recent ones",
+    reference="Pascanu, Mikolov & Bengio 2013, 'On the difficulty of training recurrent neural networks' "
+    "(ICML): gradient norm clipping",
+)
 
 PLAYS: list[Play] = [
     *[
@@ -226,19 +232,7 @@ PLAYS: list[Play] = [
                 "before the spike and skip the batches around it",
                 when=["offending_steps"],
             ),
-            CandidateTemplate(
-                actions=[
-                    {
-                        "kind": "gradient_guard",
-                        "max_grad_norm": 1.0,
-                        "skip_nonfinite": True,
-                        "spike_factor": 10,
-                    }
-                ],
-                why="clip gradients and skip updates that are not finite or spike far above recent ones",
-                reference="Pascanu, Mikolov & Bengio 2013, 'On the difficulty of training recurrent neural "
-                "networks' (ICML): gradient norm clipping",
-            ),
+            GRADIENT_GUARD,
             _escalate("gradients stay corrupted"),
         ],
     ),
@@ -369,6 +363,12 @@ PLAYS: list[Play] = [
             RESTORE_CAP,
             _escalate("the run stays broken with its settings restored"),
         ],
+    ),
+    Play(
+        applies_to="symptom:gradient_spikes",
+        summary="the gradient norm spikes again and again (tens of times its usual level): updates corrupted "
+        "or exploding",
+        candidates=[GRADIENT_GUARD, _escalate("gradients keep spiking with clipping and spike skipping on")],
     ),
     Play(
         applies_to="symptom:entropy_collapse_kl_explosion",

@@ -1,11 +1,12 @@
 """Symptoms: patterns in a run's own recent rows that change what a fix should be, whatever the
 diagnosis.
 
-    symptoms(rows)  ->  e.g. ["no_signal_too_easy"], ["entropy_collapse_kl_explosion"], []
+    symptoms(rows)  ->  e.g. ["no_signal_too_easy"], ["gradient_spikes"], []
 
 Zero-signal is read from the run's own numbers (the share of all-equal groups, where its reward sits in
 its own range) and, with a healthy band for its task, must also lie above that band; entropy collapse
-with KL explosion is read against the band, or without one only at the extremes of the run's own past.
+with KL explosion is read against the band, or without one only at the extremes of the run's own past;
+gradient spikes are read from the run's own gradient norms (scale-free: no band knows a real run's norm).
 The playbook has a play per symptom (`symptom:<name>`); the planner uses one when the diagnosis is not
 confident enough to act on and the play has a fix to try, and puts "fix entropy first" ahead of the
 diagnosis's own fixes when entropy collapse and KL explosion come together.
@@ -14,6 +15,9 @@ Why these two: zero-variance groups give GRPO no learning signal, and the fix is
 is too easy (every sample solved: filter those groups, add harder prompts) and too hard (every sample
 failed: easier prompts or a warm-up, never a filter that would leave nothing to learn from); and when the
 sampler's entropy collapses, KL grows as a consequence, so raising the KL penalty treats the symptom.
+Gradient spikes repeated within a few steps (a corrupted or exploding gradient) have one first response
+whatever caused them — clip, and skip the updates that spike — which the fault types, learned on other
+runs, may not name: a corrupted gradient from step 1 was read as a KL fault, under the bar, and escalated.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ Symptom = Literal[
     "entropy_collapse_kl_explosion",
     "reward_hacking",
     "length_at_cap",
+    "gradient_spikes",
 ]
 # (reward_hacking and length_at_cap come from the findings, `diagnose.findings`: a length collapse while
 # the reward rises; nearly every completion cut at the length cap)
@@ -49,6 +54,15 @@ BAND_Z = 3.0  # against a healthy band: entropy below −3 and KL above +3 robus
 # cannot tell a collapse from learning to stop, except at these extremes.
 SELF_ENTROPY_SHARE = 0.1  # recent entropy under this share of its early median …
 SELF_KL = 2.0  # … and KL above this
+SPIKE_FACTOR = 30.0  # a gradient norm this many times the lower quartile of the run's logged norms is a
+# spike (the quartile, as the update guard's reference, so that spikes do not raise it). Measured with the
+# newest `SPIKE_WINDOW` rows at every step, 2026-12-04: healthy testbed runs reach at most 14× (`mid` seed 7,
+# 48 controls), and two spikes in a window never (0 / 48, `mini` seed 31 0 / 16, `full` seed 0 0 / 204);
+# corrupted gradients (`od_grad` easy: random gradients 100× the true norm on half the steps) reach
+# 136-312× within 7-16 steps (6 / 6). Healthy real runs: ≤ 5.4×, except isolated spikes of a LoRA run
+# (unsloth_llama31_8b_gsm8k_grpo: 260× at steps 5, 76 and 84, never two in a window at its end).
+SPIKE_WINDOW = 2 * RECENT  # newest logged rows the spikes are counted in …
+SPIKES_MIN = 2  # … and how many it takes: one spike can be a hard batch; repeated ones are a pattern
 
 
 class Band(Protocol):
@@ -85,7 +99,22 @@ def symptoms(rows: Sequence[dict[str, Any]], band: Band | None = None) -> list[S
         )
     if collapsed:
         out.append("entropy_collapse_kl_explosion")
+    if gradient_spikes(rows) >= SPIKES_MIN:
+        out.append("gradient_spikes")
     return out
+
+
+def gradient_spikes(rows: Sequence[dict[str, Any]]) -> int:
+    """How many of the newest `SPIKE_WINDOW` rows have a gradient norm of `SPIKE_FACTOR`× the lower
+    quartile of every norm logged in `rows` or more (0 without three logged norms or a positive quartile)."""
+    norms = _values(rows, "grad_norm")
+    if len(norms) < EARLY:
+        return 0
+    reference = statistics.quantiles(norms, n=4, method="inclusive")[0]
+    if reference <= 0:  # gradients exactly 0 on a quarter of the steps: no signal, not spikes
+        return 0
+    recent = _values(rows[-SPIKE_WINDOW:], "grad_norm")
+    return sum(1 for v in recent if v >= SPIKE_FACTOR * reference)
 
 
 def _median_z(rows: Sequence[dict[str, Any]], metric: str, band: Band) -> float | None:
