@@ -66,7 +66,7 @@ def test_healthy_advantages_are_left_alone_broken_groups_recomputed() -> None:
     g = 4
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     healthy = group_advantages(rewards, g, scale=True)
-    assert not broken_groups(healthy, rewards, g, 1e-3, bounded=True).any()
+    assert not broken_groups(healthy, rewards, g, 1e-3, group_scaled=True).any()
 
     class Trainer:
         scale_rewards = "group"
@@ -75,8 +75,45 @@ def test_healthy_advantages_are_left_alone_broken_groups_recomputed() -> None:
     broken = healthy.clone()
     broken[:4] = -broken[:4]  # a flipped group: ordered against its rewards
     broken[4:8] = broken[4:8] + 3.0  # a shifted baseline: no longer sums to zero
-    assert broken_groups(broken, rewards, g, 1e-3, bounded=True).tolist() == [True, True, False]
+    assert broken_groups(broken, rewards, g, 1e-3, group_scaled=True).tolist() == [True, True, False]
     assert torch.allclose(repair_advantages(broken, rewards, g, 1e-3, Trainer()), healthy)
+
+
+def test_a_baseline_over_half_groups_is_caught_and_unscored_rows_are_not_read_as_zero() -> None:
+    """With 0/1 rewards, halves of a group normalised apart sum to zero and keep the rewards' order, but give
+    one reward two advantages (the testbed's `ca_baseline` hard, whose guard was undone, 2026-12-04)."""
+    g = 8
+    rewards = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+    healthy = group_advantages(rewards, g, scale=True)
+    halves = torch.cat([group_advantages(rewards[i : i + 4], 4, scale=True) for i in range(0, 16, 4)])
+    for group in range(2):  # GRPO's first invariants hold: each group sums to 0, the order is kept
+        a, r = halves[group * g : (group + 1) * g], rewards[group * g : (group + 1) * g]
+        assert abs(float(a.sum())) < 1e-5 and bool(a[r == 1].min() > a[r == 0].max())
+    # One reward, two advantages (the first group: 1 gets 0.5 and 1.5) …
+    assert broken_groups(halves, rewards, g, 1e-3, group_scaled=False).tolist() == [True, False]
+    # … and halves alike (1, 0, 1, 0 | 1, 0, 1, 0): each reward keeps one advantage, divided by the halves'
+    # std, a spread of 0.93 where GRPO's division by the group's std gives 1
+    assert broken_groups(halves, rewards, g, 1e-3, group_scaled=True).tolist() == [True, True]
+
+    class Trainer:
+        scale_rewards = "group"
+
+    assert torch.allclose(repair_advantages(halves, rewards, g, 1e-3, Trainer()), healthy)
+    assert not broken_groups(healthy, rewards, g, 1e-3, group_scaled=True).any()
+
+    # An unscored row (every reward function returned None): TRL leaves it out of the baseline and gives it
+    # advantage 0. Read as a reward of 0, it was a second advantage for the reward 0 of its group.
+    unscored = rewards.clone()
+    unscored[0] = torch.nan
+    trl = group_advantages(unscored, g, scale=True)
+    assert trl[0] == 0 and torch.isfinite(trl).all()
+    assert not broken_groups(trl, unscored, g, 1e-3, group_scaled=True).any()
+
+    class PerFunction:  # TRL's normalize_then_sum: not the summed reward's order and ties, left alone
+        scale_rewards = "group"
+        multi_objective_aggregation = "normalize_then_sum"
+
+    assert torch.equal(repair_advantages(halves, rewards, g, 1e-3, PerFunction()), halves)
 
 
 def test_masking_takes_rows_out_of_the_loss() -> None:

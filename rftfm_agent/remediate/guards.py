@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+SPREAD_TOL = 0.01  # a group-scaled group's advantages have std std(r) / (std(r) + 1e-4) to float precision
+# (TRL divides by the group's std + 1e-4); 0.01 leaves room for float32 and flags a baseline off by 1 %
 SPIKE_HISTORY = 10  # pre-clipping gradient norms of accepted updates kept for the spike guard's reference
 
 
@@ -141,7 +143,10 @@ def batch_rewards(trainer: Any, n: int) -> torch.Tensor | None:
     matrix = matrix[index * n : (index + 1) * n]
     weights = getattr(trainer, "reward_weights", None)
     w = torch.ones(len(names)) if weights is None else torch.as_tensor(weights, dtype=torch.float32).cpu()
-    return torch.nan_to_num(matrix, nan=0.0) @ w
+    rewards = torch.nan_to_num(matrix, nan=0.0) @ w
+    # A row every reward function left unscored (None → NaN) has no reward: TRL leaves it out of its group's
+    # baseline and gives it advantage 0. NaN here, so that no invariant reads it as a reward of 0.
+    return torch.where(torch.isnan(matrix).all(dim=1), torch.nan, rewards)
 
 
 def mask_rows(output: dict[str, Any], drop: torch.Tensor) -> None:
@@ -156,42 +161,79 @@ def mask_rows(output: dict[str, Any], drop: torch.Tensor) -> None:
     output["advantages"] = adv * keep.to(adv.device).to(adv.dtype).view(-1, *([1] * (adv.dim() - 1)))
 
 
-def group_advantages(rewards: torch.Tensor, g: int, scale: bool) -> torch.Tensor:
-    """GRPO's advantages: reward minus its group's mean, divided by the group's std (TRL: + 1e-4)."""
+def group_advantages(rewards: torch.Tensor, g: int, scale: bool, batch_std: bool = False) -> torch.Tensor:
+    """GRPO's advantages as TRL computes them: reward minus its group's mean, divided by the group's std
+    (the batch's with `batch_std`: `scale_rewards="batch"`) + 1e-4; an unscored row (NaN) is left out of
+    the mean and std and gets advantage 0."""
     grouped = rewards.view(-1, g)
-    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    centred = grouped - torch.nanmean(grouped, dim=1, keepdim=True)
     if scale:
-        centred = centred / (grouped.std(dim=1, keepdim=True) + 1e-4)
-    return centred.reshape(-1)
+        std = _nanstd(rewards.view(1, -1)) if batch_std else _nanstd(grouped)
+        centred = centred / (std + 1e-4)
+    return torch.nan_to_num(centred.reshape(-1), nan=0.0)
+
+
+def _nanstd(rows: torch.Tensor) -> torch.Tensor:
+    """Each row's sample standard deviation (Bessel-corrected, as torch.std), NaNs left out; a row with
+    fewer than two values has none (NaN)."""
+    count = (~torch.isnan(rows)).sum(dim=1, keepdim=True)
+    centred = rows - torch.nanmean(rows, dim=1, keepdim=True)
+    variance = torch.nansum(centred**2, dim=1, keepdim=True) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, variance.sqrt(), torch.nan)
 
 
 def broken_groups(
-    adv: torch.Tensor, rewards: torch.Tensor, g: int, tol: float, bounded: bool
+    adv: torch.Tensor,
+    rewards: torch.Tensor,
+    g: int,
+    tol: float,
+    group_scaled: bool,
 ) -> torch.Tensor:
     """Per group: do its advantages break GRPO's invariants (finite, summing to ~0, ordered like the
-    rewards, and, when scaled by the group's std, bounded by √g)?"""
+    rewards, equal for equal rewards, and, when scaled by the group's std (`group_scaled`: TRL's
+    `scale_rewards="group"`), bounded by √g with the spread that division gives: std(r) / (std(r) + 1e-4))?
+
+    Equal for equal rewards holds for every baseline taken over the group (GRPO's mean and std, RLOO's
+    leave-one-out, Dr. GRPO's unscaled one), and it is what catches a baseline taken over part of the group:
+    with 0/1 rewards, halves normalised apart keep the order and sum to zero, but give one reward two
+    advantages (the testbed's `ca_baseline` hard, whose guard was undone on `mid`, 2026-12-04). The spread
+    catches what is left of such a baseline (halves alike, so each reward keeps one advantage, but divided
+    by the halves' std: a spread of 0.82 for 1.0 in groups of 4). Rows without a reward (NaN: unscored) are
+    left out of the comparisons."""
     a = adv.reshape(-1, g).float().cpu()
     r = rewards.reshape(-1, g).float().cpu()
     bad = ~torch.isfinite(a).all(dim=1)
     a = torch.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
     scale = a.abs().amax(dim=1).clamp(min=1.0)
     bad |= a.mean(dim=1).abs() > tol * scale * 10 + tol
-    if bounded:
+    scored = ~torch.isnan(r)
+    if group_scaled:
         bad |= a.abs().amax(dim=1) > math.sqrt(g) + 1e-3
-    dr = r.unsqueeze(2) - r.unsqueeze(1)
+        spread = _nanstd(torch.where(scored, a, torch.nan))
+        reward_std = _nanstd(r)
+        expected = reward_std / (reward_std + 1e-4)
+        bad |= ((spread - expected).abs() > SPREAD_TOL).squeeze(1) & (scored.sum(dim=1) > 1)
+    both = scored.unsqueeze(2) & scored.unsqueeze(1)
+    dr = torch.nan_to_num(r.unsqueeze(2) - r.unsqueeze(1), nan=0.0)
     da = a.unsqueeze(2) - a.unsqueeze(1)
-    bad |= ((torch.sign(dr) * torch.sign(da)) < 0).any(dim=2).any(dim=1)
+    bad |= (both & ((torch.sign(dr) * torch.sign(da)) < 0)).any(dim=2).any(dim=1)
+    twins = both & (dr == 0)
+    bad |= (twins & (da.abs() > tol * scale.view(-1, 1, 1))).any(dim=2).any(dim=1)
     return bad
 
 
 def repair_advantages(
     adv: torch.Tensor, rewards: torch.Tensor, g: int, tol: float, trainer: Any
 ) -> torch.Tensor:
-    """`adv` with every broken group's advantages recomputed from its rewards."""
+    """`adv` with every broken group's advantages recomputed from its rewards. Left as they are where TRL
+    normalises each reward function within the group before summing (`normalize_then_sum`): the summed
+    reward's order and ties, which the invariants read, are not what those advantages follow."""
     if adv.dim() != 1 or adv.shape[0] % g or rewards.shape[0] != adv.shape[0]:
         return adv
+    if getattr(trainer, "multi_objective_aggregation", None) == "normalize_then_sum":
+        return adv
     scale_rewards = getattr(trainer, "scale_rewards", "group")
-    bad = broken_groups(adv, rewards, g, tol, bounded=scale_rewards in ("group", True))
+    bad = broken_groups(adv, rewards, g, tol, group_scaled=scale_rewards in ("group", True))
     guard = getattr(trainer, "_rftfm_advantage_repairs", None)
     if guard is None:
         trainer._rftfm_advantage_repairs = guard = []
@@ -199,6 +241,7 @@ def repair_advantages(
     if not bool(bad.any()):
         return adv
     scale = scale_rewards not in ("none", False, None)
-    fixed = group_advantages(rewards.float(), g, scale).to(adv.device).to(adv.dtype)
+    batch = scale_rewards == "batch"
+    fixed = group_advantages(rewards.float(), g, scale, batch_std=batch).to(adv.device).to(adv.dtype)
     rows = bad.repeat_interleave(g).to(adv.device)
     return torch.where(rows, fixed, adv)
