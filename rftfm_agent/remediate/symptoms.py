@@ -11,7 +11,7 @@ The playbook has a play per symptom (`symptom:<name>`); the planner uses one whe
 confident enough to act on and the play has a fix to try, and puts "fix entropy first" ahead of the
 diagnosis's own fixes when entropy collapse and KL explosion come together.
 
-Why these two: zero-variance groups give GRPO no learning signal, and the fix is opposite for data that
+Why these: zero-variance groups give GRPO no learning signal, and the fix is opposite for data that
 is too easy (every sample solved: filter those groups, add harder prompts) and too hard (every sample
 failed: easier prompts or a warm-up, never a filter that would leave nothing to learn from); and when the
 sampler's entropy collapses, KL grows as a consequence, so raising the KL penalty treats the symptom.
