@@ -312,6 +312,9 @@ def test_ingest_benchmark_reports_its_anchor_and_memory() -> None:
     assert figures["trajectory_records"] == 3000 and figures["runs"] == 2
     assert figures["ratio_to_duckdb"] > 0 and figures["peak_rss_MB after ingest (process)"] > 0
     assert figures["reference_ratio_to_duckdb"] > 0 and figures["floor_ratio_to_duckdb"] > 0
+    # The CPU figures (every thread's) say whether the wall ratio is bound by the work or by the cores.
+    assert figures["ingest_cpu_s (all threads)"] > 0 and figures["cores"] >= 1
+    assert figures["cpu_ratio_to_duckdb"] is None or figures["cpu_ratio_to_duckdb"] > 0
 
 
 def test_csv_ingest_benchmark_stores_every_row_and_reports_its_anchor() -> None:
