@@ -215,6 +215,38 @@ def test_repeated_gradient_spikes_get_the_gradient_guard_when_the_diagnosis_is_u
     assert symptoms(_rows(9, grad_norm=[0.4] * 7 + [float("nan")] * 2)) == []
 
 
+def test_a_completion_paid_two_ways_gets_the_fallback_verifier_when_the_diagnosis_is_unsure() -> None:
+    """`mid-s7-0090` (a verifier that pays 30 % of answers followed by anything, from step 1, 2026-12-05):
+    identical completions of a group got different rewards at steps 10, 15 and 20 (0.083 of the groups),
+    the diagnosis stayed under the bar (a credit-assignment fault, p=0.23) and the escalation stopped the
+    run 0.14 below doing nothing. Its shares by step 12, when it was diagnosed: one such row in six."""
+    logged = [0.0] * 9 + [1 / 12, 0.0, 0.0]
+    rows = _rows(12, **{"traj/reward_mismatch_frac": logged})
+    assert symptoms(rows) == ["reward_inconsistent"]
+    assert symptoms(rows[:9]) == []  # never paid two ways: quiet
+    assert symptoms(_rows(12, **{"traj/reward_mismatch_frac": [1 / 12] + [0.0] * 11})) == []  # long ago
+    unsure = _diagnosis("ca_baseline", p=0.23)
+    plan = make_plan(unsure, _context(symptoms=symptoms(rows), fallbacks=["strict"]))
+    assert plan.decision == "fix" and "reward_inconsistent" in plan.reason
+    assert plan.first_fix().actions == [FallbackReward(name="strict")]  # type: ignore[union-attr]
+    # No fallback registered: nothing to try, so the usual observe-then-escalate, the symptom named.
+    bare = make_plan(unsure, _context(symptoms=symptoms(rows), observed_steps=MAX_OBSERVE_STEPS))
+    assert bare.decision == "escalate" and "paid differently" in bare.reason
+    # A confident diagnosis keeps its own play (batching misaligned: a person fixes it).
+    misaligned = _diagnosis("ca_group_misalign", p=0.8)
+    sure = make_plan(misaligned, _context(symptoms=symptoms(rows), fallbacks=["strict"]))
+    assert sure.decision == "escalate"
+
+    class Band:  # a task judged by a sampled LLM judge: healthy runs pay one completion two ways ~10 %
+        def z(self, metric: str, step: int, value: float) -> float:
+            return (value - 0.1) / 0.05
+
+    assert symptoms(rows, Band()) == []
+    assert symptoms(_rows(3, **{"traj/reward_mismatch_frac": [0.1, 0.1, 0.5]}), Band()) == [
+        "reward_inconsistent"
+    ]
+
+
 def test_the_agent_eval_judges_a_fix_by_its_actions_not_by_the_play_that_proposed_it() -> None:
     """A symptom's play can propose exactly a fault type's fix (the gradient guard, a restored rate): it
     fits that type. The same kind of action with other literal settings does not."""

@@ -30,6 +30,7 @@ SYMPTOM_WORDS: dict[str, str] = {
     "entropy_collapse_kl_explosion": "entropy collapse with KL explosion: the sampler stopped exploring",
     "gradient_spikes": "gradient spikes: the gradient norm jumps tens of times its usual level, again and "
     "again",
+    "reward_inconsistent": "inconsistent reward: the same completion was paid differently within a group",
     "reward_hacking": "reward hacking suspected: the reward rose while completions collapsed or the held-out "
     "score did not follow",
 }

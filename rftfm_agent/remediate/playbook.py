@@ -365,6 +365,18 @@ PLAYS: list[Play] = [
         ],
     ),
     Play(
+        applies_to="symptom:reward_inconsistent",
+        summary="the same completion was paid differently within a group: the reward is not a function of "
+        "the completion (a noisy, flipped or randomly lenient verifier, or rewards reaching wrong samples)",
+        candidates=[
+            FALLBACK,
+            _escalate(
+                "the reward pays one completion two ways and no fallback verifier fixed it (or none is "
+                "registered): check the verifier's determinism and how rewards are matched to samples"
+            ),
+        ],
+    ),
+    Play(
         applies_to="symptom:gradient_spikes",
         summary="the gradient norm spikes again and again (tens of times its usual level): updates corrupted "
         "or exploding",

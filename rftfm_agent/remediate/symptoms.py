@@ -1,12 +1,13 @@
 """Symptoms: patterns in a run's own recent rows that change what a fix should be, whatever the
 diagnosis.
 
-    symptoms(rows)  ->  e.g. ["no_signal_too_easy"], ["gradient_spikes"], []
+    symptoms(rows)  ->  e.g. ["no_signal_too_easy"], ["gradient_spikes"], ["reward_inconsistent"], []
 
 Zero-signal is read from the run's own numbers (the share of all-equal groups, where its reward sits in
 its own range) and, with a healthy band for its task, must also lie above that band; entropy collapse
 with KL explosion is read against the band, or without one only at the extremes of the run's own past;
-gradient spikes are read from the run's own gradient norms (scale-free: no band knows a real run's norm).
+gradient spikes are read from the run's own gradient norms (scale-free: no band knows a real run's norm);
+an inconsistent reward is the same completion paid differently within one group, at any newest row.
 The playbook has a play per symptom (`symptom:<name>`); the planner uses one when the diagnosis is not
 confident enough to act on and the play has a fix to try, and puts "fix entropy first" ahead of the
 diagnosis's own fixes when entropy collapse and KL explosion come together.
@@ -18,6 +19,13 @@ sampler's entropy collapses, KL grows as a consequence, so raising the KL penalt
 Gradient spikes repeated within a few steps (a corrupted or exploding gradient) have one first response
 whatever caused them — clip, and skip the updates that spike — which the fault types, learned on other
 runs, may not name: a corrupted gradient from step 1 was read as a KL fault, under the bar, and escalated.
+A reward that pays one completion text two ways within a group is not a function of the completion: a
+rule-based verifier never does it, so its reward is noisy, partly flipped or lenient at random, or the
+rewards reach the wrong samples. The first two are the verifier's, and a fallback verifier the user
+registered is the fix to try whatever the fault types say (the re-check undoes it when the alarm stays,
+as it does when the batching is at fault): a lenient verifier paying 30 % of shortcut answers was read as
+a credit-assignment fault, under the bar, and escalated, which stopped a run that doing nothing would
+have left 0.14 higher in held-out accuracy (`mid` seed 7, `mid-s7-0090`).
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ Symptom = Literal[
     "reward_hacking",
     "length_at_cap",
     "gradient_spikes",
+    "reward_inconsistent",
 ]
 # (reward_hacking and length_at_cap come from the findings, `diagnose.findings`: a length collapse while
 # the reward rises; nearly every completion cut at the length cap)
@@ -63,6 +72,12 @@ SPIKE_FACTOR = 30.0  # a gradient norm this many times the lower quartile of the
 # (unsloth_llama31_8b_gsm8k_grpo: 260× at steps 5, 76 and 84, never two in a window at its end).
 SPIKE_WINDOW = 2 * RECENT  # newest logged rows the spikes are counted in …
 SPIKES_MIN = 2  # … and how many it takes: one spike can be a hard batch; repeated ones are a pattern
+MISMATCH = "traj/reward_mismatch_frac"  # share of groups whose identical completions got different rewards
+# (telemetry/aggregates.py). Healthy testbed runs: exactly 0 at every step (`mid` seed 7, 48 controls); with
+# a rule-based verifier it cannot be otherwise, so one row in the newest `SPIKE_WINDOW` is evidence. Faults
+# that make it (`mid` seed 7): rf_noise 8 / 8 runs, rf_sign_flip 8 / 8, ca_group_misalign 8 / 8, rf_hackable
+# hard 2 / 4 (sparsely: 0.08 at 3 of 30 steps), no other type. A run judged by a sampled LLM judge repeats
+# itself less exactly: with a healthy band for its task, the share must also lie above that band.
 
 
 class Band(Protocol):
@@ -101,7 +116,22 @@ def symptoms(rows: Sequence[dict[str, Any]], band: Band | None = None) -> list[S
         out.append("entropy_collapse_kl_explosion")
     if gradient_spikes(rows) >= SPIKES_MIN:
         out.append("gradient_spikes")
+    if reward_inconsistent(rows, band):
+        out.append("reward_inconsistent")
     return out
+
+
+def reward_inconsistent(rows: Sequence[dict[str, Any]], band: Band | None = None) -> bool:
+    """Whether one of the newest `SPIKE_WINDOW` rows has groups whose identical completions were paid
+    differently (`MISMATCH` above 0), and, with a healthy band that scores the share, above it by BAND_Z."""
+    for row in rows[-SPIKE_WINDOW:]:
+        share = finite_value(row.get(MISMATCH))
+        if share is None or share <= 0:
+            continue
+        z = band.z(MISMATCH, int(row["step"]), share) if band is not None else None
+        if z is None or z > BAND_Z:
+            return True
+    return False
 
 
 def gradient_spikes(rows: Sequence[dict[str, Any]]) -> int:
