@@ -22,10 +22,10 @@ runs, may not name: a corrupted gradient from step 1 was read as a KL fault, und
 A reward that pays one completion text two ways within a group is not a function of the completion: a
 rule-based verifier never does it, so its reward is noisy, partly flipped or lenient at random, or the
 rewards reach the wrong samples. The first two are the verifier's, and a fallback verifier the user
-registered is the fix to try whatever the fault types say (the re-check undoes it when the alarm stays,
-as it does when the batching is at fault): a lenient verifier paying 30 % of shortcut answers was read as
-a credit-assignment fault, under the bar, and escalated, which stopped a run that doing nothing would
-have left 0.14 higher in held-out accuracy (`mid` seed 7, `mid-s7-0090`).
+registered is the fix to try when no fault type is confident (the re-check undoes it when the alarm
+stays, as it does when the batching is at fault): a lenient verifier paying 30 % of shortcut answers was
+read as a credit-assignment fault, under the bar, and escalated, which stopped a run that doing nothing
+would have left 0.14 higher in held-out accuracy (`mid` seed 7, `mid-s7-0090`).
 """
 
 from __future__ import annotations
