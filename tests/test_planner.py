@@ -267,3 +267,30 @@ def test_the_agent_eval_judges_a_fix_by_its_actions_not_by_the_play_that_propose
     assert fits(restored, "od_lr") and not fits(restored, "pg_temperature")
     zero_variance = candidates_for(PLAYBOOK["symptom:no_signal_too_easy"], _context())[0]
     assert not fits(zero_variance, "pg_degenerate")  # a trajectory filter, but of other samples
+
+
+def test_a_rate_the_alarm_measured_off_its_configuration_is_restored_before_the_diagnosis_is_acted_on() -> (
+    None
+):
+    """`mini-s43-0056`: the rate ×0.1 from step 1 (`lr_off_schedule`), read as a sparse reward at p=0.44."""
+    slow = {**SETTINGS, "learning_rate": 2e-5}
+    sparse = _diagnosis("rf_sparse", p=0.44)
+    plain = make_plan(sparse, _context(current=slow, fallbacks=["exact_verifier"]))
+    assert isinstance(plain.candidates[0].actions[0], FallbackReward)  # no measurement: the diagnosis's fix
+    measured = _context(current=slow, fallbacks=["exact_verifier"], measured=["learning_rate"])
+    plan = make_plan(sparse, measured)
+    assert plan.decision == "fix" and plan.fault_type == "rf_sparse"
+    assert plan.candidates[0].actions == [SetLearningRate(value=2e-4)]
+    assert [c.id for c in plan.candidates[1:]] == [c.id for c in plain.candidates]  # then the diagnosis's
+    # tried and undone: the diagnosis's plan as it was
+    again = make_plan(sparse, measured.model_copy(update={"exclude": [plan.candidates[0].id]}))
+    assert [c.id for c in again.candidates] == [c.id for c in plain.candidates]
+    # a diagnosis whose own fix restores the rate keeps its plan; a rate at its configured value is no case
+    assert make_plan(_diagnosis("od_lr"), measured) == make_plan(
+        _diagnosis("od_lr"), _context(current=slow, fallbacks=["exact_verifier"])
+    )
+    at_config = _context(fallbacks=["exact_verifier"], measured=["learning_rate"])
+    assert make_plan(sparse, at_config) == make_plan(sparse, _context(fallbacks=["exact_verifier"]))
+    # an unsure diagnosis: the settings-changed play, the restore first, as before
+    unsure = make_plan(_diagnosis("rf_sparse", p=0.2), measured)
+    assert unsure.decision == "fix" and unsure.candidates[0].actions == [SetLearningRate(value=2e-4)]

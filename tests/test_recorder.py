@@ -77,6 +77,24 @@ def test_run_is_recorded_and_finished(recorded: dict[str, Any]) -> None:
     assert m.config["reward_funcs"] == ["digit_match"]
     assert {"trl", "transformers", "torch", "rftfm"} <= set(m.versions)
     assert (m.n_steps, m.first_step, m.last_step, m.n_trajectories) == (STEPS, 1, STEPS, STEPS * BATCH)
+    assert m.config["total_steps"] == STEPS  # what the scheduler was built for (the schedule check's)
+
+
+def test_the_logged_rate_is_the_configured_schedule_at_each_step(recorded: dict[str, Any]) -> None:
+    """What `lr_off_schedule` relies on: TRL logs base rate × the schedule's factor, at the logged step or
+    the one before (transformers 5 logs the rate the step used, 4.x the one after it)."""
+    from rftfm_agent.detect.schedule import LrSchedule
+
+    store, recorder = recorded["store"], recorded["recorder"]
+    schedule = LrSchedule.from_config(store.manifest(recorder.run_id).config)
+    assert schedule is not None and schedule.exact
+    wide = store.steps(recorder.run_id)
+    for step, rate in zip(wide["step"], wide["learning_rate"], strict=True):
+        used = schedule.learning_rate * (schedule.factor(int(step) - 1) or 0.0)
+        after = schedule.learning_rate * (schedule.factor(int(step)) or 0.0)
+        assert rate == pytest.approx(used, rel=1e-6) or rate == pytest.approx(after, rel=1e-6)
+        low, high = schedule.bounds(int(step))
+        assert low is not None and low * (1 - 1e-9) <= rate <= high * (1 + 1e-9)
 
 
 def test_step_metrics_use_canonical_names(recorded: dict[str, Any]) -> None:

@@ -59,6 +59,36 @@ def test_the_closed_loop_recovers_a_learning_rate_fault_that_stays_in_the_world(
     assert outcome.steps_trained > 30  # the rolled-back steps were trained twice (wasted, and counted)
 
 
+def test_a_rate_off_its_schedule_from_step_1_is_seen_and_the_configured_rate_restored(tmp_path: Path) -> None:
+    """×0.1 from the first step: steady and smooth, so no jump rule and no band can tell; the schedule the job
+    was configured with can (`lr_off_schedule`), and the configured rate is restored from the start."""
+    from rftfm_agent.evals.closed_loop import supervised_testbed_run
+    from rftfm_agent.faults.registry import hooks_for
+    from rftfm_agent.testbed.runner import run
+
+    low = "od_lr:hard@1:low"
+    store = Store(tmp_path / "store")
+    control = run(_spec("control", None), store, tmp_path / "control")
+    faulty = _spec("faulty", low)
+    unsupervised = run(faulty, store, tmp_path / "faulty", hooks=hooks_for(faulty.fault))
+    outcome = supervised_testbed_run(
+        _spec("supervised", low), store, tmp_path / "supervised", Policy.load(mode="auto")
+    )
+    journal = store.journal(outcome.result.run_id)
+    incident = journal[journal["decision"] == "incident"].iloc[0]
+    assert "lr_off_schedule" in incident["reason"] and int(incident["step"]) <= 4
+    applied = journal[journal["decision"] == "applied"].iloc[0]
+    configured = store.manifest(control.run_id).config["learning_rate"]
+    assert json.loads(applied["actions"]) == [
+        {"kind": "set_learning_rate", "value": pytest.approx(configured)}
+    ]
+    assert "verified" in journal["decision"].tolist()
+    first, healthy_end = control.heldout[0][1], control.heldout[-1][1]
+    assert unsupervised.heldout[-1][1] < first + RECOVERED * (healthy_end - first)  # the fault hurts
+    assert outcome.final_heldout is not None
+    assert outcome.final_heldout >= first + RECOVERED * (healthy_end - first)
+
+
 def test_a_crash_in_the_supervisor_is_journaled_and_training_goes_on(tmp_path: Path) -> None:
     from rftfm_agent.evals.closed_loop import supervised_testbed_run
 

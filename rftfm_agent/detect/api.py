@@ -49,7 +49,7 @@ def detect_runs(
         manifest = store.manifest(run_id)
         if frame.empty:
             raise RftfmError(f"run {run_id}: no step records to examine")
-        verdict = detector.score_run(RunData(run_id, manifest.task, frame))
+        verdict = detector.score_run(RunData(run_id, manifest.task, frame, config=dict(manifest.config)))
         if save:
             save_verdict(store, verdict, last_step=int(frame["step"].max()))
         verdicts.append(verdict)

@@ -53,5 +53,12 @@ def load_bench(bench: Path) -> list[RunData]:
         k: g.drop(columns="experiment_id").reset_index(drop=True) for k, g in frames.groupby("experiment_id")
     }
     return [
-        RunData(r["experiment_id"], r["task_group"], by_id[r["experiment_id"]], meta=dict(r)) for r in rows
+        RunData(
+            r["experiment_id"],
+            r["task_group"],
+            by_id[r["experiment_id"]],
+            meta=dict(r),
+            config=dict(finished[r["experiment_id"]].config),
+        )
+        for r in rows
     ]

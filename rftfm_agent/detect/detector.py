@@ -37,6 +37,7 @@ from rftfm_agent.detect.scale_free import (
     WHOLE_RUN_MIN,
     ScaleFreeRules,
 )
+from rftfm_agent.detect.schedule import LrSchedule
 from rftfm_agent.errors import NotFittedError, RftfmError
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.store import LOGGED_NAN
@@ -46,7 +47,8 @@ KINDS = MetricMonitors.KINDS
 
 @dataclass
 class RunData:
-    """A run as detectors see it: id, task (None when unknown) and its per-step frame.
+    """A run as detectors see it: id, task (None when unknown), its per-step frame and the training
+    configuration its manifest records (empty when unknown; the learning-rate schedule is read from it).
 
     In the frame, as in pandas, NaN is a value the step did not log. A value logged as NaN (a numerical
     failure) is flagged in a `nan/<metric>` column (1.0 at that step), as `Store.steps` builds it; a frame
@@ -56,6 +58,7 @@ class RunData:
     task: str | None
     frame: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)  # labels for evaluation only, never read here
+    config: dict[str, Any] = field(default_factory=dict)  # the manifest's config (`RunManifest.config`)
 
 
 @dataclass
@@ -69,7 +72,14 @@ class Thresholds:
 class RunMonitor:
     """Online state for one run: feed it step rows in order, get the events that fire."""
 
-    def __init__(self, detector: Detector, task: str | None, run: str = "", online: bool = True) -> None:
+    def __init__(
+        self,
+        detector: Detector,
+        task: str | None,
+        run: str = "",
+        online: bool = True,
+        schedule: LrSchedule | None = None,
+    ) -> None:
         self.detector = detector
         self.run = run
         self.band = detector.bands.get(task) if task else None
@@ -79,7 +89,7 @@ class RunMonitor:
         # the band's thresholds are calibrated on healthy runs whose KL and gradient norm have heavy tails
         # (the `mid` benchmark's KL reference is ~9 z, so a KL of 1.2–2.0 nats at 13 z was no alarm), and
         # such states are broken whatever a band says. Whole-run judgements stay with the band there.
-        self.scale_free = ScaleFreeRules(online=online, whole_run=self.mode == "self")
+        self.scale_free = ScaleFreeRules(online=online, whole_run=self.mode == "self", schedule=schedule)
         self.thresholds = detector.thresholds[self.mode]
         self.self_ref = SelfReference(detector.warmup)
         self.rules = HardRules()
@@ -321,12 +331,18 @@ class Detector:
         return monitor.stats
 
     # ------------------------------------------------------------------ scoring
-    def monitor(self, task: str | None, run: str = "", online: bool = True) -> RunMonitor:
+    def monitor(
+        self, task: str | None, run: str = "", online: bool = True, schedule: LrSchedule | None = None
+    ) -> RunMonitor:
+        """Online state for one run; `schedule` (the configured learning-rate schedule) enables the check
+        of the logged rate against it."""
         self._check_fitted()
-        return RunMonitor(self, task, run, online=online)
+        return RunMonitor(self, task, run, online=online, schedule=schedule)
 
     def score_run(self, run: RunData) -> RunVerdict:
-        monitor = self.monitor(run.task, run.run_id, online=False)
+        monitor = self.monitor(
+            run.task, run.run_id, online=False, schedule=LrSchedule.from_config(run.config)
+        )
         events: list[Event] = []
         for row in _rows(run.frame):
             events.extend(monitor.update(row))

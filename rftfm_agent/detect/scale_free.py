@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rftfm_agent.detect.events import Event, RunVerdict, Severity
+from rftfm_agent.detect.schedule import LrSchedule
 
 CONFIRM = 3  # logged values a sustained condition is read from (their median)
 EARLY = 3  # first finite logged values that make a run's own early level (their median)
@@ -56,6 +57,12 @@ LR_JUMP = 4.0  # the logged learning rate moved this many times (up or down) fro
 # warm-up, WSD) move it smoothly after warm-up, and a warm-up ramp is not steady
 LR_STEADY = 1.5  # a stretch of `CONFIRM` logged rates is steady when its largest is at most this × its
 # smallest (the ×2 steps of a linear warm-up are not; `steady_rate`, which triage's tools/fixes also reads)
+LR_OFF = 3.0  # the logged learning rate this many times above, or below, what the run's configured
+# schedule gives at that step, on `CONFIRM` logged values in a row: not the configured rate. Rates logged
+# by the Trainer equal the schedule's to float precision; console logs rounded to one significant digit are
+# within 1.5×. RFT-FaultBench's od_lr: ×8 and ×0.1 (hard), ×100 and ×0.01 (easy)
+LR_OFF_FLOOR = 0.05  # below-schedule judged only where the schedule gives ≥ 5 % of the base rate (at the
+# very start of a warm-up and the end of a decay the expected rate is near 0 and any ratio is noise)
 ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpening: ≥ 10 %)
 LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
 LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
@@ -272,6 +279,19 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             "od_lr (a learning rate misconfigured mid-run)",
         ),
         ScaleFreeRule(
+            name="lr_off_schedule",
+            severity="critical",
+            description=f"learning rate ≥ {LR_OFF:g}× above, or below, what the run's configured schedule "
+            "(learning_rate, lr_scheduler_type, warm-up, total steps) gives at that step: the optimizer does "
+            "not use the configured rate (a DeepSpeed or optimizer config whose lr wins, a resume that "
+            "restored another rate, a callback that set it); seen from step 1, where `lr_jump` sees nothing",
+            window=f"{CONFIRM} logged values in a row, each compared with the schedule one step either side",
+            reference="transformers optimizer schedules (the logged rate is the base rate × the schedule's "
+            "factor): https://huggingface.co/docs/transformers/main_classes/optimizer_schedules; "
+            "huggingface/transformers#9099 (a resumed Trainer takes the rate from the saved scheduler, "
+            "not the one set); RFT-FaultBench od_lr",
+        ),
+        ScaleFreeRule(
             name="entropy_collapse",
             severity="critical",
             description=f"entropy under {ENTROPY_COLLAPSE:.0%} of its start, sustained: the sampler stopped "
@@ -443,9 +463,13 @@ class ScaleFreeRules:
     """Streaming scale-free rules; `update(step, row)` returns the events that fire at this step and
     `finish()` the whole-run events an offline scoring adds at the end of the run."""
 
-    def __init__(self, online: bool = True, whole_run: bool = True) -> None:
+    def __init__(
+        self, online: bool = True, whole_run: bool = True, schedule: LrSchedule | None = None
+    ) -> None:
         self.online = online  # offline (a whole run scored at once), whole-run rules wait for `finish`
         self.whole_run = whole_run  # False: the sustained rules only (a run judged against a healthy band)
+        self.schedule = schedule  # the configured learning-rate schedule, where the run's config says
+        self.off_schedule: list[tuple[int, str | None, float]] = []  # (step, "above"/"below"/None, ratio)
         self.history: dict[str, list[float]] = {}
         self.steps: list[int] = []
         self.zero_signal: list[float] = []  # per step: share of groups without signal
@@ -547,6 +571,7 @@ class ScaleFreeRules:
             if ratio >= GRAD_SHIFT:
                 self._fire(events, "grad_norm_shift", "grad_norm", step, grad, early=grad_early, ratio=ratio)
         self._lr_jump(events, step)
+        self._lr_off_schedule(events, step, row.get("learning_rate"))
         entropy, entropy_early = self._recent("entropy"), self._early("entropy")
         # Some trainers log the entropy term of the loss under an entropy name, negated (Stable-Baselines3's
         # entropy_loss = -H): its size is the entropy (`_early` already reads sizes).
@@ -613,6 +638,35 @@ class ScaleFreeRules:
         if factor >= LR_JUMP:
             way = "rose" if new > old else "fell"
             self._fire(events, "lr_jump", "learning_rate", step, new, before=old, factor=factor, way=way)
+
+    def _lr_off_schedule(self, events: list[Event], step: int, rate: float | None) -> None:
+        """`lr_off_schedule`: the last `CONFIRM` logged rates each `LR_OFF`× above the configured schedule's
+        highest rate one step either side, or each `LR_OFF`× below its lowest (where that is at least
+        `LR_OFF_FLOOR` of the base). A logged 0 is `lr_zero`'s (or a console's rounding)."""
+        if self.schedule is None or rate is None or not math.isfinite(rate) or rate <= 0:
+            return
+        low, high = self.schedule.bounds(step)
+        way, ratio = None, 1.0
+        if rate > LR_OFF * high:
+            way, ratio = "above", rate / high
+        elif low is not None and low >= LR_OFF_FLOOR * self.schedule.learning_rate and rate * LR_OFF < low:
+            way, ratio = "below", low / rate
+        self.off_schedule.append((step, way, ratio))
+        recent = self.off_schedule[-CONFIRM:]
+        if len(recent) == CONFIRM and way is not None and all(w == way for _, w, _ in recent):
+            expected = self.schedule.factor(step)
+            self._fire(
+                events,
+                "lr_off_schedule",
+                "learning_rate",
+                step,
+                rate,
+                configured=self.schedule.learning_rate,
+                expected=self.schedule.learning_rate * expected if expected is not None else high,
+                factor=_median([r for _, _, r in recent]) or ratio,
+                way=way,
+                scheduler=self.schedule.scheduler,
+            )
 
     def _whole_run(self, events: list[Event], step: int) -> None:
         n = len(self.zero_signal)

@@ -59,7 +59,7 @@ def diagnose_runs(
         manifest = store.manifest(run_id)
         if frame.empty:
             raise RftfmError(f"run {run_id}: no step records to diagnose")
-        verdict = detector.score_run(RunData(run_id, manifest.task, frame))
+        verdict = detector.score_run(RunData(run_id, manifest.task, frame, config=dict(manifest.config)))
         band = detector.bands.get(manifest.task) if manifest.task else None
         items.append((frame, verdict, fingerprint(run_id, frame, verdict, band)))
     diagnoses = diagnoser.diagnose_many([fp for _, _, fp in items], top=top)

@@ -184,6 +184,21 @@ TEMPLATES: dict[str, Template] = {
         ("compare the rate with the run's configured one", "restore the configured rate and resume"),
         "od_lr",
     ),
+    "lr_off_schedule": Template(
+        "optimiser",
+        "learning rate {way} its configured schedule: {value:.3g} at step {step} where the config "
+        "({scheduler}, base {configured:.3g}) gives {expected:.3g}, {factor:.0f}× off",
+        (
+            "an optimizer or DeepSpeed config whose own learning rate wins over the trainer's",
+            "a resume that restored the scheduler's rate from the checkpoint, not the one configured now",
+            "a callback, wrapper or scheduler rebuilt with another base rate",
+        ),
+        (
+            "compare the optimizer's param_groups lr with the configured learning_rate",
+            "restore the configured rate and resume",
+        ),
+        "od_lr",
+    ),
     "lr_logged_zero": Template(
         "optimiser",
         "learning rate logged as 0 from the start",

@@ -39,7 +39,7 @@ def fingerprint_run(detector: Detector, run: RunData, mode: str) -> Fingerprint:
     band = detector.bands.get(run.task) if (mode == "band" and run.task) else None
     if mode == "band" and band is None:
         raise RftfmError(f"run {run.run_id}: the detector has no healthy band for task {run.task!r}")
-    scored = run if mode == "band" else RunData(run.run_id, None, run.frame)
+    scored = run if mode == "band" else RunData(run.run_id, None, run.frame, config=run.config)
     verdict = detector.score_run(scored)
     return fingerprint(run.run_id, run.frame, verdict, band)
 

@@ -22,6 +22,11 @@ from rftfm_agent.remediate.playbook import PLAYBOOK, Play
 
 MIN_CONFIDENCE = 0.35  # below it, a diagnosis is not acted on (measured: `rftfm eval remediate`)
 MAX_OBSERVE_STEPS = 6  # logged steps after the first alarm a low-confidence diagnosis may wait for more
+# Rules whose alarm is itself a measurement that a setting is off its configured value: the knob they
+# measure. Restoring a measured setting comes before acting on a diagnosis, which is inferred from how the
+# run resembles labelled ones (`mini-s43-0056`, the rate ×0.1 from step 1, was read as a sparse reward,
+# p=0.44, and given a fallback verifier while the alarm said the rate was a tenth of the configured one).
+MEASURES: dict[str, str] = {"lr_off_schedule": "learning_rate"}
 
 
 class PlanContext(BaseModel):
@@ -37,6 +42,10 @@ class PlanContext(BaseModel):
     min_confidence: float = MIN_CONFIDENCE
     exclude: list[str] = Field(default_factory=list, description="candidate ids already tried")
     symptoms: list[str] = Field(default_factory=list, description="see remediate/symptoms.py")
+    measured: list[str] = Field(
+        default_factory=list,
+        description="knobs the incident's own alarms measured off their configured value (`MEASURES`)",
+    )
     prefer_symptoms: bool = Field(
         default=False,
         description="a symptom seen with high confidence by rules (a run without a healthy band): its play "
@@ -73,6 +82,38 @@ class Plan(BaseModel):
 
 
 def make_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
+    """The plan for an incident: a setting the alarms measured off its configured value is restored first
+    (unless the diagnosis's own fix already restores it), then the diagnosis's plan."""
+    plan = _diagnosis_plan(diagnosis, context)
+    measured = [k for k in context.measured if _knob_changed(k, context)]
+    restores = _restores(measured, context)
+    if not restores or any(_sets(c, measured) for c in plan.candidates):
+        return plan
+    # After an observe plan nothing else is tried now: an undone restore re-plans without it.
+    rest = plan.candidates if plan.decision != "observe" else []
+    return Plan(
+        decision="fix",
+        reason=f"the alarm measured {', '.join(measured)} off the configured value: restore it before "
+        f"acting on the diagnosis ({plan.reason})",
+        fault_type=plan.fault_type,
+        confidence=plan.confidence,
+        candidates=[*restores, *rest],
+    )
+
+
+def _sets(candidate: Candidate, knobs: list[str]) -> bool:
+    return any(k in a.changes() for a in candidate.actions for k in knobs)
+
+
+def _restores(knobs: list[str], context: PlanContext) -> list[Candidate]:
+    """The settings-changed play's untried restores of `knobs`."""
+    if not knobs:
+        return []
+    play = PLAYBOOK[SETTINGS_CHANGED]
+    return [c for c in candidates_for(play, context) if not c.escalates and _sets(c, knobs)]
+
+
+def _diagnosis_plan(diagnosis: Diagnosis, context: PlanContext) -> Plan:
     known = [h for h in diagnosis.hypotheses if h.type != "unknown"]
     top = known[0] if known else None
     confidence = top.probability if top else 0.0

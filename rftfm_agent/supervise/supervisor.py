@@ -41,17 +41,26 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from rftfm_agent.detect.detector import Detector, RunData, RunMonitor
 from rftfm_agent.detect.events import Event
+from rftfm_agent.detect.schedule import LrSchedule
 from rftfm_agent.diagnose.diagnoser import Diagnoser
 from rftfm_agent.diagnose.fingerprint import fingerprint
 from rftfm_agent.diagnose.hypothesis import Diagnosis
 from rftfm_agent.hooks import RewardFn, RunContext
-from rftfm_agent.knobs import current_settings
-from rftfm_agent.remediate.actions import Action, ActionHook, parse_action
-from rftfm_agent.remediate.planner import MAX_OBSERVE_STEPS, Candidate, Plan, PlanContext, make_plan
+from rftfm_agent.knobs import current_settings, get_learning_rate
+from rftfm_agent.remediate.actions import Action, ActionHook, SetLearningRate, parse_action
+from rftfm_agent.remediate.planner import (
+    MAX_OBSERVE_STEPS,
+    MEASURES,
+    Candidate,
+    Plan,
+    PlanContext,
+    make_plan,
+)
 from rftfm_agent.remediate.symptoms import finite_value, symptoms
 from rftfm_agent.supervise.policy import Policy, Situation
 from rftfm_agent.telemetry import io
 from rftfm_agent.telemetry.recorder import RunRecorder
+from rftfm_agent.telemetry.run_config import config_from_args
 from rftfm_agent.telemetry.store import Store, mark_nan
 from rftfm_agent.telemetry.vocabulary import canonical_row
 
@@ -162,6 +171,9 @@ class Supervisor:
         self.abandoned: list[dict[str, Any]] = []
         self.monitor: RunMonitor = detector.monitor(task, run_name)
         self.configured: dict[str, Any] | None = None
+        # The learning-rate schedule the job was launched with (TrainingArguments + total steps), read at the
+        # first train begin: the monitor checks the logged rate against it (`lr_off_schedule`).
+        self.schedule_config: dict[str, Any] | None = None
         self.current: dict[str, Any] = {}
         self.checkpoints: dict[int, str] = {}
         self.kept: list[Action] = []
@@ -272,6 +284,7 @@ class Supervisor:
             "journal_run": self.journal_run,
             "seq": self.seq,
             "configured": self.configured,
+            "schedule_config": self.schedule_config,
             "interventions": self.interventions,
             "kept": [a.model_dump() for a in self.kept],
             "timeline": self.timeline,
@@ -290,6 +303,7 @@ class Supervisor:
         self.journal_run = state["journal_run"]
         self.seq = int(state.get("seq", 0))
         self.configured = state.get("configured")
+        self.schedule_config = state.get("schedule_config")
         self.interventions = int(state.get("interventions", 0))
         self.kept = [parse_action(a) for a in state.get("kept", [])]
         self.timeline = list(state.get("timeline", []))
@@ -414,6 +428,7 @@ class Supervisor:
             observed_steps=MAX_OBSERVE_STEPS if replan else step - incident.opened_step,
             exclude=incident.tried,
             symptoms=list(symptoms(self.timeline, self.monitor.band)),
+            measured=sorted({MEASURES[e.check] for e in incident.events if e.check in MEASURES}),
         )
         plan = self.planner(diagnosis, context)
         top = diagnosis.hypotheses[0] if diagnosis.hypotheses else None
@@ -589,9 +604,38 @@ class Supervisor:
     def _diagnose(self) -> Diagnosis:
         frame = pd.DataFrame([mark_nan(r) for r in self.timeline]).sort_values("step").reset_index(drop=True)
         frame = frame.drop(columns=[c for c in (HELDOUT,) if c in frame.columns])
-        verdict = self.detector.score_run(RunData(self.run_name, self.task, frame))
+        verdict = self.detector.score_run(
+            RunData(self.run_name, self.task, frame, config=self._schedule_config() or {})
+        )
         band = self.detector.bands.get(self.task) if self.task else None
         return self.diagnoser.diagnose(fingerprint(self.run_name, frame, verdict, band), top=3)
+
+    def set_schedule(self, trainer: Any, total_steps: int) -> None:
+        """Take the configured learning-rate schedule from the trainer, once (at the first train begin, before
+        any fault or fix changed the rate), and give it to the monitor if no row was seen yet."""
+        if self.schedule_config is not None:
+            return
+        config = config_from_args(trainer.args)
+        config["learning_rate"] = get_learning_rate(trainer)
+        config["total_steps"] = int(total_steps)
+        kwargs = getattr(trainer.args, "lr_scheduler_kwargs", None)
+        if kwargs:
+            config["lr_scheduler_kwargs"] = True  # a shape the schedule cannot reproduce: cap only
+        self.schedule_config = config
+        if not self.timeline:
+            self.monitor = self.detector.monitor(self.task, self.run_name, schedule=self.lr_schedule())
+
+    def _schedule_config(self) -> dict[str, Any] | None:
+        """The configured schedule around the rate the supervisor's own fixes set last (kept ones, then the
+        one being verified): a rate it chose is not a fault."""
+        if self.schedule_config is None:
+            return None
+        active = [*self.kept, *(self.verifying.candidate.actions if self.verifying is not None else [])]
+        rates = [a.value for a in active if isinstance(a, SetLearningRate)]
+        return {**self.schedule_config, "learning_rate": rates[-1]} if rates else dict(self.schedule_config)
+
+    def lr_schedule(self) -> LrSchedule | None:
+        return LrSchedule.from_config(self._schedule_config())
 
     def _checkpoint_before(self, anchor: int) -> tuple[int | None, str | None]:
         """The last checkpoint before the incident that still exists (rotation may have deleted some)."""
@@ -614,7 +658,7 @@ class Supervisor:
         rest."""
         self.abandoned.extend(r for r in self.timeline if r["step"] > checkpoint_step)
         self.timeline = [r for r in self.timeline if r["step"] <= checkpoint_step]
-        self.monitor = self.detector.monitor(self.task, self.run_name)
+        self.monitor = self.detector.monitor(self.task, self.run_name, schedule=self.lr_schedule())
         for r in self.timeline:
             self.monitor.update({k: v for k, v in r.items() if k != HELDOUT})
         self.checkpoints = {s: p for s, p in self.checkpoints.items() if s <= checkpoint_step}
@@ -708,6 +752,11 @@ class SupervisorCallback(TrainerCallback):
             except Exception as exc:
                 sup.errors.append(f"settings: {exc}")
                 sup.configured = {}
+        try:
+            sup.set_schedule(self.trainer, int(state.max_steps))
+        except Exception as exc:  # a trainer without a scheduler: no schedule check
+            sup.errors.append(f"schedule: {exc}")
+            sup.schedule_config = sup.schedule_config or {}
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any

@@ -192,6 +192,7 @@ class RunRecorder(TrainerCallback):
         self._last_flush_time = time.monotonic()
         self._warned: set[str] = set()
         self._began = False
+        self._config_updates: dict[str, Any] = {}  # merged into the manifest's config at the next flush
 
     # ------------------------------------------------------------------ wiring
     def on_row(self, listener: RowListener) -> RowListener:
@@ -289,6 +290,10 @@ class RunRecorder(TrainerCallback):
             self._guard("create", self._ensure_run, args, kwargs.get("model"))
         elif self._began:  # a second train() (e.g. resumed) on the same recorder: the run is live again
             self._next_status = "live"
+        if state.max_steps and state.max_steps > 0:
+            # The optimizer steps the scheduler was built for (max_steps, or epochs × steps per epoch):
+            # with the config's warm-up and scheduler type it gives the rate each step should log.
+            self._config_updates["total_steps"] = int(state.max_steps)
         self._began = True
         self._last_flush_step = state.global_step
 
@@ -426,8 +431,10 @@ class RunRecorder(TrainerCallback):
         self._last_flush_time = time.monotonic()
         if self._steps or self._traj or status is not None:
             batch = _Batch(self._steps, self._step_trajectories, self._traj, status)
+            updates, self._config_updates = dict(self._config_updates), {}
             if status == "finished":
-                batch.config_updates = {f"summary/{k}": v for k, v in self.summary.items()}
+                updates.update({f"summary/{k}": v for k, v in self.summary.items()})
+            batch.config_updates = updates or None
             self._steps, self._step_trajectories, self._traj, self._next_status = [], [], {}, None
             if self.background:
                 if self._writer is None:
@@ -506,7 +513,7 @@ class _Batch:
             self.step_trajectories + later.step_trajectories,
             traj,
             later.status or self.status,
-            later.config_updates or self.config_updates,
+            {**(self.config_updates or {}), **(later.config_updates or {})} or None,
         )
 
 

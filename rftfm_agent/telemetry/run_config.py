@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 # Arguments copied from `trainer.args` into the manifest's config (missing ones are skipped).
@@ -73,9 +74,11 @@ def versions() -> dict[str, str]:
 
 def _json_value(value: Any) -> Any:
     """A config value as plain JSON (enums → their value, tuples → lists); None when it cannot be one."""
+    if isinstance(value, Enum):  # ExplicitEnum (a str subclass too): its value, as JSON would write it
+        return _json_value(value.value)
     if value is None or isinstance(value, bool | int | float | str):
         return value
-    if hasattr(value, "value") and isinstance(value.value, str | int | float):  # ExplicitEnum, Enum
+    if hasattr(value, "value") and isinstance(value.value, str | int | float):
         return value.value
     if isinstance(value, list | tuple):
         items = [_json_value(v) for v in value]
