@@ -72,7 +72,7 @@ def _analyse(env: ToolEnv, run_id: str) -> Analysis:
     frame = run_frame(store, run_id)
     if frame.empty:
         raise RftfmError(f"run {run_id}: no step records to examine")
-    verdict = detector.score_run(RunData(run_id, manifest.task, frame))
+    verdict = detector.score_run(RunData(run_id, manifest.task, frame, config=dict(manifest.config)))
     band = detector.bands.get(manifest.task) if manifest.task else None
     diagnosis = explain(diagnoser.diagnose(fingerprint(run_id, frame, verdict, band), top=3), verdict, frame)
     rows = store.steps(run_id).to_dict("records")
