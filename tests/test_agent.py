@@ -438,3 +438,35 @@ def test_completions_cut_at_the_cap_from_the_start_get_a_raised_cap_not_a_data_e
         {k: v for k, v in a.items() if k in ("kind", "max_completion_length", "mask_truncated")}
         for a in actions
     ], actions
+
+
+def test_a_rate_off_its_configured_schedule_from_step_1_gets_the_configured_rate_restored(
+    store: Store,
+) -> None:
+    """A rate ×0.1 from step 1 is steady: only the config shows it (`lr_off_schedule`); triage restores the
+    configured rate first (before, with no logged jump, "the current rate" was the configured one)."""
+    import numpy as np
+
+    from rftfm_agent.telemetry.schema import ImportedRun, RawStep, SourceInfo
+
+    rng = np.random.default_rng(3)
+    rows = [
+        RawStep(
+            step=s,
+            values={
+                "reward": 0.2 + 0.001 * s + float(rng.normal(0, 0.02)),
+                "reward_std": 0.3,
+                "kl": 0.001 * s,
+                "grad_norm": 0.5 + abs(float(rng.normal(0, 0.05))),
+                "learning_rate": 2e-5,
+            },
+        )
+        for s in range(1, 41)
+    ]
+    config = {"learning_rate": 2e-4, "lr_scheduler_type": "constant", "max_steps": 40}
+    run = ImportedRun(name="slow", source=SourceInfo(format="test"), steps=rows, config=config)
+    run_id = store.write_run(run)[0].run_id
+    state, _, _ = run_triage(_env(store), run_id)
+    assert "learning rate below its configured schedule" in state["report"]
+    first = state["plan"]["proposals"][0]["actions"]
+    assert first == [{"kind": "set_learning_rate", "value": pytest.approx(2e-4)}]

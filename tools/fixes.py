@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from rftfm_agent.detect.scale_free import steady_rate
-from rftfm_agent.remediate.planner import Candidate, PlanContext, make_plan
+from rftfm_agent.remediate.planner import MEASURES, Candidate, PlanContext, make_plan
 from rftfm_agent.supervise.policy import KNOWN_KNOBS, Situation
 from rftfm_agent.telemetry import io
 from rftfm_agent.tools.analysis import analyse
@@ -74,11 +74,13 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
     if "max_completion_length" not in configured and (cap := _logged_cap(env, a.run_id)) is not None:
         configured["max_completion_length"] = cap
     current = {**configured, **_logged_jumps(env, a.run_id, a.diagnosis.anchor_step, configured)}
+    current.update(_off_schedule(a.verdict.events, configured))
     context = PlanContext(
         configured=configured,
         current=current,
         observed_steps=a.rows_after_anchor,
         symptoms=list(a.symptoms),
+        measured=sorted({MEASURES[e.check] for e in a.verdict.events if e.check in MEASURES}),
         # Without a healthy band the fault types are far from home; a corroborated critical finding is not.
         prefer_symptoms=a.diagnosis.mode == "self"
         and any(
@@ -151,6 +153,19 @@ def _logged_jumps(env: ToolEnv, run_id: str, anchor: int, configured: dict[str, 
         return {}
     base = configured.get("learning_rate")
     return {"learning_rate": float(base) * ratio if isinstance(base, int | float) else float(after.median())}
+
+
+def _off_schedule(events: list[Any], configured: dict[str, Any]) -> dict[str, Any]:
+    """The base learning rate the run used, where `lr_off_schedule` measured it off the configured schedule:
+    the configured rate × logged / expected at the alarm (as `current`, so the restore applies)."""
+    for e in events:
+        if e.check != "lr_off_schedule":
+            continue
+        value, expected = e.evidence.get("value"), e.evidence.get("expected")
+        base = configured.get("learning_rate", e.evidence.get("configured"))
+        if all(isinstance(x, int | float) and x > 0 for x in (value, expected, base)):
+            return {"learning_rate": float(base) * float(value) / float(expected)}
+    return {}
 
 
 def _logged_cap(env: ToolEnv, run_id: str) -> int | None:
