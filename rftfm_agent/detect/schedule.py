@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Shapes reproduced exactly (with transformers' default scheduler arguments). Any other type — a plateau
-# scheduler, WSD or min-lr cosine (which need `lr_scheduler_kwargs`), greedy, a custom one — is judged
-# only where every transformers schedule is: never above the configured base rate (greedy: not at all).
+# Shapes reproduced exactly (with transformers' default scheduler arguments). The `CAPPED` ones — a plateau
+# scheduler, WSD or min-lr cosine (which need `lr_scheduler_kwargs`) — are judged only where every one of
+# them is: never above the configured base rate. Any other (greedy, which may raise the rate; a name
+# transformers does not know) is not judged at all.
 EXACT = (
     "constant",
     "constant_with_warmup",
@@ -81,16 +82,6 @@ class LrSchedule:
             warmup_steps=warmup_steps,
             total_steps=total_steps,
             exact=exact,
-        )
-
-    def with_rate(self, learning_rate: float) -> LrSchedule:
-        """The same schedule around another base rate (a fix that set the rate keeps the shape)."""
-        return LrSchedule(
-            learning_rate=learning_rate,
-            scheduler=self.scheduler,
-            warmup_steps=self.warmup_steps,
-            total_steps=self.total_steps,
-            exact=self.exact,
         )
 
     def factor(self, step: int) -> float | None:
