@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from rftfm_agent.detect.scale_free import steady_rate
-from rftfm_agent.remediate.planner import MEASURES, Candidate, PlanContext, make_plan
+from rftfm_agent.remediate.planner import Candidate, PlanContext, make_plan, measured_knobs
 from rftfm_agent.supervise.policy import KNOWN_KNOBS, Situation
 from rftfm_agent.telemetry import io
 from rftfm_agent.tools.analysis import analyse
@@ -80,7 +80,7 @@ def proposals(env: ToolEnv, run: str) -> ProposeOutput:
         current=current,
         observed_steps=a.rows_after_anchor,
         symptoms=list(a.symptoms),
-        measured=sorted({MEASURES[e.check] for e in a.verdict.events if e.check in MEASURES}),
+        measured=measured_knobs(e.check for e in a.verdict.events),
         # Without a healthy band the fault types are far from home; a corroborated critical finding is not.
         prefer_symptoms=a.diagnosis.mode == "self"
         and any(

@@ -25,6 +25,7 @@ critical level (see evals/realrun_labels.toml and docs/peers.md for the measured
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -469,7 +470,8 @@ class ScaleFreeRules:
         self.online = online  # offline (a whole run scored at once), whole-run rules wait for `finish`
         self.whole_run = whole_run  # False: the sustained rules only (a run judged against a healthy band)
         self.schedule = schedule  # the configured learning-rate schedule, where the run's config says
-        self.off_schedule: list[tuple[int, str | None, float]] = []  # (step, "above"/"below"/None, ratio)
+        # The newest `CONFIRM` logged rates against the schedule: ("above" / "below" / None, ratio).
+        self.off_schedule: deque[tuple[str | None, float]] = deque(maxlen=CONFIRM)
         self.history: dict[str, list[float]] = {}
         self.steps: list[int] = []
         self.zero_signal: list[float] = []  # per step: share of groups without signal
@@ -651,9 +653,9 @@ class ScaleFreeRules:
             way, ratio = "above", rate / high
         elif low is not None and low >= LR_OFF_FLOOR * self.schedule.learning_rate and rate * LR_OFF < low:
             way, ratio = "below", low / rate
-        self.off_schedule.append((step, way, ratio))
-        recent = self.off_schedule[-CONFIRM:]
-        if len(recent) == CONFIRM and way is not None and all(w == way for _, w, _ in recent):
+        self.off_schedule.append((way, ratio))
+        recent = self.off_schedule
+        if len(recent) == CONFIRM and way is not None and all(w == way for w, _ in recent):
             expected = self.schedule.factor(step)
             self._fire(
                 events,
@@ -663,7 +665,7 @@ class ScaleFreeRules:
                 rate,
                 configured=self.schedule.learning_rate,
                 expected=self.schedule.learning_rate * expected if expected is not None else high,
-                factor=_median([r for _, _, r in recent]) or ratio,
+                factor=_median([r for _, r in recent]) or ratio,
                 way=way,
                 scheduler=self.schedule.scheduler,
             )

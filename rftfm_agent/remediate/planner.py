@@ -12,6 +12,7 @@ playbook does not know is escalated at once.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,11 @@ MAX_OBSERVE_STEPS = 6  # logged steps after the first alarm a low-confidence dia
 # run resembles labelled ones (`mini-s43-0056`, the rate ×0.1 from step 1, was read as a sparse reward,
 # p=0.44, and given a fallback verifier while the alarm said the rate was a tenth of the configured one).
 MEASURES: dict[str, str] = {"lr_off_schedule": "learning_rate"}
+
+
+def measured_knobs(checks: Iterable[str]) -> list[str]:
+    """The knobs alarms with these checks (`Event.check`) measured off their configured value."""
+    return sorted({MEASURES[c] for c in checks if c in MEASURES})
 
 
 class PlanContext(BaseModel):

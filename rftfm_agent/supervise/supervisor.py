@@ -50,11 +50,11 @@ from rftfm_agent.knobs import current_settings, get_learning_rate
 from rftfm_agent.remediate.actions import Action, ActionHook, SetLearningRate, parse_action
 from rftfm_agent.remediate.planner import (
     MAX_OBSERVE_STEPS,
-    MEASURES,
     Candidate,
     Plan,
     PlanContext,
     make_plan,
+    measured_knobs,
 )
 from rftfm_agent.remediate.symptoms import finite_value, symptoms
 from rftfm_agent.supervise.policy import Policy, Situation
@@ -428,7 +428,7 @@ class Supervisor:
             observed_steps=MAX_OBSERVE_STEPS if replan else step - incident.opened_step,
             exclude=incident.tried,
             symptoms=list(symptoms(self.timeline, self.monitor.band)),
-            measured=sorted({MEASURES[e.check] for e in incident.events if e.check in MEASURES}),
+            measured=measured_knobs(e.check for e in incident.events),
         )
         plan = self.planner(diagnosis, context)
         top = diagnosis.hypotheses[0] if diagnosis.hypotheses else None
