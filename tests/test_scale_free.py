@@ -664,3 +664,36 @@ def test_a_learning_rate_that_jumps_between_steady_stretches_is_critical() -> No
         (finding,) = [f for f in findings_for(verdict, frame) if "lr_jump" in f.rules]
         assert finding.symptom.startswith(f"learning rate {way} 10×") and finding.play == "od_lr"
     assert _fired(_with(learning_rate=np.where(np.arange(len(rates)) < 60, rates, 3 * rates))) == {}
+
+
+def test_tool_calls_that_start_failing_or_fail_from_the_start_are_critical() -> None:
+    """A tool that fails on more than half the calls from step 1 (te_tool_error easy from the start) fires
+    within `CONFIRM` logged steps; one that starts failing mid-run fires on a rise of 10 points that at least
+    doubled its early share (te_tool_error hard: 15 % of calls), under either metric name; a policy that
+    learns to call the tool (its failed share falls) and a flaky tool at a steady few percent are quiet."""
+    n = 120
+    broken = np.full(n, 0.6)
+    rules = ScaleFreeRules(online=True)
+    first = next(s for s, v in enumerate(broken, 1) if rules.update(s, {"traj/tool_error_rate": float(v)}))
+    assert first == 3
+    fired = _fired(_with(**{"traj/tool_error_rate": broken}), online=True)
+    assert fired == {"tool_failures_most": "critical"}
+    onset = np.where(np.arange(n) < 60, 0.0, 0.15)
+    fired = _fired(_with(**{"tools/failure_frequency": onset}), online=True)
+    assert fired == {"tool_failures_rose": "critical"}
+    learning = np.linspace(0.4, 0.02, n)  # malformed calls at first, fewer as it learns: not a fault
+    assert _fired(_with(**{"tools/failure_frequency": learning}), online=True) == {}
+    flaky = np.random.default_rng(0).binomial(64, 0.04, n) / 64  # a steady 4 % of calls time out
+    assert _fired(_with(**{"traj/tool_error_rate": flaky}), online=True) == {}
+    small = np.where(np.arange(n) < 60, 0.02, 0.08)  # up 6 points: under the bar
+    assert _fired(_with(**{"traj/tool_error_rate": small}), online=True) == {}
+
+
+def test_failing_tool_calls_read_as_a_tool_finding_with_the_tool_play() -> None:
+    n = 120
+    frame = _with(**{"traj/tool_error_rate": np.where(np.arange(n) < 60, 0.0, 0.7)})
+    verdict = load_detector().score_run(RunData("tools", None, frame))
+    (finding,) = [f for f in findings_for(verdict, frame) if f.topic == "tools"]
+    assert finding.severity == "critical" and finding.play == "te_tool_error"
+    assert finding.symptom.startswith("tool calls started failing: 70% of them failed by step 62")
+    assert "tool" in finding.causes[0] and finding.checks

@@ -64,6 +64,16 @@ LR_OFF = 3.0  # the logged learning rate this many times above, or below, what t
 # within 1.5×. RFT-FaultBench's od_lr: ×8 and ×0.1 (hard), ×100 and ×0.01 (easy)
 LR_OFF_FLOOR = 0.05  # below-schedule judged only where the schedule gives ≥ 5 % of the base rate (at the
 # very start of a warm-up and the end of a decay the expected rate is near 0 and any ratio is noise)
+TOOL_METRICS = ("traj/tool_error_rate", "tools/failure_frequency")  # the share of tool calls that failed:
+# ours (from trajectories' tool_error_count) and TRL's (`tools/failure_frequency`, a call that raised); the
+# first one a run logs is judged
+TOOL_FAIL_MOST = 0.5  # half the tool calls failed, sustained: the agent's environment is not working
+# (`mini` seed 43 and `mid` seed 7 healthy tool-task runs: ≤ 0.03 at any step; te_tool_error easy, the
+# calculator failing 60 % of calls: 0.54-0.74 from its onset, 2026-12-05)
+TOOL_FAIL_RISE = 0.1  # the failed share rose this much above its early level, and at least doubled,
+# sustained: calls that worked now fail (an outage, a changed API, a sandbox out of resources); a policy that
+# learns to call the tool makes its share fall, not rise (te_tool_error hard, 15 % of calls: 0.12-0.27 from
+# a start of 0; a sampler at 3x temperature writing malformed calls: 0.34, `mid-s7-0018`)
 ENTROPY_COLLAPSE = 0.05  # entropy under 5 % of its start (healthy PPO sharpening: ≥ 10 %)
 LENGTH_COLLAPSE = 0.1  # completion length under 10 % of its start …
 LENGTH_MIN_START = 20.0  # … when it started at 20 tokens or more
@@ -140,6 +150,11 @@ BLOWUP_REF = (
 LENGTH_REF = (
     "Liu et al., 2025, 'Understanding R1-Zero-Like Training' (Dr. GRPO, arXiv:2503.20783) §3: the length "
     "bias of GRPO's loss drives response length; DAPO §3.4, overlong and collapsing responses"
+)
+TOOL_REF = (
+    "Jin et al., 2025, Search-R1 (arXiv:2503.09516) §3.1: the environment's output is part of every "
+    "rollout, so a failing tool changes what the policy is rewarded for; TRL's GRPO tool metrics "
+    "(`tools/failure_frequency`: the share of tool calls that raised); RFT-FaultBench te_tool_error"
 )
 COLLAPSE_REF = (
     "Dohare, Lan & Mahmood, 2023, 'Overcoming Policy Collapse in Deep Reinforcement Learning': PPO's "
@@ -291,6 +306,22 @@ SCALE_FREE_RULES: dict[str, ScaleFreeRule] = {
             "factor): https://huggingface.co/docs/transformers/main_classes/optimizer_schedules; "
             "huggingface/transformers#9099 (a resumed Trainer takes the rate from the saved scheduler, "
             "not the one set); RFT-FaultBench od_lr",
+        ),
+        ScaleFreeRule(
+            name="tool_failures_most",
+            severity="critical",
+            description=f"≥ {TOOL_FAIL_MOST:.0%} of tool calls failed, sustained: the environment's tool "
+            "does not work (down, timing out, rejecting the calls), or the policy cannot call it",
+            window=f"median of {CONFIRM} logged values",
+            reference=TOOL_REF,
+        ),
+        ScaleFreeRule(
+            name="tool_failures_rose",
+            severity="critical",
+            description=f"the share of failed tool calls rose ≥ {TOOL_FAIL_RISE:.0%} above its early level "
+            "and at least doubled, sustained: calls that worked now fail",
+            window=f"median of {CONFIRM} logged values against the first {EARLY}",
+            reference=TOOL_REF,
         ),
         ScaleFreeRule(
             name="entropy_collapse",
@@ -574,6 +605,7 @@ class ScaleFreeRules:
                 self._fire(events, "grad_norm_shift", "grad_norm", step, grad, early=grad_early, ratio=ratio)
         self._lr_jump(events, step)
         self._lr_off_schedule(events, step, row.get("learning_rate"))
+        self._tool_failures(events, step)
         entropy, entropy_early = self._recent("entropy"), self._early("entropy")
         # Some trainers log the entropy term of the loss under an entropy name, negated (Stable-Baselines3's
         # entropy_loss = -H): its size is the entropy (`_early` already reads sizes).
@@ -623,6 +655,23 @@ class ScaleFreeRules:
             self._fire(
                 events, "same_length", "completion_length", step, float(mean or 0.0), cap=float(top or 0.0)
             )
+
+    def _tool_failures(self, events: list[Event], step: int) -> None:
+        """`tool_failures_most` from the first `CONFIRM` logged shares (a tool broken from step 1 has no
+        healthy start to compare with), `tool_failures_rose` once the run has an early level of its own."""
+        metric = next((m for m in TOOL_METRICS if m in self.history), None)
+        if metric is None:
+            return
+        shares = self.history[metric]
+        if len(shares) < CONFIRM:
+            return
+        early, recent = self._early(metric), self._recent(metric)
+        if early is not None and recent is not None and recent >= max(early + TOOL_FAIL_RISE, 2 * early):
+            self._fire(events, "tool_failures_rose", metric, step, recent, early=early)
+            return
+        now = _median(shares[-CONFIRM:]) or 0.0
+        if now >= TOOL_FAIL_MOST and f"tool_failures_rose:{metric}" not in self.fired:
+            self._fire(events, "tool_failures_most", metric, step, now, early=_median(shares[:EARLY]) or 0.0)
 
     def _lr_jump(self, events: list[Event], step: int) -> None:
         """`lr_jump`: the last `CONFIRM` logged rates and the `CONFIRM` before them are each steady, all

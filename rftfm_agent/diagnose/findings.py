@@ -74,6 +74,18 @@ _REWARD_FN_CHECKS = (
     "call the reward function by hand on a completion that should score, and on one that should not",
     "print the parsed answer next to the reference answer for a few samples",
 )
+_TOOL_CAUSES = (
+    "the environment's tool is failing: a service down or rate-limited, calls timing out, a sandbox out of "
+    "memory or processes",
+    "the tool's interface changed (an API, a schema, a version) and calls that worked are rejected",
+    "the policy writes calls the tool cannot parse (a sampler too random, a format it never learned)",
+)
+_TOOL_CHECKS = (
+    "read a few failed calls with the tool's reply: an error from the service, or a malformed call?",
+    "call the tool by hand with a call from the log that failed; check its service's health and limits",
+    "retry failed calls and keep samples whose call still failed out of the loss, so the policy is not "
+    "punished for the environment's failures",
+)
 _KL_CAUSES = (
     "the KL penalty is too weak (beta / kl_coef) for the learning rate",
     "the learning rate is too high",
@@ -446,6 +458,22 @@ TEMPLATES: dict[str, Template] = {
         _PROGRESS_CAUSES,
         _PROGRESS_CHECKS,
     ),
+    "tool_failures_most": Template(
+        "tools",
+        "tool calls failing: {value:.0%} of them failed (median of the last logged steps, from {early:.0%} "
+        "at the start), by step {step}",
+        _TOOL_CAUSES,
+        _TOOL_CHECKS,
+        "te_tool_error",
+    ),
+    "tool_failures_rose": Template(
+        "tools",
+        "tool calls started failing: {value:.0%} of them failed by step {step}, from {early:.0%} at the "
+        "start",
+        _TOOL_CAUSES,
+        _TOOL_CHECKS,
+        "te_tool_error",
+    ),
     "reward_collapse": Template(
         "progress",
         "reward collapse: the reward fell from a best of {best:.3g} to {value:.3g} around step {step} "
@@ -475,6 +503,7 @@ METRIC_TOPICS: dict[str, str] = {
     "traj/response_length_mean": "length",
     "traj/truncated_frac": "length",
     "traj/tool_error_rate": "tools",
+    "tools/failure_frequency": "tools",
     "traj/reward_neg_frac": "reward function",
     "traj/reward_mismatch_frac": "reward function",
     "traj/adv_reward_discord_frac": "advantages",
@@ -489,6 +518,7 @@ _TOPIC_CAUSES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "numerics": (_NUMERIC_CAUSES, _NUMERIC_CHECKS),
     "length": (_LENGTH_CAUSES, _LENGTH_CHECKS),
     "reward function": (_REWARD_FN_CAUSES, _REWARD_FN_CHECKS),
+    "tools": (_TOOL_CAUSES, _TOOL_CHECKS),
 }
 _AGAINST = {"band": "healthy runs of its task", "self": "the run's own past", "profile": "healthy runs"}
 
