@@ -81,7 +81,10 @@ def test_unknown_or_unsure_diagnoses_are_observed_then_escalated_never_fixed() -
         young = make_plan(diagnosis, _context(observed_steps=1))
         assert young.decision == "observe" and young.first_fix() is None
         old = make_plan(diagnosis, _context(observed_steps=MAX_OBSERVE_STEPS))
-        assert old.decision == "escalate" and old.first_fix() is None
+        assert old.decision == "escalate" and old.first_fix() is None and old.unexplained
+    # A play's own escalation names its cause (no automatic fix mends it): not an unexplained one.
+    misaligned = make_plan(_diagnosis("ca_group_misalign"), _context())
+    assert misaligned.decision == "escalate" and not misaligned.unexplained
 
 
 def test_a_type_the_playbook_does_not_know_is_escalated_at_once() -> None:

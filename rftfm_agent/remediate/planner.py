@@ -81,6 +81,10 @@ class Plan(BaseModel):
     fault_type: str | None = None
     confidence: float = 0.0
     candidates: list[Candidate] = Field(default_factory=list)
+    unexplained: bool = Field(
+        default=False,
+        description="escalated because observation found no cause to act on, not by a play that names one",
+    )
 
     def first_fix(self) -> Candidate | None:
         """The first candidate that changes the run (not an escalation, not "observe")."""
@@ -286,6 +290,7 @@ def _observe_or_escalate(why: str, context: PlanContext, fault_type: str | None,
         fault_type=fault_type,
         confidence=confidence,
         candidates=[_escalation(why)],
+        unexplained=True,
     )
 
 

@@ -591,14 +591,45 @@ class Supervisor:
         )
 
     def _escalate(self, step: int, reason: str, plan: Plan | None) -> Stop | None:
+        """Hand the incident to a person: stop the run (the policy's `on_escalate`), or go on watching.
+
+        An alarm nothing explains does not stop a run whose held-out accuracy has not fallen since before
+        the incident: the person is told, and the run goes on, watched but no longer changed (the mode
+        "observe"). Stopping it cost the learning still to come: after a kept fix for a failing tool, a
+        band alarm on one metric (token diversity, the loss) that no fault type explained stopped `mid`
+        runs at step 16-20 while their held-out accuracy was still rising (`mid-s7-0044`: 0.270 → 0.307).
+        A play's own escalation (a fault no automatic fix can mend) and a run without a held-out score
+        stop as before."""
+        held = self._heldout_held() if plan is not None and plan.unexplained else None
+        if held is not None:
+            reason += (
+                "; the run goes on, watched but no longer changed: held-out accuracy has not fallen since "
+                f"before the incident ({held[0]:.3f} → {held[1]:.3f})"
+            )
         self._journal(
             step, "escalated", reason=reason, detail={"fault_type": plan.fault_type if plan else None}
         )
         self.incident = None
-        if self.policy.on_escalate == "stop" and self.mode != "observe":
+        if self.policy.on_escalate == "stop" and self.mode != "observe" and held is None:
             return Stop(kind="escalate", reason=reason)
         self.mode = "observe"
         return None
+
+    def _heldout_held(self) -> tuple[float, float] | None:
+        """(before, latest): the held-out accuracy last measured before the incident's first alarm and the
+        latest one after it, where the latest is no more than `HELDOUT_TOLERANCE` below; None otherwise
+        (fallen, or not measured on both sides). The alarm, not the diagnosis's anchor: an unexplained
+        incident's diagnosis anchors at step 1 when the whole run differs from the labelled ones (as a run
+        with a kept fix does), which would leave nothing before it to compare with."""
+        if self.incident is None:
+            return None
+        opened = self.incident.opened_step
+        scores = [(int(r["step"]), float(r[HELDOUT])) for r in self.timeline if _finite(r.get(HELDOUT))]
+        before = [v for s, v in scores if s < opened]
+        after = [v for s, v in scores if s >= opened]
+        if not before or not after or after[-1] < before[-1] - HELDOUT_TOLERANCE:
+            return None
+        return before[-1], after[-1]
 
     # ------------------------------------------------------------------ helpers
     def _diagnose(self) -> Diagnosis:
