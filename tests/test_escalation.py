@@ -50,8 +50,8 @@ def _escalate(supervisor: Supervisor, diagnosis: Diagnosis) -> Stop | None:
         ({1: 0.225, 10: 0.270, 20: 0.307}, False),  # rising since before the alarm (`mid-s7-0044`)
         ({1: 0.225, 10: 0.300, 20: 0.280}, False),  # within the tolerance
         ({1: 0.225, 10: 0.320, 20: 0.250}, True),  # fell: stopping keeps what is left
-        ({1: 0.225, 10: 0.270}, True),  # not measured since the alarm: as before
         ({}, True),  # a run without a held-out score: as before
+        ({20: 0.3}, True),  # nothing measured before the alarm to compare with: as before
     ],
 )
 def test_an_unexplained_alarm_stops_the_run_only_where_held_out_accuracy_fell(
@@ -63,6 +63,23 @@ def test_an_unexplained_alarm_stops_the_run_only_where_held_out_accuracy_fell(
     assert supervisor.incident is None and (supervisor.mode == "observe") is not stops
     (entry,) = [e for e in supervisor.pending_journal if e["decision"] == "escalated"]
     assert ("the run goes on" in entry["reason"]) is not stops
+
+
+@pytest.mark.parametrize(("next_score", "stops"), [(0.31, False), (0.23, False), (0.20, True)])
+def test_without_a_score_since_the_alarm_the_run_goes_on_to_its_next_evaluation(
+    next_score: float, stops: bool
+) -> None:
+    """Nothing measured since the alarm (`mid-s7-0066`: alarm at step 22, evaluations every 10 steps): the
+    run goes on watched, and the next evaluation decides: under the last score before the alarm less the
+    tolerance (0.270 - 0.05), it stops there; else the watch ends and the run goes on."""
+    supervisor = _supervisor({1: 0.225, 10: 0.270}, opened=14)
+    assert _escalate(supervisor, UNKNOWN) is None and supervisor.mode == "observe"
+    assert supervisor._check_heldout_floor({"step": 21, "reward": 0.3}) is None  # no evaluation: no news
+    stop = supervisor._check_heldout_floor({"step": 30, "reward": 0.3, HELDOUT: next_score})
+    assert (stop is not None and stop.kind == "escalate") is stops
+    assert supervisor.heldout_floor is None  # decided once
+    assert supervisor._check_heldout_floor({"step": 40, HELDOUT: 0.0}) is None
+    assert supervisor.pending_journal[-1]["decision"] == ("escalated" if stops else "observe")
 
 
 def test_a_fault_the_playbook_cannot_mend_stops_the_run_whatever_the_held_out_score() -> None:

@@ -163,6 +163,8 @@ class Supervisor:
         self.on_step = on_step
         self.planner = planner
         self.mode = policy.mode
+        # After an unexplained escalation that let the run go on: the held-out score it stops under.
+        self.heldout_floor: float | None = None
         self.journal_run: str | None = None
         self.segment_run: str | None = None
         self.seq = 0
@@ -376,6 +378,9 @@ class Supervisor:
         if self.on_step is not None:
             self.on_step(row)
         self.timeline.append(row)
+        stop = self._check_heldout_floor(row)
+        if stop is not None:
+            return stop
         if row.get("traj/tool_calls_mean", 0.0) and row.get("traj/tool_calls_mean", 0.0) > 0:
             self.uses_tools = True
         events = self.monitor.update({k: v for k, v in row.items() if k != HELDOUT})
@@ -593,43 +598,73 @@ class Supervisor:
     def _escalate(self, step: int, reason: str, plan: Plan | None) -> Stop | None:
         """Hand the incident to a person: stop the run (the policy's `on_escalate`), or go on watching.
 
-        An alarm nothing explains does not stop a run whose held-out accuracy has not fallen since before
-        the incident: the person is told, and the run goes on, watched but no longer changed (the mode
-        "observe"). Stopping it cost the learning still to come: after a kept fix for a failing tool, a
-        band alarm on one metric (token diversity, the loss) that no fault type explained stopped `mid`
-        runs at step 16-20 while their held-out accuracy was still rising (`mid-s7-0044`: 0.270 → 0.307).
-        A play's own escalation (a fault no automatic fix can mend) and a run without a held-out score
-        stop as before."""
-        held = self._heldout_held() if plan is not None and plan.unexplained else None
-        if held is not None:
+        An alarm nothing explains (`Plan.unexplained`) stops the run only on evidence that it harms it: its
+        held-out accuracy below the last score measured before the alarm (by more than
+        `HELDOUT_TOLERANCE`). Until a score after the alarm exists, the run goes on, watched but no longer
+        changed (the mode "observe"), and stops at the first evaluation that shows the fall. Stopping at
+        once cost the learning still to come: after a kept fix for a failing tool, a band alarm on one
+        metric (token diversity, the loss) that no fault type explained stopped `mid` runs at steps 16-28
+        while their held-out accuracy was still rising (`mid-s7-0044`: 0.270 → 0.307 at the stop, 0.400 at
+        the end). A play's own escalation (a fault no automatic fix mends) and a run without a held-out
+        score before the alarm stop at once, as before."""
+        stops = self.policy.on_escalate == "stop" and self.mode != "observe"
+        floor, latest = (
+            self._heldout_floor() if stops and plan is not None and plan.unexplained else (None, None)
+        )
+        if floor is not None and (latest is None or latest >= floor):
+            so_far = f"{latest:.3f} since the alarm" if latest is not None else "not measured since the alarm"
             reason += (
-                "; the run goes on, watched but no longer changed: held-out accuracy has not fallen since "
-                f"before the incident ({held[0]:.3f} → {held[1]:.3f})"
+                f"; the run goes on, watched but no longer changed (held-out accuracy {so_far}): it stops at "
+                f"an evaluation below {floor:.3f}"
             )
+            self.heldout_floor = floor
+            stops = False
         self._journal(
             step, "escalated", reason=reason, detail={"fault_type": plan.fault_type if plan else None}
         )
         self.incident = None
-        if self.policy.on_escalate == "stop" and self.mode != "observe" and held is None:
+        if stops:
             return Stop(kind="escalate", reason=reason)
         self.mode = "observe"
         return None
 
-    def _heldout_held(self) -> tuple[float, float] | None:
-        """(before, latest): the held-out accuracy last measured before the incident's first alarm and the
-        latest one after it, where the latest is no more than `HELDOUT_TOLERANCE` below; None otherwise
-        (fallen, or not measured on both sides). The alarm, not the diagnosis's anchor: an unexplained
-        incident's diagnosis anchors at step 1 when the whole run differs from the labelled ones (as a run
-        with a kept fix does), which would leave nothing before it to compare with."""
+    def _heldout_floor(self) -> tuple[float | None, float | None]:
+        """(floor, latest): the lowest held-out accuracy an unexplained incident lets the run reach — the
+        last score measured before its first alarm, less `HELDOUT_TOLERANCE` — and the latest score since
+        the alarm; (None, None) where no score was measured before it. The alarm, not the diagnosis's
+        anchor: an unexplained incident's diagnosis anchors at step 1 when the whole run differs from the
+        labelled ones (as a run with a kept fix does), leaving nothing before it."""
         if self.incident is None:
-            return None
+            return None, None
         opened = self.incident.opened_step
         scores = [(int(r["step"]), float(r[HELDOUT])) for r in self.timeline if _finite(r.get(HELDOUT))]
         before = [v for s, v in scores if s < opened]
         after = [v for s, v in scores if s >= opened]
-        if not before or not after or after[-1] < before[-1] - HELDOUT_TOLERANCE:
+        if not before:
+            return None, None
+        return before[-1] - HELDOUT_TOLERANCE, after[-1] if after else None
+
+    def _check_heldout_floor(self, row: dict[str, Any]) -> Stop | None:
+        """After an unexplained escalation that let the run go on: stop at the first held-out score under
+        the floor; the first one at or above it ends the watch."""
+        if self.heldout_floor is None or not _finite(row.get(HELDOUT)):
             return None
-        return before[-1], after[-1]
+        score, floor = float(row[HELDOUT]), self.heldout_floor
+        self.heldout_floor = None
+        if score >= floor:
+            self._journal(
+                int(row["step"]),
+                "observe",
+                reason=f"held-out accuracy {score:.3f} after the unexplained alarm, not below {floor:.3f}: "
+                "the run goes on, watched",
+            )
+            return None
+        reason = (
+            f"held-out accuracy fell to {score:.3f}, below {floor:.3f}, after an alarm nothing explained: "
+            "stopping the run"
+        )
+        self._journal(int(row["step"]), "escalated", reason=reason)
+        return Stop(kind="escalate", reason=reason)
 
     # ------------------------------------------------------------------ helpers
     def _diagnose(self) -> Diagnosis:
