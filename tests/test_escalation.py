@@ -86,3 +86,14 @@ def test_a_fault_the_playbook_cannot_mend_stops_the_run_whatever_the_held_out_sc
     supervisor = _supervisor({1: 0.225, 10: 0.270, 20: 0.307}, opened=14)
     stop = _escalate(supervisor, MISALIGNED)
     assert stop is not None and stop.kind == "escalate"
+
+
+def test_a_cause_named_after_the_run_went_on_stops_it() -> None:
+    """Let go on after an unexplained alarm (and so in "observe"), the run still stops when a later incident
+    is diagnosed as a fault the playbook cannot mend (`mid-s7-0010`: rewards on the wrong completions,
+    named 11 steps later)."""
+    supervisor = _supervisor({1: 0.225, 10: 0.270, 20: 0.307}, opened=14)
+    assert _escalate(supervisor, UNKNOWN) is None and supervisor.mode == "observe"
+    supervisor.incident = Incident(anchor_step=18, opened_step=20, events=[])
+    stop = _escalate(supervisor, MISALIGNED)
+    assert stop is not None and stop.kind == "escalate"

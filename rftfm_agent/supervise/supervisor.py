@@ -165,6 +165,7 @@ class Supervisor:
         self.mode = policy.mode
         # After an unexplained escalation that let the run go on: the held-out score it stops under.
         self.heldout_floor: float | None = None
+        self.went_on = False  # an unexplained escalation let the run go on (watched, in "observe")
         self.journal_run: str | None = None
         self.segment_run: str | None = None
         self.seq = 0
@@ -607,7 +608,9 @@ class Supervisor:
         while their held-out accuracy was still rising (`mid-s7-0044`: 0.270 → 0.307 at the stop, 0.400 at
         the end). A play's own escalation (a fault no automatic fix mends) and a run without a held-out
         score before the alarm stop at once, as before."""
-        stops = self.policy.on_escalate == "stop" and self.mode != "observe"
+        # A run let go on after an unexplained alarm is in "observe" only because of it: a cause named
+        # later (a play's own escalation) stops it as it would have at first.
+        stops = self.policy.on_escalate == "stop" and (self.mode != "observe" or self.went_on)
         floor, latest = (
             self._heldout_floor() if stops and plan is not None and plan.unexplained else (None, None)
         )
@@ -618,6 +621,7 @@ class Supervisor:
                 f"an evaluation below {floor:.3f}"
             )
             self.heldout_floor = floor
+            self.went_on = True
             stops = False
         self._journal(
             step, "escalated", reason=reason, detail={"fault_type": plan.fault_type if plan else None}
