@@ -11,20 +11,19 @@ from rftfm_agent.remediate.planner import MAX_OBSERVE_STEPS, PlanContext, make_p
 from rftfm_agent.supervise.policy import Policy
 from rftfm_agent.supervise.supervisor import HELDOUT, Incident, Stop, Supervisor
 
-UNKNOWN = Diagnosis(
-    run="r",
-    anchor_step=1,
-    mode="band",
-    unknown=True,
-    hypotheses=[Hypothesis(family="unknown", type="unknown", probability=1.0)],
-)
-MISALIGNED = Diagnosis(
-    run="r",
-    anchor_step=1,
-    mode="band",
-    unknown=False,
-    hypotheses=[Hypothesis(family="CA", type="ca_group_misalign", probability=0.9)],
-)
+
+def _diagnosis(family: str, kind: str, probability: float) -> Diagnosis:
+    return Diagnosis(
+        run="r",
+        anchor_step=1,
+        mode="band",
+        unknown=kind == "unknown",
+        hypotheses=[Hypothesis(family=family, type=kind, probability=probability)],
+    )
+
+
+UNKNOWN = _diagnosis("unknown", "unknown", 1.0)
+MISALIGNED = _diagnosis("CA", "ca_group_misalign", 0.9)
 
 
 def _supervisor(heldout: dict[int, float], opened: int) -> Supervisor:

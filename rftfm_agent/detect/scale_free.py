@@ -671,7 +671,7 @@ class ScaleFreeRules:
             return
         now = _median(shares[-CONFIRM:]) or 0.0
         if now >= TOOL_FAIL_MOST and f"tool_failures_rose:{metric}" not in self.fired:
-            self._fire(events, "tool_failures_most", metric, step, now, early=_median(shares[:EARLY]) or 0.0)
+            self._fire(events, "tool_failures_most", metric, step, now, early=early or 0.0)
 
     def _lr_jump(self, events: list[Event], step: int) -> None:
         """`lr_jump`: the last `CONFIRM` logged rates and the `CONFIRM` before them are each steady, all

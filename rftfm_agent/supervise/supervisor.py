@@ -514,9 +514,7 @@ class Supervisor:
             raise RuntimeError("no checkpoint to resume from (require_checkpoint is off and none exists)")
         self.interventions += 1
         self.last_intervention_step = checkpoint_step
-        heldout = [
-            r[HELDOUT] for r in self.timeline if r["step"] <= checkpoint_step and _finite(r.get(HELDOUT))
-        ]
+        heldout = [v for s, v in self._heldout_scores() if s <= checkpoint_step]
         absorbed = {m for a in [*self.kept, *candidate.actions] for m in a.absorbs()}
         metrics = sorted({e.metric for e in (self.incident.events if self.incident else [])} - absorbed)
         self.verifying = Verification(
@@ -641,12 +639,16 @@ class Supervisor:
         if self.incident is None:
             return None, None
         opened = self.incident.opened_step
-        scores = [(int(r["step"]), float(r[HELDOUT])) for r in self.timeline if _finite(r.get(HELDOUT))]
+        scores = self._heldout_scores()
         before = [v for s, v in scores if s < opened]
         after = [v for s, v in scores if s >= opened]
         if not before:
             return None, None
         return before[-1] - HELDOUT_TOLERANCE, after[-1] if after else None
+
+    def _heldout_scores(self) -> list[tuple[int, float]]:
+        """(step, held-out accuracy) of the timeline's rows that measured it, in order."""
+        return [(int(r["step"]), float(r[HELDOUT])) for r in self.timeline if _finite(r.get(HELDOUT))]
 
     def _check_heldout_floor(self, row: dict[str, Any]) -> Stop | None:
         """After an unexplained escalation that let the run go on: stop at the first held-out score under
@@ -751,9 +753,7 @@ class Supervisor:
         return None
 
     def _heldout_dropped(self, v: Verification) -> str | None:
-        after = [
-            r[HELDOUT] for r in self.timeline if r["step"] > v.checkpoint_step and _finite(r.get(HELDOUT))
-        ]
+        after = [score for s, score in self._heldout_scores() if s > v.checkpoint_step]
         if v.heldout_before is None or not after:
             return None
         if after[-1] < v.heldout_before - HELDOUT_TOLERANCE:
