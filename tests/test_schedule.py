@@ -109,3 +109,61 @@ def test_without_a_schedule_the_rule_never_runs_and_a_logged_zero_is_not_its() -
     # the end of a decay: the expected rate is near 0, any ratio there is noise
     end = _library_rates("linear", 5, 40)
     assert _fired(TESTBED, end[:-4] + [r * 0.1 for r in end[-4:]]) == {}
+
+
+def _library_rates_with(scheduler: str, warmup: int, total: int, kwargs: dict) -> list[float]:
+    """transformers' scheduler given `lr_scheduler_kwargs` (the Trainer passes them on as these)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE)
+    schedule = get_scheduler(
+        scheduler,
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        scheduler_specific_kwargs=kwargs,
+    )
+    rates = []
+    for _ in range(total):
+        optimizer.step()
+        schedule.step()
+        rates.append(schedule.get_last_lr()[0])
+    return rates
+
+
+def test_a_recorded_run_with_scheduler_kwargs_is_judged_by_the_cap_not_a_shape_it_does_not_have() -> None:
+    """The recorder's config carries `lr_scheduler_kwargs`: without them a cosine of 1.5 cycles, which
+    climbs back up, was compared with the plain cosine and called off its schedule."""
+    from transformers import TrainingArguments
+
+    from rftfm_agent.telemetry.run_config import config_from_args
+
+    shaped = {"num_cycles": 1.5}
+    args = TrainingArguments(
+        output_dir="unused",
+        learning_rate=BASE,
+        lr_scheduler_type="cosine",
+        lr_scheduler_kwargs=shaped,
+        warmup_steps=5,
+        max_steps=40,
+        report_to=[],
+    )
+    config = config_from_args(args)
+    assert config["lr_scheduler_kwargs"] == shaped
+    rates = _library_rates_with("cosine", 5, 40, shaped)
+    assert _fired(config, rates) == {}
+    without = {k: v for k, v in config.items() if k != "lr_scheduler_kwargs"}
+    assert "lr_off_schedule" in _fired(without, rates)  # the false alarm the kwargs prevent
+    plain = config_from_args(  # transformers' default, {}: the scheduler's own defaults, judged exactly
+        TrainingArguments(output_dir="unused", learning_rate=BASE, warmup_steps=5, max_steps=40, report_to=[])
+    )
+    assert "lr_scheduler_kwargs" not in plain
+    assert LrSchedule.from_config(plain).exact  # type: ignore[union-attr]
+    opaque = config_from_args(  # a value JSON cannot hold is kept as text: the kwargs still count
+        TrainingArguments(
+            output_dir="unused",
+            learning_rate=BASE,
+            lr_scheduler_kwargs={"fn": object()},
+            max_steps=40,
+            report_to=[],
+        )
+    )
+    assert opaque["lr_scheduler_kwargs"]["fn"].startswith("<object")

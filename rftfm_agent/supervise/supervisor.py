@@ -689,10 +689,7 @@ class Supervisor:
             return
         config = config_from_args(trainer.args)
         config["learning_rate"] = get_learning_rate(trainer)
-        config["total_steps"] = int(total_steps)
-        kwargs = getattr(trainer.args, "lr_scheduler_kwargs", None)
-        if kwargs:
-            config["lr_scheduler_kwargs"] = True  # a shape the schedule cannot reproduce: cap only
+        config["total_steps"] = int(total_steps)  # with lr_scheduler_kwargs: judged by the cap only
         self.schedule_config = config
         if not self.timeline:
             self.monitor = self.detector.monitor(self.task, self.run_name, schedule=self.lr_schedule())

@@ -8,7 +8,7 @@ training loop, and other code (a supervisor, an exporter) may describe a trainer
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -16,6 +16,7 @@ from typing import Any
 CONFIG_KEYS: tuple[str, ...] = (
     "learning_rate",
     "lr_scheduler_type",
+    "lr_scheduler_kwargs",  # num_cycles, power, min_lr_rate …: they change the schedule's shape
     "warmup_ratio",
     "warmup_steps",
     "weight_decay",
@@ -73,7 +74,16 @@ def versions() -> dict[str, str]:
 
 
 def _json_value(value: Any) -> Any:
-    """A config value as plain JSON (enums → their value, tuples → lists); None when it cannot be one."""
+    """A config value as plain JSON (enums → their value, tuples → lists); None when it cannot be one.
+
+    A mapping (`lr_scheduler_kwargs`) keeps every entry: one that is not plain JSON is kept as its repr,
+    so that a mapping that holds anything is never recorded as empty (an empty one reads as "defaults")."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            plain = _json_value(item)
+            out[str(key)] = plain if plain is not None or item is None else repr(item)
+        return out
     if isinstance(value, Enum):  # ExplicitEnum (a str subclass too): its value, as JSON would write it
         return _json_value(value.value)
     if value is None or isinstance(value, bool | int | float | str):
@@ -96,7 +106,7 @@ def config_from_args(args: Any, keys: Sequence[str] = CONFIG_KEYS) -> dict[str, 
             value = _json_value(getattr(args, key))
         except Exception:  # a property that raises outside a distributed launch
             continue
-        if value is not None:
+        if value is not None and value != {}:  # {}: transformers' default kwargs, the same as none given
             config[key] = value
     return config
 
