@@ -687,9 +687,9 @@ class Supervisor:
         any fault or fix changed the rate), and give it to the monitor if no row was seen yet."""
         if self.schedule_config is not None:
             return
-        config = config_from_args(trainer.args)
+        config = config_from_args(trainer.args)  # with lr_scheduler_kwargs in it, the cap alone is judged
         config["learning_rate"] = get_learning_rate(trainer)
-        config["total_steps"] = int(total_steps)  # with lr_scheduler_kwargs: judged by the cap only
+        config["total_steps"] = int(total_steps)
         self.schedule_config = config
         if not self.timeline:
             self.monitor = self.detector.monitor(self.task, self.run_name, schedule=self.lr_schedule())
