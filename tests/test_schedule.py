@@ -167,3 +167,28 @@ def test_a_recorded_run_with_scheduler_kwargs_is_judged_by_the_cap_not_a_shape_i
         )
     )
     assert opaque["lr_scheduler_kwargs"]["fn"].startswith("<object")
+
+
+@pytest.mark.parametrize(("kwargs", "exact"), [({}, True), ({"num_cycles": 1.5}, False)])
+def test_the_supervisor_takes_the_schedule_and_its_kwargs_from_the_trainer(kwargs: dict, exact: bool) -> None:
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+
+    from rftfm_agent.detect.api import load_detector
+    from rftfm_agent.supervise.policy import Policy
+    from rftfm_agent.supervise.supervisor import Supervisor
+
+    args = TrainingArguments(
+        output_dir="unused",
+        learning_rate=BASE,
+        lr_scheduler_type="cosine",
+        lr_scheduler_kwargs=kwargs,
+        warmup_steps=5,
+        max_steps=40,
+        report_to=[],
+    )
+    supervisor = Supervisor(policy=Policy.load(mode="auto"), detector=load_detector(), diagnoser=None)  # type: ignore[arg-type]
+    supervisor.set_schedule(SimpleNamespace(args=args), total_steps=40)
+    schedule = supervisor.lr_schedule()
+    assert schedule is not None and schedule.exact is exact and schedule.total_steps == 40
