@@ -3,22 +3,36 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
+from transformers import TrainingArguments
 from transformers.optimization import get_scheduler
 
+from rftfm_agent.detect.api import load_detector
 from rftfm_agent.detect.scale_free import ScaleFreeRules
 from rftfm_agent.detect.schedule import EXACT, LrSchedule
+from rftfm_agent.supervise.policy import Policy
+from rftfm_agent.supervise.supervisor import Supervisor
+from rftfm_agent.telemetry.run_config import config_from_args
 
 BASE = 3e-4
 
 
-def _library_rates(scheduler: str, warmup: int, total: int) -> list[float]:
+def _library_rates(scheduler: str, warmup: int, total: int, kwargs: dict | None = None) -> list[float]:
     """transformers' own scheduler: its rate after each optimizer step (what 4.x's Trainer logged at that
-    step; 5.x logs the one before, the rate the step used)."""
+    step; 5.x logs the one before, the rate the step used); `kwargs` as the Trainer passes on
+    `lr_scheduler_kwargs`."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE)
-    schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total)
+    schedule = get_scheduler(
+        scheduler,
+        optimizer,
+        num_warmup_steps=warmup,
+        num_training_steps=total,
+        scheduler_specific_kwargs=kwargs,
+    )
     rates = []
     for _ in range(total + 2):
         optimizer.step()
@@ -111,84 +125,34 @@ def test_without_a_schedule_the_rule_never_runs_and_a_logged_zero_is_not_its() -
     assert _fired(TESTBED, end[:-4] + [r * 0.1 for r in end[-4:]]) == {}
 
 
-def _library_rates_with(scheduler: str, warmup: int, total: int, kwargs: dict) -> list[float]:
-    """transformers' scheduler given `lr_scheduler_kwargs` (the Trainer passes them on as these)."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=BASE)
-    schedule = get_scheduler(
-        scheduler,
-        optimizer,
-        num_warmup_steps=warmup,
-        num_training_steps=total,
-        scheduler_specific_kwargs=kwargs,
-    )
-    rates = []
-    for _ in range(total):
-        optimizer.step()
-        schedule.step()
-        rates.append(schedule.get_last_lr()[0])
-    return rates
+def _args(**overrides: Any) -> TrainingArguments:
+    """Training arguments of a 40-step cosine run with a 5-step warm-up, as a recorded run's trainer has."""
+    settings = {"learning_rate": BASE, "lr_scheduler_type": "cosine", "warmup_steps": 5, "max_steps": 40}
+    return TrainingArguments(output_dir="unused", report_to=[], **{**settings, **overrides})
 
 
 def test_a_recorded_run_with_scheduler_kwargs_is_judged_by_the_cap_not_a_shape_it_does_not_have() -> None:
     """The recorder's config carries `lr_scheduler_kwargs`: without them a cosine of 1.5 cycles, which
     climbs back up, was compared with the plain cosine and called off its schedule."""
-    from transformers import TrainingArguments
-
-    from rftfm_agent.telemetry.run_config import config_from_args
-
     shaped = {"num_cycles": 1.5}
-    args = TrainingArguments(
-        output_dir="unused",
-        learning_rate=BASE,
-        lr_scheduler_type="cosine",
-        lr_scheduler_kwargs=shaped,
-        warmup_steps=5,
-        max_steps=40,
-        report_to=[],
-    )
-    config = config_from_args(args)
+    config = config_from_args(_args(lr_scheduler_kwargs=shaped))
     assert config["lr_scheduler_kwargs"] == shaped
-    rates = _library_rates_with("cosine", 5, 40, shaped)
+    rates = _library_rates("cosine", 5, 40, shaped)[:40]
     assert _fired(config, rates) == {}
     without = {k: v for k, v in config.items() if k != "lr_scheduler_kwargs"}
     assert "lr_off_schedule" in _fired(without, rates)  # the false alarm the kwargs prevent
-    plain = config_from_args(  # transformers' default, {}: the scheduler's own defaults, judged exactly
-        TrainingArguments(output_dir="unused", learning_rate=BASE, warmup_steps=5, max_steps=40, report_to=[])
-    )
+    plain = config_from_args(
+        _args()
+    )  # transformers' default, {}: the scheduler's own defaults, judged exactly
     assert "lr_scheduler_kwargs" not in plain
     assert LrSchedule.from_config(plain).exact  # type: ignore[union-attr]
-    opaque = config_from_args(  # a value JSON cannot hold is kept as text: the kwargs still count
-        TrainingArguments(
-            output_dir="unused",
-            learning_rate=BASE,
-            lr_scheduler_kwargs={"fn": object()},
-            max_steps=40,
-            report_to=[],
-        )
-    )
+    opaque = config_from_args(_args(lr_scheduler_kwargs={"fn": object()}))  # kept as text: still counts
     assert opaque["lr_scheduler_kwargs"]["fn"].startswith("<object")
 
 
 @pytest.mark.parametrize(("kwargs", "exact"), [({}, True), ({"num_cycles": 1.5}, False)])
 def test_the_supervisor_takes_the_schedule_and_its_kwargs_from_the_trainer(kwargs: dict, exact: bool) -> None:
-    from types import SimpleNamespace
-
-    from transformers import TrainingArguments
-
-    from rftfm_agent.detect.api import load_detector
-    from rftfm_agent.supervise.policy import Policy
-    from rftfm_agent.supervise.supervisor import Supervisor
-
-    args = TrainingArguments(
-        output_dir="unused",
-        learning_rate=BASE,
-        lr_scheduler_type="cosine",
-        lr_scheduler_kwargs=kwargs,
-        warmup_steps=5,
-        max_steps=40,
-        report_to=[],
-    )
     supervisor = Supervisor(policy=Policy.load(mode="auto"), detector=load_detector(), diagnoser=None)  # type: ignore[arg-type]
-    supervisor.set_schedule(SimpleNamespace(args=args), total_steps=40)
+    supervisor.set_schedule(SimpleNamespace(args=_args(lr_scheduler_kwargs=kwargs)), total_steps=40)
     schedule = supervisor.lr_schedule()
     assert schedule is not None and schedule.exact is exact and schedule.total_steps == 40
