@@ -141,9 +141,8 @@ def test_a_recorded_run_with_scheduler_kwargs_is_judged_by_the_cap_not_a_shape_i
     assert _fired(config, rates) == {}
     without = {k: v for k, v in config.items() if k != "lr_scheduler_kwargs"}
     assert "lr_off_schedule" in _fired(without, rates)  # the false alarm the kwargs prevent
-    plain = config_from_args(
-        _args()
-    )  # transformers' default, {}: the scheduler's own defaults, judged exactly
+    # transformers' default, {}: the scheduler's own defaults, judged exactly
+    plain = config_from_args(_args())
     assert "lr_scheduler_kwargs" not in plain
     assert LrSchedule.from_config(plain).exact  # type: ignore[union-attr]
     opaque = config_from_args(_args(lr_scheduler_kwargs={"fn": object()}))  # kept as text: still counts
