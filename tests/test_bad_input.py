@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from rftfm_agent.cli import app
 from rftfm_agent.errors import InputError
 from rftfm_agent.telemetry import importers
+from rftfm_agent.telemetry.importers import base
 from rftfm_agent.telemetry.store import Store
 
 _HF = "{'loss': 0.5, 'grad_norm': 1.0, 'learning_rate': 1e-06, 'step': 1}\n"
@@ -113,6 +114,24 @@ def test_a_byte_order_mark_is_read_past_and_utf16_read(tmp_path: Path) -> None:
             path.write_bytes(encoded)
             (run,) = importers.load(path)
             assert run.steps[0].step == 1 and run.steps[0].values, name
+
+
+def test_a_utf16_console_log_whose_metrics_start_past_the_head_is_recognised(tmp_path: Path) -> None:
+    """PowerShell's `>` writes UTF-16; a console log opens with pages of loading messages before its
+    first metrics line. The sniffers look past the head for that line, and used to search the raw UTF-16
+    bytes there: "unknown format" for a log the same bytes in UTF-8 import from."""
+    preamble = "".join(f"Loading shard {i} of the model weights from the local cache\n" for i in range(2000))
+    trl = "{'loss': 0.5, 'reward': 0.1, 'epoch': 0.01}\n{'loss': 0.4, 'reward': 0.2, 'epoch': 0.02}\n"
+    for name, metrics, key in (
+        ("trl.log", trl, "loss"),
+        ("verl.log", "step:1 - actor/loss:0.5\nstep:2 - actor/loss:0.4\n", "actor/loss"),
+    ):
+        text = preamble + metrics
+        assert len(text.encode("utf-16")) > 2 * base.HEAD_BYTES  # the metrics lie past the sniffed head
+        path = tmp_path / name
+        path.write_bytes(text.encode("utf-16"))
+        (run,) = importers.load(path)
+        assert [s.step for s in run.steps] == [1, 2] and run.steps[1].values[key] == 0.4, name
 
 
 def test_two_keys_of_one_name_both_survive(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ in `telemetry.schema`); mapping to the vocabulary happens in one place, when the
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import itertools
 import json
@@ -269,16 +270,24 @@ def scan(path: Path, pattern: re.Pattern[bytes], limit: int = 64 << 20) -> bool:
 
     Console logs can open with megabytes of progress bars before the first metrics line, so sniffers
     of console formats look past the head; binary files are ruled out first by the caller's head check.
+    A UTF-16 file (with its byte-order mark: PowerShell's `>`) is searched as the text it holds, as
+    `read_head` and `read_text` read it.
     """
     overlap = 4096
     tail = b""
     read = 0
+    # A decoder when the file is UTF-16 with its mark: the pattern is UTF-8 bytes.
+    utf16: codecs.IncrementalDecoder | None = None
     with path.open("rb") as fh:
         while read < limit:
             chunk = fh.read(1 << 20)
             if not chunk:
                 return False
+            if read == 0 and chunk[:2] in _UTF16_BOMS:
+                utf16 = codecs.getincrementaldecoder("utf-16")(errors="replace")
             read += len(chunk)
+            if utf16 is not None:
+                chunk = utf16.decode(chunk).encode("utf-8")
             if pattern.search(tail + chunk):
                 return True
             tail = chunk[-overlap:]
