@@ -235,10 +235,14 @@ def test_a_completion_paid_two_ways_gets_the_fallback_verifier_when_the_diagnosi
     # No fallback registered: nothing to try, so the usual observe-then-escalate, the symptom named.
     bare = make_plan(unsure, _context(symptoms=symptoms(rows), observed_steps=MAX_OBSERVE_STEPS))
     assert bare.decision == "escalate" and "paid differently" in bare.reason
-    # A confident diagnosis keeps its own play (batching misaligned: a person fixes it).
+    # A confident misalignment keeps its own play: the fallback verifier first (a noisy verifier reads as
+    # misaligned batching and is cured by it: mini seed 61's rf_noise runs, escalated before), then the
+    # escalation (misaligned batching survives the swap). No fallback registered: escalated at once.
     misaligned = _diagnosis("ca_group_misalign", p=0.8)
     sure = make_plan(misaligned, _context(symptoms=symptoms(rows), fallbacks=["strict"]))
-    assert sure.decision == "escalate"
+    assert sure.decision == "fix" and sure.first_fix().actions == [FallbackReward(name="strict")]  # type: ignore[union-attr]
+    assert sure.candidates[-1].escalates
+    assert make_plan(misaligned, _context(symptoms=symptoms(rows))).decision == "escalate"
 
     class Band:  # a task judged by a sampled LLM judge: healthy runs pay one completion two ways ~10 %
         def z(self, metric: str, step: int, value: float) -> float:

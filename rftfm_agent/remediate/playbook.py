@@ -282,10 +282,20 @@ PLAYS: list[Play] = [
         applies_to="ca_group_misalign",
         summary="rewards attached to the wrong completions",
         candidates=[
+            CandidateTemplate(
+                actions=FALLBACK.actions,
+                why="a noisy verifier pays one completion two ways as misaligned batching does (the "
+                "fingerprints confuse the two both ways: docs/diagnosis.md); the fallback verifier is the "
+                "test between them: it cures a verifier bug, while misaligned batching survives the swap, "
+                "which is then undone and escalated",
+                reference="rftfm docs/diagnosis.md (rf_noise hard and ca_group_misalign confused both ways) "
+                "and README Measured (mini seed 61: rf_noise runs read as misaligned and escalated)",
+                when=FALLBACK.when,
+            ),
             _escalate(
                 "rewards are attached to the wrong completions: a bug in the batching between reward and "
                 "completion that no hyperparameter or reward swap fixes"
-            )
+            ),
         ],
     ),
     Play(
