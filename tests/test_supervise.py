@@ -1,6 +1,7 @@
 """The supervisor in real (short) testbed runs: the closed loop recovers a run with its fault still present;
 a crash in the supervisor never stops training; a fix with no checkpoint before the incident is refused and
-journaled; `ask` stops with a resume command that carries on after approval."""
+journaled; `ask` stops with a resume command that carries on after approval; misaligned batching survives the
+fallback verifier, which is undone and the run escalated."""
 
 from __future__ import annotations
 
@@ -158,3 +159,34 @@ def test_ask_mode_stops_with_a_resume_command_and_carries_on_after_approval(tmp_
     assert decisions[decisions.index("asked") + 1 :][:2] == ["approved", "applied"]
     again = cli.invoke(app, ["supervise", "--resume", str(work), "--approve", *common])
     assert again.exit_code != 0 and "not waiting for an approval" in again.output
+
+
+def test_misaligned_batching_survives_the_fallback_verifier_which_is_undone_and_the_run_escalated(
+    tmp_path: Path,
+) -> None:
+    """`mini-s61-0054` (rewards attached to the wrong completions from step 1): the misalignment play swaps
+    in the registered fallback verifier first, because a noisy verifier reads the same (`mini-s61-0029`);
+    here the bug is in the batching, which the swap does not touch, so the alarm stays, the swap is undone
+    and the run escalated — never kept as a fix."""
+    from rftfm_agent.evals.closed_loop import supervised_testbed_run
+    from rftfm_agent.testbed.runner import RunSpec, parse_fault
+
+    spec = RunSpec(
+        name="misaligned",
+        task="arith_a",
+        seed=6100007,
+        steps=12,
+        batch_size=32,
+        learning_rate=3e-4,
+        eval_every=10,
+        fault=parse_fault("ca_group_misalign:easy@1"),
+    )
+    store = Store(tmp_path / "store")
+    policy = Policy.load(mode="auto", allow_reward_changes=True, allow_data_changes=True)
+    outcome = supervised_testbed_run(spec, store, tmp_path / "run", policy)
+    journal = store.journal(outcome.result.run_id)
+    decisions = journal["decision"].tolist()
+    assert "applied" in decisions and "undone" in decisions and decisions[-1] == "escalated", decisions
+    assert decisions.index("applied") < decisions.index("undone") and "verified" not in decisions
+    applied = json.loads(journal[journal["decision"] == "applied"].iloc[0]["actions"])
+    assert [a["kind"] for a in applied] == ["fallback_reward"]
