@@ -28,19 +28,38 @@ def set_learning_rate(trainer: Any, lr: float) -> None:
     trainer.args.learning_rate = lr
 
 
-def pin_learning_rate(trainer: Any, lr: float) -> None:
-    """`set_learning_rate`, keeping where the scheduler is in its shape (warm-up, decay): the step's rate
-    becomes `lr` × the scheduler's current factor, not `lr` flat."""
+def schedule_factor(trainer: Any) -> float:
+    """Where the scheduler is in its shape (warm-up, decay) at the coming step, as a factor of its base rate.
+
+    Read from the schedule itself where it has one (`LambdaLR`, which every schedule the HF Trainer builds
+    is): the rate the optimizer holds may have been overwritten flat (by a bug, or by `set_learning_rate`
+    on resume), and a factor inferred from it would then be 1 in the middle of a warm-up. Otherwise
+    inferred from that rate over the scheduler's base rate."""
+    from torch.optim.lr_scheduler import LambdaLR  # here: importing torch is slow for the commands without it
+
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
     scheduler = getattr(trainer, "lr_scheduler", None)
     scheduler = getattr(scheduler, "scheduler", scheduler)
-    factor = 1.0
+    if isinstance(scheduler, LambdaLR):  # not MultiplicativeLR, whose lambdas multiply the last step's rate
+        return float(scheduler.lr_lambdas[0](scheduler.last_epoch))
     base = list(getattr(scheduler, "base_lrs", None) or [])
     if base and base[0] > 0 and optimizer.param_groups:
-        factor = float(optimizer.param_groups[0]["lr"]) / float(base[0])
+        return float(optimizer.param_groups[0]["lr"]) / float(base[0])
+    return 1.0
+
+
+def pin_learning_rate(trainer: Any, lr: float) -> None:
+    """`set_learning_rate`, keeping where the scheduler is in its shape (warm-up, decay): the step's rate
+    becomes `lr` × the schedule's factor (`schedule_factor`), not `lr` flat."""
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    factor = schedule_factor(trainer)
     set_learning_rate(trainer, lr)
     for group in optimizer.param_groups:
         group["lr"] = lr * factor
+    scheduler = getattr(trainer, "lr_scheduler", None)
+    scheduler = getattr(scheduler, "scheduler", scheduler)
+    if hasattr(scheduler, "_last_lr"):  # what the Trainer logs as the step's rate: the rate the step uses
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def set_generation(trainer: Any, **changes: Any) -> None:

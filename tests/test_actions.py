@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
+from rftfm_agent.hooks import TrainerHook
 from rftfm_agent.remediate.actions import (
     ACTION_KINDS,
     ActionHook,
@@ -206,6 +207,51 @@ def test_optimizer_reset_warms_up_and_tool_retry_leaves_a_healthy_tool_run_train
     configured = trainer.args.learning_rate
     assert lrs == pytest.approx([configured * k / 4 for k in (1, 2, 3)])
     assert all(math.isfinite(s["weights"]) for s in probe.steps)
+
+
+class _FlatRate(TrainerCallback):
+    def __init__(self, trainer: Any, lr: float) -> None:
+        self.trainer, self.lr = trainer, lr
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from rftfm_agent.knobs import set_learning_rate
+
+        set_learning_rate(self.trainer, self.lr)
+
+
+class _FlatRateEveryStep(TrainerHook):
+    """A bug that sets the optimizer's rate flat at every step's start (installed before the fix's pin)."""
+
+    name = "bug"
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def install(self, trainer: Any, run: Any) -> None:
+        trainer.add_callback(_FlatRate(trainer, self.lr))
+
+
+@pytest.mark.slow
+def test_a_restored_learning_rate_follows_the_warm_up_a_bug_flattened(tmp_path: Path) -> None:
+    """The fix's rate × the schedule's own factor, not one read back from the rate the bug left (that
+    reads 1 in the middle of the warm-up: the restored run skipped its warm-up and logged a flat rate)."""
+    from rftfm_agent.telemetry.store import Store
+    from rftfm_agent.testbed.runner import RunSpec, build
+
+    spec = RunSpec(name="warm", task="arith_a", steps=4, batch_size=16, eval_every=100, warmup_steps=4)
+    hooks = [
+        _FlatRateEveryStep(100 * spec.learning_rate),
+        ActionHook([SetLearningRate(value=spec.learning_rate)]),
+    ]
+    store = Store(tmp_path / "store")
+    trainer, recorder, _ = build(spec, store, tmp_path / "work", hooks=hooks)
+    probe = _Probe(trainer)
+    trainer.add_callback(probe)
+    trainer.train()
+    recorder.flush(wait=True)
+    expected = [spec.learning_rate * k / 4 for k in range(4)]
+    assert [s["lr"] for s in probe.steps] == pytest.approx(expected)
+    assert store.steps(recorder.run_id)["learning_rate"].tolist() == pytest.approx(expected)
 
 
 def test_tool_retry_sets_the_environments_policy_which_retries_a_failed_call() -> None:

@@ -174,6 +174,20 @@ def test_resume_from_checkpoint_with_a_new_learning_rate(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_a_resume_in_the_warm_up_goes_on_warming_up_at_the_new_rate(tmp_path: Path) -> None:
+    """The new rate is imposed where the schedule is: the step after a checkpoint at step 2 of a 4-step
+    warm-up runs at half the new rate (and is logged so), not at the full rate for one step."""
+    store = Store(tmp_path / "store")
+    first = RunSpec(name="warm-run", task="arith_b", steps=4, batch_size=16, warmup_steps=4, save_steps=2)
+    run(first, store, tmp_path / "work")
+    resumed = first.model_copy(update={"learning_rate": 1e-4, "steps": 6, "save_steps": None})
+    result = run(resumed, store, tmp_path / "work2", resume_from=tmp_path / "work" / "checkpoint-2")
+    steps = store.steps(result.run_id)
+    assert list(steps["step"]) == [3, 4, 5, 6]
+    assert steps["learning_rate"].tolist() == pytest.approx([1e-4 * k for k in (2 / 4, 3 / 4, 1, 1)])
+
+
+@pytest.mark.slow
 def test_runner_takes_any_hf_causal_lm(tmp_path: Path) -> None:
     """A GPT-2 architecture (not the testbed's Llama) built in code and saved like a hub model."""
     tokenizer = build_tokenizer()

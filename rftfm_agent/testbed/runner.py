@@ -40,7 +40,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from rftfm_agent.errors import RftfmError
 from rftfm_agent.hooks import REWARD_LAYERS, RunContext, TrainerHook
-from rftfm_agent.knobs import set_learning_rate
+from rftfm_agent.knobs import pin_learning_rate
 from rftfm_agent.telemetry.recorder import RunRecorder
 from rftfm_agent.telemetry.schema import FaultSpec
 from rftfm_agent.telemetry.store import Store
@@ -132,7 +132,8 @@ def training_prompts(spec: RunSpec) -> Any:
 
 
 class _LearningRateOverride(TrainerCallback):
-    """On resume, after the trainer restored optimizer and scheduler state, impose the new learning rate."""
+    """On resume, after the trainer restored optimizer and scheduler state, impose the new learning rate
+    where the schedule is (a resume in the warm-up goes on warming up, not at the full rate for a step)."""
 
     def __init__(self, trainer: Any, lr: float) -> None:
         self.trainer = trainer
@@ -141,7 +142,7 @@ class _LearningRateOverride(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        set_learning_rate(self.trainer, self.lr)
+        pin_learning_rate(self.trainer, self.lr)
 
 
 def _load_policy(spec: RunSpec) -> tuple[Any, Any, str]:
