@@ -15,11 +15,11 @@ Each `run` segment trains until the supervisor stops it (or the run ends). On a 
 supervisor diagnoses the run so far, plans, and asks the policy. In `auto` an allowed fix makes it stop
 training and resume from the last checkpoint before the incident, in a new segment with the fix installed
 (and every earlier kept fix); in `ask` it stops and leaves a report and the command that resumes with the
-fix; in `observe` it only reports. After a fix it watches `verify_steps` steps: the detector quiet, the
-alarmed metrics back in the healthy band, held-out accuracy (where the run logs it) not below where it was
-at the checkpoint. Then the fix is kept, or undone (resume from the same checkpoint without it) and the
-next candidate tried, or the incident escalated. Every decision goes to the run's audit journal
-(`Store.append_journal`; SQL view `journal`).
+fix; in `observe` it only reports. After a fix it watches `verify_steps` steps: the detector quiet, no
+alarmed metric still off the healthy band on the side the fault pushed it to, held-out accuracy (where the
+run logs it) not below where it was at the checkpoint. Then the fix is kept, or undone (resume from the
+same checkpoint without it) and the next candidate tried, or the incident escalated. Every decision goes
+to the run's audit journal (`Store.append_journal`; SQL view `journal`).
 
 A crash inside the supervisor never stops training: it is journaled and the supervisor falls back to
 observing. In a multi-process job (accelerate, one process per device) the main process decides and the
@@ -66,7 +66,7 @@ from rftfm_agent.telemetry.vocabulary import canonical_row
 
 HELDOUT = "heldout/accuracy"
 HELDOUT_TOLERANCE = 0.05  # a fix may not leave held-out accuracy more than this below its checkpoint value
-BAND_Z_OK = 3.0  # an alarmed metric is "back in the healthy band" when its recent median |z| is under this
+BAND_Z_OK = 3.0  # an alarmed metric is "off the healthy band" when its recent median |z| is over this
 ROLLBACK_MARGIN = 3  # prefer a checkpoint this many steps before the first alarm (detection lags the onset)
 START = "start"  # the "checkpoint" at step 0: the run's initial model, rebuilt by `make_trainer`
 CONFIRM_STEPS = (
@@ -112,6 +112,7 @@ class Incident:
         None  # knobs at the first decision (a later fix's knobs are not the run's)
     )
     offending: list[int] | None = None  # non-finite steps seen before any rollback
+    sides: dict[str, int] | None = None  # the side of the band each alarmed metric left, before any rollback
 
 
 @dataclass
@@ -122,6 +123,7 @@ class Verification:
     until_step: int
     metrics: list[str]
     heldout_before: float | None
+    sides: dict[str, int] = field(default_factory=dict)  # +1 above the band, -1 below: the symptom to remove
 
 
 @dataclass
@@ -517,6 +519,8 @@ class Supervisor:
         heldout = [v for s, v in self._heldout_scores() if s <= checkpoint_step]
         absorbed = {m for a in [*self.kept, *candidate.actions] for m in a.absorbs()}
         metrics = sorted({e.metric for e in (self.incident.events if self.incident else [])} - absorbed)
+        if self.incident is not None and self.incident.sides is None:
+            self.incident.sides = self._sides_left(metrics, after=checkpoint_step)
         self.verifying = Verification(
             candidate=candidate,
             checkpoint_step=checkpoint_step,
@@ -527,6 +531,7 @@ class Supervisor:
             + self.policy.verify_steps,
             metrics=metrics,
             heldout_before=heldout[-1] if heldout else None,
+            sides=dict(self.incident.sides or {}) if self.incident is not None else {},
         )
         self._rollback(checkpoint_step)
         actions = [*self.kept, *candidate.actions]
@@ -732,21 +737,45 @@ class Supervisor:
             self.monitor.update({k: v for k, v in r.items() if k != HELDOUT})
         self.checkpoints = {s: p for s, p in self.checkpoints.items() if s <= checkpoint_step}
 
+    def _band_zs(self, metric: str, rows: list[dict[str, Any]]) -> list[float]:
+        assert self.monitor.band is not None
+        return [
+            z
+            for r in rows
+            if _finite(r.get(metric))
+            and (z := self.monitor.band.z(metric, int(r["step"]), float(r[metric]))) is not None
+        ]
+
+    def _sides_left(self, metrics: list[str], after: int) -> dict[str, int]:
+        """The side of the healthy band each alarmed metric sat on while the fault acted (the rows after
+        the checkpoint the fix resumes from): the symptom the fix has to remove. A metric whose median
+        stayed in the band there (an alarm from a rule or a jump) has no side."""
+        if self.monitor.band is None:
+            return {}
+        rows = [r for r in self.timeline if r["step"] > after]
+        sides = {}
+        for metric in metrics:
+            zs = sorted(self._band_zs(metric, rows))
+            if zs and abs(zs[len(zs) // 2]) > BAND_Z_OK:
+                sides[metric] = 1 if zs[len(zs) // 2] > 0 else -1
+        return sides
+
     def _symptoms_remaining(self, v: Verification) -> str | None:
+        """An alarmed metric still out of the healthy band on the side the fault pushed it to. Out on the
+        other side is not the symptom staying: a healthy run can sit there on a band fitted on other
+        machines or settings (a restored length cap's entropy at +3.4 z, exactly its healthy control's),
+        and a fix that overshoots into harm raises the detector's own, calibrated, alarms."""
         if self.monitor.band is None:
             return None
         recent = [r for r in self.timeline if r["step"] > v.checkpoint_step][-self.policy.verify_steps :]
         for metric in v.metrics:
-            zs = [
-                abs(z)
-                for r in recent
-                if _finite(r.get(metric))
-                and (z := self.monitor.band.z(metric, int(r["step"]), float(r[metric]))) is not None
-            ]
-            if zs and sorted(zs)[len(zs) // 2] > BAND_Z_OK:
-                return (
-                    f"{metric} is still out of the healthy band (median |z| {sorted(zs)[len(zs) // 2]:.1f})"
-                )
+            zs = sorted(self._band_zs(metric, recent))
+            if not zs:
+                continue
+            size = sorted(abs(z) for z in zs)[len(zs) // 2]
+            side = v.sides.get(metric)
+            if size > BAND_Z_OK and (side is None or zs[len(zs) // 2] * side > 0):
+                return f"{metric} is still out of the healthy band (median |z| {size:.1f})"
         return None
 
     def _heldout_dropped(self, v: Verification) -> str | None:
