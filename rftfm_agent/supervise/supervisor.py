@@ -571,7 +571,8 @@ class Supervisor:
                     step,
                     "verified",
                     reason=f"quiet from the fix (step {v.checkpoint_step}) to step {step}, "
-                    f"{self.policy.verify_steps} past the incident; alarmed metrics back in band",
+                    f"{self.policy.verify_steps} past the incident; no alarmed metric off the band on the "
+                    "fault's side",
                     actions=v.candidate.actions,
                 )
                 self.kept.extend(v.candidate.actions)
