@@ -13,14 +13,24 @@ from typing import Any
 from rftfm_agent.errors import RftfmError
 
 
+def _optimizer(trainer: Any) -> Any:
+    """The torch optimizer (accelerate wraps it; None before the trainer made one)."""
+    optimizer = getattr(trainer, "optimizer", None)
+    return getattr(optimizer, "optimizer", optimizer)
+
+
+def _scheduler(trainer: Any) -> Any:
+    """The torch learning-rate scheduler (accelerate wraps it; None before the trainer made one)."""
+    scheduler = getattr(trainer, "lr_scheduler", None)
+    return getattr(scheduler, "scheduler", scheduler)
+
+
 def set_learning_rate(trainer: Any, lr: float) -> None:
     """New learning rate for the optimizer and, through its base rates, for the scheduler's next steps."""
-    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
-    for group in optimizer.param_groups:
+    for group in _optimizer(trainer).param_groups:
         group["lr"] = lr
         group["initial_lr"] = lr
-    scheduler = getattr(trainer, "lr_scheduler", None)
-    scheduler = getattr(scheduler, "scheduler", scheduler)
+    scheduler = _scheduler(trainer)
     if scheduler is not None and hasattr(scheduler, "base_lrs"):
         scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
         if hasattr(scheduler, "_last_lr"):
@@ -37,9 +47,7 @@ def schedule_factor(trainer: Any) -> float:
     inferred from that rate over the scheduler's base rate."""
     from torch.optim.lr_scheduler import LambdaLR  # here: importing torch is slow for the commands without it
 
-    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
-    scheduler = getattr(trainer, "lr_scheduler", None)
-    scheduler = getattr(scheduler, "scheduler", scheduler)
+    optimizer, scheduler = _optimizer(trainer), _scheduler(trainer)
     if isinstance(scheduler, LambdaLR):  # not MultiplicativeLR, whose lambdas multiply the last step's rate
         return float(scheduler.lr_lambdas[0](scheduler.last_epoch))
     base = list(getattr(scheduler, "base_lrs", None) or [])
@@ -51,13 +59,11 @@ def schedule_factor(trainer: Any) -> float:
 def pin_learning_rate(trainer: Any, lr: float) -> None:
     """`set_learning_rate`, keeping where the scheduler is in its shape (warm-up, decay): the step's rate
     becomes `lr` × the schedule's factor (`schedule_factor`), not `lr` flat."""
-    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    optimizer, scheduler = _optimizer(trainer), _scheduler(trainer)
     factor = schedule_factor(trainer)
     set_learning_rate(trainer, lr)
     for group in optimizer.param_groups:
         group["lr"] = lr * factor
-    scheduler = getattr(trainer, "lr_scheduler", None)
-    scheduler = getattr(scheduler, "scheduler", scheduler)
     if hasattr(scheduler, "_last_lr"):  # what the Trainer logs as the step's rate: the rate the step uses
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
@@ -97,12 +103,10 @@ def set_max_grad_norm(trainer: Any, value: float) -> None:
 def get_learning_rate(trainer: Any) -> float:
     """The base learning rate (the scheduler's, before warm-up or decay scale it): what `set_learning_rate`
     sets and what a user configures."""
-    scheduler = getattr(trainer, "lr_scheduler", None)
-    scheduler = getattr(scheduler, "scheduler", scheduler)
+    scheduler = _scheduler(trainer)
     if scheduler is not None and getattr(scheduler, "base_lrs", None):
         return float(scheduler.base_lrs[0])
-    optimizer = getattr(trainer, "optimizer", None)
-    optimizer = getattr(optimizer, "optimizer", optimizer)
+    optimizer = _optimizer(trainer)
     if optimizer is not None and optimizer.param_groups:
         group = optimizer.param_groups[0]
         return float(group.get("initial_lr", group["lr"]))
